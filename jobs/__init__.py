@@ -1,0 +1,1 @@
+"""What users run: the `bitswap` command line, training, archival jobs and reports."""
