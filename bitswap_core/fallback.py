@@ -1,0 +1,180 @@
+"""Classical lossless codecs for images the learned path does not take (RGBA, P, 1, 16-bit, float, ...).
+
+Why three options: PNG is compact and fast but stores few modes; TIFF (deflate) stores more (CMYK, LAB, I,
+F, PA); anything else (YCbCr, HSV, RGBX, La, RGBa, I;16B ...) goes raw through LZMA with just enough
+metadata to rebuild it. Pillow silently changes some modes on save or load (YCbCr TIFF loads as RGB,
+I;16B PNG loads as I;16), so every candidate is decoded again with `decode` and compared before it is
+accepted: only a verified payload is ever returned.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import struct
+
+from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin
+
+from bitswap_core.errors import BitswapError, CorruptPayloadError, ImageRefusedError
+
+PNG = "fallback:png"
+TIFF = "fallback:tiff"
+RAW = "fallback:raw"
+CODECS = (PNG, TIFF, RAW)
+DEFAULT_MAX_PIXELS = 2**31
+# Raw payload: u32 metadata length, metadata JSON (ASCII), then an .xz stream of image.tobytes().
+_RAW_META_MAX = 1 << 16
+_PNG_IEND = b"\0\0\0\0IEND\xaeB`\x82"
+_LZMA_MEMLIMIT = 1 << 28  # preset 6 needs ~9 MiB to decode; anything claiming more is not ours
+
+
+def _palette(image: Image.Image) -> tuple[str, bytes] | None:
+    if image.mode not in ("P", "PA") or image.palette is None:
+        return None
+    return image.palette.mode, bytes(image.getpalette(None) or ())
+
+
+def _same(a: Image.Image, b: Image.Image) -> bool:
+    """True when b is a lossless copy of a: mode, size, pixels, palette and transparency."""
+    return (
+        a.mode == b.mode
+        and a.size == b.size
+        and _palette(a) == _palette(b)
+        and a.info.get("transparency") == b.info.get("transparency")
+        and a.tobytes() == b.tobytes()
+    )
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    # icc_profile=None: the container stores the profile once; keep it out of the payload.
+    image.save(buf, "PNG", optimize=True, icc_profile=None)
+    return buf.getvalue()
+
+
+def _encode_tiff(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "TIFF", compression="tiff_adobe_deflate", icc_profile=None)
+    return buf.getvalue()
+
+
+def _encode_raw(image: Image.Image) -> bytes:
+    meta: dict[str, object] = {"mode": image.mode, "size": list(image.size)}
+    palette = _palette(image)
+    if palette is not None:
+        meta["palette_mode"], meta["palette"] = palette[0], palette[1].hex()
+    t = image.info.get("transparency")
+    if isinstance(t, bytes):
+        meta["transparency"] = {"bytes": t.hex()}
+    elif isinstance(t, tuple):
+        meta["transparency"] = {"tuple": list(t)}
+    elif t is not None:
+        meta["transparency"] = {"int": t}
+    raw_meta = json.dumps(meta, separators=(",", ":")).encode("ascii")
+    return struct.pack(">I", len(raw_meta)) + raw_meta + lzma.compress(image.tobytes(), preset=6)
+
+
+def _raw_row_bytes(mode: str, width: int) -> int:
+    """Bytes per row of image.tobytes() for this mode (mode "1" packs 8 pixels per byte)."""
+    if mode == "1":
+        return (width + 7) // 8
+    return width * len(Image.new(mode, (8, 1)).tobytes()) // 8
+
+
+def _decode_raw(payload: bytes, mode: str, size: tuple[int, int]) -> Image.Image:
+    if len(payload) < 4:
+        raise CorruptPayloadError("raw fallback payload truncated before its metadata length")
+    (meta_len,) = struct.unpack(">I", payload[:4])
+    if meta_len > min(_RAW_META_MAX, len(payload) - 4):
+        raise CorruptPayloadError(f"raw fallback metadata length {meta_len} exceeds the payload")
+    try:
+        meta = json.loads(payload[4 : 4 + meta_len].decode("ascii"))
+        if meta["mode"] != mode or tuple(meta["size"]) != tuple(size):
+            raise CorruptPayloadError(
+                f"raw fallback holds {meta['mode']} {meta['size']}, container says {mode} {list(size)}"
+            )
+        expected = _raw_row_bytes(mode, size[0]) * size[1]
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
+        pixels = dec.decompress(payload[4 + meta_len :], max_length=expected + 1)
+        if len(pixels) != expected or not dec.eof or dec.unused_data:
+            raise CorruptPayloadError(
+                f"raw fallback pixel stream gives {len(pixels)} bytes (complete: {dec.eof}),"
+                f" expected exactly {expected}"
+            )
+        image = Image.frombytes(mode, size, pixels)
+        if "palette" in meta:
+            image.putpalette(bytes.fromhex(meta["palette"]), meta["palette_mode"])
+        t = meta.get("transparency")
+        if t is not None:
+            ((kind, value),) = t.items()
+            image.info["transparency"] = {"bytes": bytes.fromhex, "tuple": tuple, "int": int}[kind](value)
+        return image
+    except BitswapError:
+        raise
+    except Exception as exc:  # untrusted bytes: json/lzma/PIL/KeyError all mean the payload is damaged
+        raise CorruptPayloadError(f"raw fallback payload is damaged: {exc!r}") from exc
+
+
+def _decode_pil(
+    plugin: type[ImageFile.ImageFile], label: str, payload: bytes, mode: str, size: tuple[int, int]
+) -> Image.Image:
+    try:
+        # The plugin class directly: only this format is accepted, and Pillow's global decompression-bomb
+        # limit (meant for arbitrary files) does not apply; the size is checked here before any pixel
+        # buffer is allocated.
+        if plugin is PngImagePlugin.PngImageFile:
+            if not payload.endswith(_PNG_IEND):
+                raise CorruptPayloadError("PNG payload does not end with an IEND chunk (truncated)")
+            PngImagePlugin.PngImageFile(io.BytesIO(payload)).verify()  # every chunk CRC, cheap
+        image = plugin(io.BytesIO(payload))
+        if image.mode != mode or image.size != tuple(size):
+            raise CorruptPayloadError(
+                f"{label} payload holds {image.mode} {image.size}, container says {mode} {tuple(size)}"
+            )
+        image.load()
+        if image.mode != mode or image.size != tuple(size):  # load() can change mode for some files
+            raise CorruptPayloadError(f"{label} payload decoded to {image.mode} {image.size}")
+        return image
+    except BitswapError:
+        raise
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise CorruptPayloadError(f"{label} payload is damaged: {exc!r}") from exc
+
+
+def decode(
+    codec_name: str,
+    payload: bytes,
+    mode: str,
+    size: tuple[int, int],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode a fallback payload to an image of exactly `mode` and `size`, or raise CorruptPayloadError."""
+    width, height = size
+    if width < 1 or height < 1 or width * height > max_pixels:
+        raise ImageRefusedError(f"fallback image size {width}x{height} outside 1..max_pixels={max_pixels}")
+    if codec_name == PNG:
+        return _decode_pil(PngImagePlugin.PngImageFile, "PNG", payload, mode, size)
+    if codec_name == TIFF:
+        return _decode_pil(TiffImagePlugin.TiffImageFile, "TIFF", payload, mode, size)
+    if codec_name == RAW:
+        return _decode_raw(payload, mode, size)
+    raise CorruptPayloadError(f"unknown fallback codec {codec_name!r} (known: {', '.join(CODECS)})")
+
+
+def encode(image: Image.Image) -> tuple[str, bytes]:
+    """Losslessly encode any Pillow image; returns (codec name, payload) verified by decoding it again."""
+    image.load()
+    failures = []
+    for name, encoder in ((PNG, _encode_png), (TIFF, _encode_tiff), (RAW, _encode_raw)):
+        try:
+            payload = encoder(image)
+            decoded = decode(name, payload, image.mode, image.size)
+        except (OSError, ValueError, KeyError, TypeError, BitswapError) as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        if _same(image, decoded):
+            return name, payload
+        failures.append(f"{name}: round trip differs")
+    raise ImageRefusedError(f"no lossless fallback for {image.mode} {image.size}: {'; '.join(failures)}")

@@ -1,0 +1,146 @@
+"""Fallback codecs: every Pillow mode round-trips exactly, and damaged payloads raise CorruptPayloadError."""
+
+from __future__ import annotations
+
+import io
+import lzma
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bitswap_core import fallback
+from bitswap_core.errors import CorruptPayloadError, ImageRefusedError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+rng = np.random.default_rng(7)
+
+
+def _random(mode: str, size: tuple[int, int] = (37, 23)) -> Image.Image:
+    """Random raw bytes in any mode: every bit pattern Pillow stores, odd sizes included."""
+    image = Image.new(mode, size)
+    image.frombytes(rng.integers(0, 256, len(image.tobytes()), dtype=np.uint8).tobytes())
+    if mode in ("P", "PA"):
+        image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+    return image
+
+
+def _assert_lossless(image: Image.Image) -> str:
+    name, payload = fallback.encode(image)
+    assert name in fallback.CODECS
+    out = fallback.decode(name, payload, image.mode, image.size)
+    assert (out.mode, out.size) == (image.mode, image.size)
+    assert out.tobytes() == image.tobytes()
+    if image.mode in ("P", "PA"):
+        assert out.palette.mode == image.palette.mode
+        assert out.getpalette(None) == image.getpalette(None)
+    assert out.info.get("transparency") == image.info.get("transparency")
+    return name
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_pillow_mode_round_trips(mode: str) -> None:
+    name = _assert_lossless(_random(mode))
+    if mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+        assert name == fallback.PNG  # the compact, common path must not silently regress to raw
+
+
+@pytest.mark.parametrize("transparency", [3, bytes([255, 0, 128, 7])])
+def test_palette_with_transparency(transparency: int | bytes) -> None:
+    image = Image.fromarray(rng.integers(0, 16, (20, 30), dtype=np.uint8), "P")
+    image.putpalette(rng.integers(0, 256, 48, dtype=np.uint8).tobytes())
+    image.info["transparency"] = transparency
+    assert _assert_lossless(image) == fallback.PNG
+
+
+def test_palette_with_alpha_palette() -> None:
+    # quantize() of RGBA gives an RGBA palette; PNG would turn it into RGB + tRNS, so it must not be used.
+    image = Image.fromarray(rng.integers(0, 256, (24, 40, 4), dtype=np.uint8), "RGBA").quantize(16)
+    assert image.palette.mode == "RGBA"
+    assert _assert_lossless(image) == fallback.RAW
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+def test_16_bit_grayscale(mode: str) -> None:
+    values = rng.integers(0, 65536, (31, 45), dtype=np.uint16)
+    values[0, :2] = (0, 65535)
+    dtype = ">u2" if mode == "I;16B" else "<u2"
+    image = Image.frombytes(mode, (45, 31), values.astype(dtype).tobytes())
+    _assert_lossless(image)
+    out = fallback.decode(*fallback.encode(image), mode, image.size)
+    assert np.array_equal(np.frombuffer(out.tobytes(), dtype).reshape(31, 45), values)
+
+
+def test_grey_and_rgb_transparency_and_special_floats() -> None:
+    grey = Image.fromarray(rng.integers(0, 8, (9, 11), dtype=np.uint8) * 30, "L")
+    grey.info["transparency"] = 30
+    rgb = Image.fromarray(rng.integers(0, 4, (9, 11, 3), dtype=np.uint8) * 60, "RGB")
+    rgb.info["transparency"] = (0, 60, 120)
+    floats = Image.fromarray(np.array([[np.nan, np.inf, -np.inf], [-0.0, 1e-40, 3.5]], np.float32), "F")
+    ints = Image.fromarray(np.array([[-(2**31), 2**31 - 1, 0]], np.int32), "I")
+    for image in (grey, rgb, floats, ints):
+        _assert_lossless(image)
+
+
+def test_icc_profile_stays_out_of_the_payload() -> None:
+    image = _random("RGBA")
+    image.info["icc_profile"] = b"ICC-MARKER-" * 10
+    for encoder in (fallback._encode_png, fallback._encode_tiff):
+        assert b"ICC-MARKER-" not in encoder(image)
+    _assert_lossless(image)
+
+
+def test_sample_images_round_trip() -> None:
+    paths = sorted(SAMPLES.glob("*.png"))
+    assert paths, "samples/ is empty"
+    for path in paths:
+        with Image.open(path) as image:
+            crop = image.crop((0, 0, 61, 47))  # small: the test is about modes, not speed
+        _assert_lossless(crop)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "CMYK", "YCbCr"])  # one mode per codec: PNG, TIFF, raw
+def test_truncated_and_damaged_payloads_are_corrupt(mode: str) -> None:
+    image = _random(mode)
+    name, payload = fallback.encode(image)
+    cuts = sorted({0, 1, 4, 8, 16, len(payload) // 3, len(payload) // 2, len(payload) - 1})
+    for n in cuts:
+        with pytest.raises(CorruptPayloadError):
+            fallback.decode(name, payload[:n], mode, image.size)
+    garbage = bytes(rng.integers(0, 256, len(payload), dtype=np.uint8))
+    with pytest.raises(CorruptPayloadError):
+        fallback.decode(name, garbage, mode, image.size)
+
+
+def test_expectation_mismatches_are_corrupt() -> None:
+    image = _random("RGBA")
+    name, payload = fallback.encode(image)
+    with pytest.raises(CorruptPayloadError, match="container says"):
+        fallback.decode(name, payload, "RGB", image.size)
+    with pytest.raises(CorruptPayloadError, match="container says"):
+        fallback.decode(name, payload, "RGBA", (image.width + 1, image.height))
+    with pytest.raises(CorruptPayloadError):  # a PNG is not accepted where TIFF was recorded
+        fallback.decode(fallback.TIFF, payload, "RGBA", image.size)
+    with pytest.raises(CorruptPayloadError, match="unknown fallback codec"):
+        fallback.decode("fallback:gif", payload, "RGBA", image.size)
+    with pytest.raises(ImageRefusedError):
+        fallback.decode(name, payload, "RGBA", (0, 5))
+
+
+def test_decompression_bombs_are_refused_cheaply() -> None:
+    # A PNG header declaring 100000 x 100000 pixels: refused from the header, before any allocation.
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", 100_000, 100_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    with pytest.raises(CorruptPayloadError, match="container says"):
+        fallback.decode(fallback.PNG, bytes(png), "L", (1, 1))
+    # A raw payload whose xz stream expands far beyond the declared size: cut off at size + 1 bytes.
+    meta = b'{"mode":"L","size":[4,4]}'
+    bomb = struct.pack(">I", len(meta)) + meta + lzma.compress(bytes(50_000_000))
+    with pytest.raises(CorruptPayloadError, match="expected exactly 16"):
+        fallback.decode(fallback.RAW, bomb, "L", (4, 4))
