@@ -96,6 +96,8 @@ class Container:
         )
         if problem:
             raise ValueError(problem)
+        if self.icc_profile is not None and len(self.icc_profile) >= 2**32:
+            raise ValueError("ICC profile of 4 GiB or more cannot be stored")
 
 
 def _str8(value: str) -> bytes:

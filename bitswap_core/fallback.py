@@ -16,7 +16,7 @@ import struct
 
 from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin
 
-from bitswap_core.errors import BitswapError, CorruptPayloadError, ImageRefusedError
+from bitswap_core.errors import BitswapError, CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 PNG = "fallback:png"
 TIFF = "fallback:tiff"
@@ -150,7 +150,11 @@ def decode(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
-    """Decode a fallback payload to an image of exactly `mode` and `size`, or raise CorruptPayloadError."""
+    """Decode a fallback payload to an image of exactly `mode` and `size`.
+
+    Raises CorruptPayloadError for damaged or inconsistent payloads, UnsupportedFormatError for an unknown
+    codec name, ImageRefusedError for a size above max_pixels.
+    """
     width, height = size
     if width < 1 or height < 1 or width * height > max_pixels:
         raise ImageRefusedError(f"fallback image size {width}x{height} outside 1..max_pixels={max_pixels}")
@@ -160,7 +164,7 @@ def decode(
         return _decode_pil(TiffImagePlugin.TiffImageFile, "TIFF", payload, mode, size)
     if codec_name == RAW:
         return _decode_raw(payload, mode, size)
-    raise CorruptPayloadError(f"unknown fallback codec {codec_name!r} (known: {', '.join(CODECS)})")
+    raise UnsupportedFormatError(f"unknown fallback codec {codec_name!r} (known: {', '.join(CODECS)})")
 
 
 def encode(image: Image.Image) -> tuple[str, bytes]:
@@ -171,7 +175,7 @@ def encode(image: Image.Image) -> tuple[str, bytes]:
         try:
             payload = encoder(image)
             decoded = decode(name, payload, image.mode, image.size)
-        except (OSError, ValueError, KeyError, TypeError, BitswapError) as exc:
+        except Exception as exc:  # Pillow refuses many modes per format; the next option may take it
             failures.append(f"{name}: {exc}")
             continue
         if _same(image, decoded):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bitswap_core import fallback
-from bitswap_core.errors import CorruptPayloadError, ImageRefusedError
+from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 rng = np.random.default_rng(7)
@@ -124,7 +124,7 @@ def test_expectation_mismatches_are_corrupt() -> None:
         fallback.decode(name, payload, "RGBA", (image.width + 1, image.height))
     with pytest.raises(CorruptPayloadError):  # a PNG is not accepted where TIFF was recorded
         fallback.decode(fallback.TIFF, payload, "RGBA", image.size)
-    with pytest.raises(CorruptPayloadError, match="unknown fallback codec"):
+    with pytest.raises(UnsupportedFormatError, match="unknown fallback codec"):
         fallback.decode("fallback:gif", payload, "RGBA", image.size)
     with pytest.raises(ImageRefusedError):
         fallback.decode(name, payload, "RGBA", (0, 5))
