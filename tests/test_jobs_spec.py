@@ -1,0 +1,85 @@
+"""Job specs: the example parses, defaults fill in, errors name the field, the hash is stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.spec import JobSpec, SpecError, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def minimal(**extra):
+    d = {"name": "j", "destination": "/tmp/archive-x", "sources": [{"url": "/tmp/images-x"}]}
+    d.update(extra)
+    return d
+
+
+def test_example_spec_parses():
+    spec = load_spec(REPO / "examples" / "job.toml")
+    assert spec.name == "photos"
+    assert spec.destination == "s3://my-archive-bucket/bitswap/photos"
+    assert spec.sources[0].exclude == ("tmp/*", "*/thumbnails/*")
+    assert spec.compare.codecs == ("png", "webp", "jxl")
+    assert spec.cluster_address is None and spec.actors is None
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    (tmp_path / "job.toml").write_text(
+        'name = "a"\ndestination = "out/arch"\n[[sources]]\nurl = "imgs"\n'
+    )
+    spec = load_spec(tmp_path / "job.toml")
+    assert spec.destination == str(tmp_path / "out" / "arch")
+    assert spec.sources[0].url == str(tmp_path / "imgs")
+    assert spec.shard_size == 256 and spec.codec == "bitswap" and spec.cost.storage_usd_per_gb_month > 0
+    assert spec.sources[0].include == ()  # the pipeline's image patterns
+
+
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"shard_sise": 3}, "shard_sise", "did you mean 'shard_size'"),
+        ({"shard_size": 0}, "shard_size", ">= 1"),
+        ({"shard_size": "10"}, "shard_size", "integer"),
+        ({"codec": "zip"}, "codec", "bitswap"),
+        ({"name": "a b"}, "name", "letters"),
+        ({"cost": {"gpu_usd_per_hour": -1}}, "cost.gpu_usd_per_hour", ">= 0"),
+        ({"cost": {"storage": 1}}, "cost.storage", "unknown field"),
+        ({"compare": {"codecs": ["png", "gif"]}}, "compare.codecs[1]", "not one of"),
+        ({"compare": {"jxl_effort": 11}}, "compare.jxl_effort", "<= 9"),
+        ({"sources": []}, "sources", "non-empty"),
+        ({"sources": [{"include": ["*.png"]}]}, "sources[0].url", "missing"),
+        ({"sources": [{"url": "/a", "exclude": ["/abs/*"]}]}, "sources[0].exclude[0]", "relative"),
+        ({"sources": [{"url": "/a"}, {"url": "/b"}]}, "sources[0].name", "more than one source"),
+        ({"sources": [{"url": "/a", "name": "x"}, {"url": "/b", "name": "x"}]}, "sources[1].name", "used by"),
+        ({"sources": [{"url": "/tmp/archive-x/sub"}]}, "sources[0].url", "overlaps"),
+    ],
+)
+def test_errors_name_the_field(change, field, words):
+    with pytest.raises(SpecError) as ei:
+        parse_spec(minimal(**change))
+    assert ei.value.field == field
+    assert str(ei.value).startswith(field + ":")
+    assert words in str(ei.value)
+
+
+def test_missing_required_and_bad_toml(tmp_path):
+    with pytest.raises(SpecError, match="^destination: missing"):
+        parse_spec({"name": "a", "sources": ["/x"]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(SpecError, match="not valid TOML") as ei:
+        load_spec(bad)
+    assert str(bad) in str(ei.value)
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_hash_is_stable_and_sensitive():
+    a = parse_spec(minimal())
+    b = parse_spec(dict(reversed(list(minimal(shard_size=256).items()))))  # same values, other layout
+    assert isinstance(a, JobSpec) and a.hash == b.hash and len(a.hash) == 16
+    assert parse_spec(minimal(shard_size=8)).hash != a.hash
+    assert parse_spec(minimal(cost={"storage_usd_per_gb_month": 0.01})).hash != a.hash
