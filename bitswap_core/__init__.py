@@ -23,12 +23,13 @@ __all__ = [
     "compress",
     "compress_batch",
     "decompress",
+    "decompress_batch",
 ]
 
 
 def __getattr__(name: str):
     # api imports torch; keep `import bitswap_core` (and `bitswap --help`) light.
-    if name in ("compress", "compress_batch", "decompress"):
+    if name in ("compress", "compress_batch", "decompress", "decompress_batch"):
         from bitswap_core import api
 
         return getattr(api, name)

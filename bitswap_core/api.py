@@ -1,0 +1,164 @@
+"""compress / decompress / compress_batch: the codec's public API.
+
+RGB images go through the learned path (Bit-Swap or BB-ANS over the exact model); every other mode, and
+any RGB image that a classical lossless codec stores smaller (graphics, flat synthetic images), goes
+through bitswap_core.fallback. The container records which, and the decoder checks the pixel digest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bitswap_core import container, fallback
+from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
+from bitswap_core.coding.rans import AnsCoder
+from bitswap_core.errors import (
+    BitswapError,
+    CorruptPayloadError,
+    ImageRefusedError,
+    ModelMismatchError,
+    UnsupportedFormatError,
+)
+from bitswap_core.registry import Model, find_by_id, resolve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 2**28  # 268 megapixels
+ModelArg = Model | str | Path | None
+
+
+def _learned_mode(model: Model) -> str:
+    return "RGB" if model.cfg.channels == 3 else "L"
+
+
+def _check_size(image: Image.Image, max_pixels: int) -> None:
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise ImageRefusedError(f"image has an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageRefusedError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
+
+
+def _pack(image: Image.Image, codec: str, model_id: str, payload: bytes, digest: bytes) -> bytes:
+    return container.pack(container.Container(
+        codec=codec, model_id=model_id, mode=image.mode, width=image.width, height=image.height,
+        icc_profile=image.info.get("icc_profile") or None, pixel_digest=digest, payload=payload,
+    ))
+
+
+def compress_batch(
+    images: Sequence[Image.Image],
+    model: ModelArg = None,
+    *,
+    codec: str = "bitswap",
+    smallest: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[bytes]:
+    """Compress several images at once: the networks run over one block of every image per step.
+
+    codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
+    smallest: also try the classical fallback on those images and keep whichever container is smaller.
+    Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
+    """
+    if codec not in SCHEMES:
+        raise ValueError(f"codec must be one of {SCHEMES}, not {codec!r}")
+    for im in images:
+        _check_size(im, max_pixels)
+    m = resolve(model)
+    out: list[bytes | None] = [None] * len(images)
+    learned = [i for i, im in enumerate(images) if im.mode == _learned_mode(m)]
+    digests = {i: container.pixel_digest(images[i]) for i in range(len(images))}
+    for i, im in enumerate(images):
+        if i not in learned or smallest:
+            name, payload = fallback.encode(im)
+            out[i] = _pack(im, name, "", payload, digests[i])
+    if learned:
+        arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
+                  for i in learned]
+        try:
+            coders = encode_images(m.block_coder(codec), arrays)
+        except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
+            log.warning("learned path failed (%s); using the classical fallback", exc)
+            coders = [None] * len(learned)
+        for i, coder in zip(learned, coders):
+            if coder is None:
+                if out[i] is None:
+                    name, payload = fallback.encode(images[i])
+                    out[i] = _pack(images[i], name, "", payload, digests[i])
+                continue
+            data = _pack(images[i], codec, m.id, coder.to_bytes(), digests[i])
+            if out[i] is None or len(data) < len(out[i]):
+                out[i] = data
+    return out  # type: ignore[return-value]
+
+
+def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Compress one image to a self-describing container (see container.py)."""
+    return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels)[0]
+
+
+def _model_for(c: container.Container, model: ModelArg) -> Model:
+    if model is not None:
+        m = resolve(model)
+        if m.id != c.model_id:
+            raise ModelMismatchError(f"payload was coded with model {c.model_id}, not the given model {m.id}")
+        return m
+    m = resolve(None)
+    if m.id == c.model_id:
+        return m
+    found = find_by_id(c.model_id)
+    if found is None:
+        raise ModelMismatchError(
+            f"payload was coded with model {c.model_id}, which is not the default model ({m.id}) "
+            "nor any shipped model; pass model=PATH to the right model file")
+    return found
+
+
+def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+    """Decode several containers; learned payloads of the same model are decoded together."""
+    boxes = [container.unpack(d, max_pixels=max_pixels) for d in datas]
+    out: list[Image.Image | None] = [None] * len(boxes)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(boxes):
+        if c.codec.startswith("fallback:"):
+            out[i] = fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height), max_pixels=max_pixels)
+        elif c.codec in SCHEMES:
+            groups.setdefault((c.model_id, c.codec), []).append(i)
+        else:
+            raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
+    for (_, scheme), idx in groups.items():
+        m = _model_for(boxes[idx[0]], model)
+        for i in idx:
+            if boxes[i].mode != _learned_mode(m):
+                raise CorruptPayloadError(
+                    f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
+        bc = m.block_coder(scheme)
+        coders = [AnsCoder.from_bytes(boxes[i].payload, bc.bed_words) for i in idx]
+        shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
+        arrays = decode_images(bc, coders, shapes)
+        for i, arr in zip(idx, arrays):
+            out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
+    for i, c in enumerate(boxes):
+        img = out[i]
+        if container.pixel_digest(img) != c.pixel_digest:
+            raise CorruptPayloadError("decoded pixels do not match the stored checksum: payload corrupt")
+        if c.icc_profile:
+            img.info["icc_profile"] = c.icc_profile
+    return out  # type: ignore[return-value]
+
+
+def decompress(data: bytes, model: ModelArg = None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a container made by compress(); raises a BitswapError subclass on any problem."""
+    try:
+        return decompress_batch([data], model, max_pixels=max_pixels)[0]
+    except BitswapError:
+        raise
+    except (ValueError, IndexError, OverflowError) as exc:  # defensive: never leak a crash
+        raise CorruptPayloadError(f"payload could not be decoded: {exc}") from exc

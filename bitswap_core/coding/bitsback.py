@@ -1,0 +1,160 @@
+"""Bits-back schedules over the exact model: Bit-Swap (recursive, interleaved) and naive BB-ANS.
+
+Each image is one stack (AnsCoder) and its 32x32 blocks are one sequence on it; a step codes one block of
+every image in the batch, so the networks see many blocks at once. Read top to bottom, the encoders are the
+paper's algorithms; each decoder is its encoder run backwards (pops <-> pushes, reversed order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bitswap_core.blocks import BLOCK, pad_block, to_blocks, valid_sizes
+from bitswap_core.coding.rans import AnsCoder, Table
+from bitswap_core.coding.tables import rows_bases
+from bitswap_core.model.exact import ExactModel
+
+SCHEMES = ("bitswap", "bbans")
+
+
+class BlockCoder:
+    """push_blocks / pop_blocks: one bits-back step for one block of each of several images."""
+
+    def __init__(self, model: ExactModel, scheme: str = "bitswap"):
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
+        cfg = model.cfg
+        self.model, self.scheme, self.cfg = model, scheme, cfg
+        self.tz = Table(model.table_z, cfg.z_bins, cfg.precision)
+        self.tx = Table(model.table_x, 256, cfg.precision)
+        # enough initial bits for the largest run of pops before any push (BB-ANS: all layers)
+        self.bed_words = cfg.nz * cfg.z_dims * cfg.precision // 32 + 64
+
+    # ---- latents ----
+    def _latent_codes(self, mean: torch.Tensor, scale: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        rows, bases = rows_bases(mean.cpu().numpy(), scale.cpu().numpy(), self.cfg.mean_frac)
+        n = rows.shape[0]
+        return rows.reshape(n, -1), bases.reshape(n, -1)
+
+    def pop_latents(self, coders: Sequence[AnsCoder], dist) -> torch.Tensor:
+        rows, bases = self._latent_codes(*dist)
+        z = np.stack([c.pop(rows[i], bases[i], self.tz) for i, c in enumerate(coders)])
+        return torch.from_numpy(z.reshape(dist[0].shape))
+
+    def push_latents(self, coders: Sequence[AnsCoder], z: torch.Tensor, dist) -> None:
+        rows, bases = self._latent_codes(*dist)
+        zf = z.reshape(len(coders), -1).numpy()
+        for i, c in enumerate(coders):
+            c.push(zf[i], rows[i], bases[i], self.tz)
+
+    # ---- pixels: channel by channel (R, then G|R, then B|R,G), only the real (unpadded) pixels ----
+    def _pixel_codes(self, params, channel: int, x: torch.Tensor):
+        mean = self.model.conditional_mean(params, channel, x).cpu().numpy()
+        scale = params["scale"][:, channel].cpu().numpy()
+        return rows_bases(mean, scale, self.cfg.mean_frac)
+
+    def push_pixels(self, coders, x: torch.Tensor, params, valid: np.ndarray) -> None:
+        xn = x.numpy()
+        for ch in reversed(range(x.shape[1])):  # last channel first: the decoder pops channel 0 first
+            rows, bases = self._pixel_codes(params, ch, x)
+            for i, c in enumerate(coders):
+                r, k = valid[i]
+                c.push(np.ascontiguousarray(xn[i, ch, :r, :k]).reshape(-1).astype(np.int64),
+                       np.ascontiguousarray(rows[i, :r, :k]).reshape(-1),
+                       np.ascontiguousarray(bases[i, :r, :k]).reshape(-1), self.tx)
+
+    def pop_pixels(self, coders, params, valid: np.ndarray) -> torch.Tensor:
+        n, ch_count = len(coders), self.cfg.channels
+        x = torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64)
+        xn = x.numpy()  # shares memory with x
+        for ch in range(ch_count):
+            rows, bases = self._pixel_codes(params, ch, x)
+            for i, c in enumerate(coders):
+                r, k = valid[i]
+                vals = c.pop(np.ascontiguousarray(rows[i, :r, :k]).reshape(-1),
+                             np.ascontiguousarray(bases[i, :r, :k]).reshape(-1), self.tx)
+                xn[i, ch, :r, :k] = vals.reshape(r, k)
+        for i in range(n):
+            pad_block(xn[i], *valid[i])
+        return x
+
+    # ---- one block of each image ----
+    def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray) -> None:
+        m, nz = self.model, self.cfg.nz
+        x = torch.from_numpy(blocks.astype(np.int64))
+        z: list[torch.Tensor] = []
+        for i in range(nz):
+            z.append(self.pop_latents(coders, m.q_latent(i, x if i == 0 else z[i - 1])))  # bits back
+            if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
+                if i == 0:
+                    self.push_pixels(coders, x, m.p_pixels(z[0]), valid)
+                else:
+                    self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
+        if self.scheme == "bbans":
+            self.push_pixels(coders, x, m.p_pixels(z[0]), valid)
+            for i in range(1, nz):
+                self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
+        self.push_latents(coders, z[-1], m.top_prior(len(coders)))
+
+    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray) -> np.ndarray:
+        m, nz = self.model, self.cfg.nz
+        z: list[torch.Tensor | None] = [None] * nz
+        z[-1] = self.pop_latents(coders, m.top_prior(len(coders)))
+        if self.scheme == "bitswap":
+            x = None
+            for i in range(nz - 1, -1, -1):
+                if i > 0:
+                    z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
+                else:
+                    x = self.pop_pixels(coders, m.p_pixels(z[0]), valid)
+                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
+        else:
+            for i in range(nz - 1, 0, -1):
+                z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
+            x = self.pop_pixels(coders, m.p_pixels(z[0]), valid)
+            for i in range(nz - 1, -1, -1):
+                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
+        return x.numpy().astype(np.uint8)
+
+
+def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None
+                  ) -> list[AnsCoder]:
+    """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
+
+    block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
+    """
+    blocks = [to_blocks(im) for im in images]
+    valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
+    coders = [AnsCoder(block_coder.bed_words) for _ in images]
+    if block_bits is not None:
+        block_bits.extend([] for _ in images)
+    for t in range(max((len(b) for b in blocks), default=0)):
+        act = [j for j in range(len(images)) if t < len(blocks[j])]
+        block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
+                                np.stack([valid[j][t] for j in act]))
+        if block_bits is not None:
+            for j in act:
+                block_bits[j].append(coders[j].num_bits())
+    return coders
+
+
+def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]]
+                  ) -> list[np.ndarray]:
+    """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
+    from bitswap_core.blocks import from_blocks, grid
+
+    counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
+    valid = [valid_sizes(h, w) for h, w, _ in shapes]
+    out = [np.empty((n, c, BLOCK, BLOCK), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
+    for t in range(max(counts, default=0)):
+        act = [j for j in range(len(coders)) if t < counts[j]]
+        idx = [counts[j] - 1 - t for j in act]
+        x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]))
+        for row, (j, k) in enumerate(zip(act, idx)):
+            out[j][k] = x[row]
+    for c in coders:
+        c.check_finished()
+    return [from_blocks(b, h, w) for b, (h, w, _) in zip(out, shapes)]

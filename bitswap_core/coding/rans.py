@@ -1,0 +1,174 @@
+"""A stack rANS coder (64-bit state, 32-bit words) over shift-invariant CDF tables, compiled with numba.
+
+push() encodes symbols so that a later pop() with the same distributions returns them in array order; pop()
+on fresh bits *samples* from the distribution, which is what bits-back coding needs. The stack starts on a
+deterministic pseudo-random bed of "initial bits" so the same image always gives the same bytes; the bed's
+untouched bottom is not stored (its length is), and the decoder checks that it gets the bed back exactly.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numba
+import numpy as np
+
+from bitswap_core.errors import CorruptPayloadError
+
+_WORD = np.uint64(32)
+_LOW = np.uint64(0xFFFFFFFF)
+_L = np.uint64(1 << 32)
+
+
+@numba.njit(cache=True, inline="always")
+def _cdf(table, r, k, base, width, n, total):
+    if k <= 0:
+        return np.uint64(0)
+    if k >= n:
+        return np.uint64(total)
+    return np.uint64(table[r, k - base + width])
+
+
+@numba.njit(cache=True)
+def _push(state, buf, m, symbols, rows, bases, table, width, n, precision):
+    x = np.uint64(state)
+    total = 1 << precision
+    shift = np.uint64(64 - precision)
+    p = np.uint64(precision)
+    for i in range(symbols.shape[0] - 1, -1, -1):
+        k, r, b = symbols[i], rows[i], bases[i]
+        lo = _cdf(table, r, k, b, width, n, total)
+        f = _cdf(table, r, k + 1, b, width, n, total) - lo
+        if x >= (f << shift):
+            buf[m] = np.uint32(x & _LOW)
+            m += 1
+            x >>= _WORD
+        x = ((x // f) << p) + (x % f) + lo
+    return x, m
+
+
+@numba.njit(cache=True)
+def _pop(state, buf, m, min_m, out, rows, bases, table, width, n, precision):
+    """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
+    x = np.uint64(state)
+    total = 1 << precision
+    mask = np.uint64(total - 1)
+    p = np.uint64(precision)
+    for i in range(out.shape[0]):
+        r, b = rows[i], bases[i]
+        slot = x & mask
+        lo_k, hi_k = 0, n
+        while hi_k - lo_k > 1:
+            mid = (lo_k + hi_k) >> 1
+            if _cdf(table, r, mid, b, width, n, total) <= slot:
+                lo_k = mid
+            else:
+                hi_k = mid
+        c = _cdf(table, r, lo_k, b, width, n, total)
+        f = _cdf(table, r, lo_k + 1, b, width, n, total) - c
+        x = f * (x >> p) + slot - c
+        if x < _L:
+            if m == 0:
+                return x, m, min_m, False
+            m -= 1
+            x = (x << _WORD) | np.uint64(buf[m])
+            if m < min_m:
+                min_m = m
+        out[i] = lo_k
+    return x, m, min_m, True
+
+
+def _splitmix_words(n: int, seed: int = 0x5EED_B175_A4C0_DE00) -> np.ndarray:
+    """Deterministic pseudo-random 32-bit words (splitmix64), the same on every platform."""
+    i = np.arange(1, n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + i * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+INITIAL_STATE = np.uint64((1 << 63) | 0x2545F4914F6CDD1D)
+
+
+class Table:
+    """A CDF table with its symbol alphabet size N and offset width W (see tables.py)."""
+
+    def __init__(self, cdf: np.ndarray, n: int, precision: int):
+        self.cdf = np.ascontiguousarray(cdf)
+        self.n = n
+        self.width = (cdf.shape[1] - 1) // 2
+        self.precision = precision
+        if self.width < n:
+            raise ValueError("table width must be >= alphabet size")
+
+
+class AnsCoder:
+    """One image's stack of bits. push/pop take flat int64 arrays (symbols, rows, bases)."""
+
+    def __init__(self, bed_words: int, words: np.ndarray | None = None, state: int | None = None,
+                 bed_kept: int | None = None):
+        self.bed_words = bed_words
+        bed = _splitmix_words(bed_words)
+        if words is None:  # fresh encoder: the full bed
+            self.buf = np.empty(max(1024, 2 * bed_words), dtype=np.uint32)
+            self.buf[:bed_words] = bed
+            self.m, self.min_m, self.state = bed_words, bed_words, INITIAL_STATE
+        else:  # decoder: the kept bottom of the bed + the stored words
+            assert bed_kept is not None and state is not None
+            total = bed_kept + len(words)
+            self.buf = np.empty(max(1024, 2 * total, 2 * bed_words), dtype=np.uint32)
+            self.buf[:bed_kept] = bed[:bed_kept]
+            self.buf[bed_kept:total] = words
+            self.m, self.min_m, self.state = total, total, np.uint64(state)
+
+    def _reserve(self, extra: int) -> None:
+        if self.m + extra + 1 > len(self.buf):
+            new = np.empty(max(2 * len(self.buf), self.m + extra + 1), dtype=np.uint32)
+            new[: self.m] = self.buf[: self.m]
+            self.buf = new
+
+    def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> None:
+        if len(symbols) == 0:
+            return
+        self._reserve(len(symbols))
+        state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf,
+                              table.width, table.n, table.precision)
+        self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
+
+    def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
+        out = np.empty(len(rows), dtype=np.int64)
+        if len(rows) == 0:
+            return out
+        state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
+                                             table.cdf, table.width, table.n, table.precision)
+        self.state = np.uint64(state)
+        if not ok:
+            raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
+        return out
+
+    # ---- serialization: [u32 kept bed words][u64 state][u32 words...] ----
+    def to_bytes(self) -> bytes:
+        kept = self.min_m
+        return struct.pack("<IQ", kept, int(self.state)) + self.buf[kept : self.m].astype("<u4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, bed_words: int) -> AnsCoder:
+        if len(data) < 12 or (len(data) - 12) % 4:
+            raise CorruptPayloadError("ANS payload has an invalid length")
+        kept, state = struct.unpack_from("<IQ", data)
+        if kept > bed_words or state < (1 << 32):
+            raise CorruptPayloadError("ANS payload header is invalid")
+        words = np.frombuffer(data, dtype="<u4", offset=12).astype(np.uint32)
+        return cls(bed_words, words=words, state=state, bed_kept=kept)
+
+    def check_finished(self) -> None:
+        """After decoding everything, the stack must be exactly the initial bed again."""
+        if (self.state != INITIAL_STATE or self.m != self.bed_words
+                or not np.array_equal(self.buf[: self.m], _splitmix_words(self.bed_words))):
+            raise CorruptPayloadError("ANS stack did not return to its initial state: payload corrupt")
+
+    def num_bits(self) -> int:
+        """Bits this coder would store now (for per-block cost accounting)."""
+        return 8 * (12 + 4 * (self.m - self.min_m))

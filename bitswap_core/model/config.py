@@ -1,0 +1,87 @@
+"""Model hyper-parameters. Everything the codec must agree on is here or in the model file's tensors."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    channels: int = 3  # image channels (3 = RGB)
+    nz: int = 2  # latent layers
+    z_channels: int = 8  # each latent layer is z_channels x 16 x 16
+    width: int = 64  # ResNet width
+    res_blocks: int = 2  # residual blocks per network (every network: q(z1|x), q(z_i+1|z_i), p(...))
+    processing_blocks: int = 0  # extra 5x5 residual blocks at the x<->z1 interface (original: 4)
+    channel_conditional: bool = True  # p(x|z1): R, then G|R, then B|R,G with linear mean coefficients
+    # Coding grid (ships with the model; changing it changes the model id).
+    z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
+    z_range: float = 8.0
+    mean_frac: int = 8  # distribution means are quantized to 1/mean_frac of a bin
+    z_scales: int = 64  # log-uniform latent scale levels in [z_scale_min, z_scale_max]
+    z_scale_min: float = 0.1
+    z_scale_max: float = 4.0
+    x_scales: int = 96  # pixel scale levels (pixel units) in [x_scale_min, x_scale_max]
+    x_scale_min: float = 0.12
+    x_scale_max: float = 96.0
+    precision: int = 24  # ANS probability precision in bits
+
+    block: int = 32  # fixed: blocks are 32x32, squeezed to 16x16
+
+    @property
+    def z_delta(self) -> float:
+        return 2.0 * self.z_range / self.z_bins
+
+    @property
+    def x_channels(self) -> int:
+        return self.channels * 4
+
+    @property
+    def z_dims(self) -> int:
+        return self.z_channels * (self.block // 2) ** 2
+
+    def z_log_scale_grid(self) -> tuple[float, float]:
+        lo, hi = math.log(self.z_scale_min), math.log(self.z_scale_max)
+        return lo, (hi - lo) / (self.z_scales - 1)
+
+    def x_log_scale_grid(self) -> tuple[float, float]:
+        lo, hi = math.log(self.x_scale_min), math.log(self.x_scale_max)
+        return lo, (hi - lo) / (self.x_scales - 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError("channels must be 1 or 3")
+        if self.nz < 1 or self.z_channels < 1 or self.width < 8:
+            raise ValueError("nz, z_channels must be >= 1 and width >= 8")
+        if self.z_bins < 16 or self.z_bins > 4096 or self.z_bins % 2:
+            raise ValueError("z_bins must be even, in [16, 4096]")
+        if self.mean_frac < 1 or self.mean_frac & (self.mean_frac - 1) or self.mean_frac % 2 and self.mean_frac > 1:
+            raise ValueError("mean_frac must be a power of two")
+        if not 16 <= self.precision <= 28:
+            raise ValueError("precision must be in [16, 28]")
+        if self.block != 32:
+            raise ValueError("block must be 32")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
+    "small": ModelConfig(nz=2, width=64, res_blocks=2),
+    "default": ModelConfig(nz=2, width=64, res_blocks=2),
+    # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
+    "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
+                            z_bins=1024),
+}

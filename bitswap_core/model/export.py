@@ -1,0 +1,67 @@
+"""Float (trained) model -> the integer tensors of the exact model, the act LUT and the CDF tables.
+
+Everything the coder's probabilities depend on is computed here once, in float64, and then shipped:
+decoding never recomputes it, so no libm or device difference can change a single probability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bitswap_core.coding.tables import x_table, z_table
+from bitswap_core.model.float_model import BitSwapModel, Net, QConv
+from bitswap_core.model.quant import S_ACT, S_STREAM, act_lut, heads_for, multiplier
+
+
+def _conv_tensors(conv: QConv) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        w_int, s_w, b_int = conv.quantized()
+    w = w_int.double().numpy().astype(np.int64)
+    scale = s_w.double().numpy() * conv.in_scale
+    b = b_int.double().numpy().astype(np.int64)
+    return {"w": w.astype(np.int8), "b": b}, scale, b
+
+
+def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], heads) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+
+    def stream_conv(name: str, conv: QConv) -> None:
+        t, scale, _ = _conv_tensors(conv)
+        out[f"{prefix}.{name}.w"] = t["w"]
+        out[f"{prefix}.{name}.b"] = t["b"]
+        out[f"{prefix}.{name}.m"] = multiplier(scale / S_STREAM)
+
+    stream_conv("conv_in", net.conv_in)
+    for j, blk in enumerate(net.blocks):
+        stream_conv(f"blocks.{j}.conv1", blk.conv1)
+        stream_conv(f"blocks.{j}.conv2", blk.conv2)
+    t, scale, b = _conv_tensors(net.conv_out)
+    out[f"{prefix}.conv_out.w"] = t["w"]
+    c0 = 0
+    for head_name, n in head_groups:
+        thr = heads[head_name].thresholds(scale[c0 : c0 + n], b[c0 : c0 + n])
+        out[f"{prefix}.conv_out.thr.{head_name}"] = thr.astype(np.int64)
+        c0 += n
+    assert c0 == net.conv_out.v.shape[0]
+    return out
+
+
+def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
+    """All integer tensors of the exact model (keys are stable; see exact.py)."""
+    cfg = model.cfg
+    heads = heads_for(cfg)
+    zc, xc = cfg.z_channels, cfg.x_channels
+    lat = [("z_mean", zc), ("z_scale", zc)]
+    px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
+    tensors: dict[str, np.ndarray] = {}
+    for i, net in enumerate(model.q_nets):
+        tensors.update(_net_tensors(f"q{i}", net, lat, heads))
+    for i, net in enumerate(model.p_nets):
+        tensors.update(_net_tensors(f"p{i}", net, lat, heads))
+    tensors.update(_net_tensors("px", model.px_net, px, heads))
+    tensors["act_lut"] = act_lut().astype(np.int8)
+    tensors["table_z"] = z_table(cfg)
+    tensors["table_x"] = x_table(cfg)
+    assert S_ACT > 0
+    return tensors

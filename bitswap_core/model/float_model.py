@@ -1,0 +1,216 @@
+"""The float Bit-Swap model used for training (quantization-aware: it rounds where the exact model rounds).
+
+Networks, as in Kingma et al. 2019: q(z1|x), q(z_{i+1}|z_i) for inference; p(z_i|z_{i+1}) and p(x|z1) for
+generation; a fixed logistic(0, 1) top prior. Each network: 3x3 input conv, residual blocks
+(pre-activation ELU, two 3x3 convs, skip), optional 5x5 "processing" blocks at the x<->z1 interface,
+ELU and a 3x3 output conv whose channels are the distribution parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bitswap_core.model.config import ModelConfig
+from bitswap_core.model.quant import (
+    S_ACT,
+    STREAM_MAX,
+    W_MAX,
+    X_IN_SCALE,
+    Head,
+    fq_act,
+    fq_round,
+    fq_stream,
+    heads_for,
+    ste,
+    top_prior_levels,
+    x_scale_value,
+    z_scale_value,
+)
+
+
+class QConv(nn.Module):
+    """Weight-normalised conv whose weights round to int8 per output channel (and bias to the acc grid)."""
+
+    def __init__(self, cin: int, cout: int, k: int, in_scale: float, init_scale: float = 1.0):
+        super().__init__()
+        self.k, self.in_scale = k, in_scale
+        v = torch.randn(cout, cin, k, k) * math.sqrt(2.0 / (cin * k * k))
+        self.v = nn.Parameter(v)
+        self.g = nn.Parameter(torch.full((cout,), init_scale) * v.flatten(1).norm(dim=1))
+        self.bias = nn.Parameter(torch.zeros(cout))
+
+    def weight(self) -> torch.Tensor:
+        v = self.v
+        return v * (self.g / v.flatten(1).norm(dim=1).clamp_min(1e-12))[:, None, None, None]
+
+    def quantized(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight integers, per-channel weight scale, bias integers) with straight-through rounding."""
+        w = self.weight()
+        s_w = (w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-8) / W_MAX)
+        w_int = torch.clamp(fq_round(w / s_w[:, None, None, None]), -W_MAX, W_MAX)
+        b_int = fq_round(self.bias / (s_w * self.in_scale))
+        return w_int, s_w, b_int
+
+    def forward(self, a_int: torch.Tensor) -> torch.Tensor:
+        """a_int: integer-valued input; returns the real-valued pre-activation."""
+        w_int, s_w, b_int = self.quantized()
+        scale = s_w * self.in_scale
+        w = w_int * scale[:, None, None, None]
+        return F.conv2d(a_int, w, b_int * scale, padding=self.k // 2)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int, k: int):
+        super().__init__()
+        self.conv1 = QConv(width, width, k, S_ACT)
+        self.conv2 = QConv(width, width, k, S_ACT, init_scale=0.1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        h = fq_stream(self.conv1(fq_act(t)))
+        return fq_stream_add(t, fq_stream(self.conv2(fq_act(h))))
+
+
+def fq_stream_add(t: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(t + d, -STREAM_MAX, STREAM_MAX)
+
+
+class Net(nn.Module):
+    """integer input -> real-valued output parameters (pre-heads)."""
+
+    def __init__(self, cin: int, in_scale: float, cout: int, cfg: ModelConfig, processing: int):
+        super().__init__()
+        w = cfg.width
+        self.conv_in = QConv(cin, w, 3, in_scale)
+        self.blocks = nn.ModuleList(
+            [ResBlock(w, 5) for _ in range(processing)] + [ResBlock(w, 3) for _ in range(cfg.res_blocks)]
+        )
+        self.conv_out = QConv(w, cout, 3, S_ACT, init_scale=0.1)
+
+    def forward(self, a_int: torch.Tensor) -> torch.Tensor:
+        t = fq_stream(self.conv_in(a_int))
+        for blk in self.blocks:
+            t = blk(t)
+        return self.conv_out(fq_act(t))
+
+
+def logistic_logpdf(z: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    u = (z - mu) / s
+    return -u - torch.log(s) - 2.0 * F.softplus(-u)
+
+
+def discretized_logistic_logp(x: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """log P(x) for x in {0..255} (float), edge bins absorbing the tails; mu, s in pixel units."""
+    c_plus = (x + 0.5 - mu) / s
+    c_min = (x - 0.5 - mu) / s
+    log_cdf_plus = F.logsigmoid(c_plus)
+    log_one_minus_cdf_min = F.logsigmoid(-c_min)
+    cdf_delta = torch.sigmoid(c_plus) - torch.sigmoid(c_min)
+    mid = (x - mu) / s
+    log_pdf_mid = -mid - torch.log(s) - 2.0 * F.softplus(-mid)
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_pdf_mid)
+    return torch.where(x < 0.5, log_cdf_plus, torch.where(x > 254.5, log_one_minus_cdf_min, inner))
+
+
+class BitSwapModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        zc, xc = cfg.z_channels, cfg.x_channels
+        z_in = cfg.z_delta / 2.0
+        self.heads: dict[str, Head] = heads_for(cfg)
+        self.q_nets = nn.ModuleList(
+            [Net(xc, X_IN_SCALE, 2 * zc, cfg, cfg.processing_blocks)]
+            + [Net(zc, z_in, 2 * zc, cfg, 0) for _ in range(cfg.nz - 1)]
+        )
+        # p_nets[i] models z_{i+1} given z_{i+2} (0-based: p_nets[i] gives layer i from layer i+1)
+        self.p_nets = nn.ModuleList([Net(zc, z_in, 2 * zc, cfg, 0) for _ in range(cfg.nz - 1)])
+        x_out = 2 * xc + (xc if cfg.channel_conditional else 0)
+        self.px_net = Net(zc, z_in, x_out, cfg, cfg.processing_blocks)
+        with torch.no_grad():  # start with wide pixel distributions (scale ~30) so early losses are sane
+            self.px_net.conv_out.bias[xc : 2 * xc].fill_(math.log(30.0))
+
+    # ---- conversions between real latents, bins and network inputs ----
+    def z_to_input(self, z: torch.Tensor) -> torch.Tensor:
+        """Real latent -> integer network input 2*bin - K + 1 (straight-through)."""
+        k = self.cfg.z_bins
+        b = torch.clamp(torch.floor(z / self.cfg.z_delta + k / 2), 0, k - 1)
+        return ste(z * (2.0 / self.cfg.z_delta), 2.0 * b - k + 1)
+
+    def latent_params(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network output -> (real mean, real scale) on the quantized grid."""
+        cfg, zc = self.cfg, self.cfg.z_channels
+        mean_lvl = self.heads["z_mean"].level(pre[:, :zc])
+        scale_lvl = self.heads["z_scale"].level(pre[:, zc:])
+        mu = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
+        return mu, z_scale_value(cfg, scale_lvl)
+
+    def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255."""
+        cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
+        mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
+        scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
+        if cfg.channel_conditional and cfg.channels == 3:
+            coef = F.pixel_shuffle(self.heads["coef"].level(pre[:, 2 * xc :]), 2) - (self.heads["coef"].levels // 2)
+            xr, xg = 2.0 * x[:, 0] - 255.0, 2.0 * x[:, 1] - 255.0
+            dg = ste(coef[:, 0] * xr * f / 128.0, torch.floor((coef[:, 0] * xr * f + 64.0) / 128.0))
+            db = ste(
+                (coef[:, 1] * xr + coef[:, 2] * xg) * f / 128.0,
+                torch.floor(((coef[:, 1] * xr + coef[:, 2] * xg) * f + 64.0) / 128.0),
+            )
+            hi = 255 * f
+            mean_lvl = torch.stack(
+                [mean_lvl[:, 0], torch.clamp(mean_lvl[:, 1] + dg, 0, hi), torch.clamp(mean_lvl[:, 2] + db, 0, hi)],
+                dim=1,
+            )
+        return discretized_logistic_logp(x, mean_lvl / f, scale)
+
+    def forward(self, x: torch.Tensor, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
+        """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float.
+
+        Returns bits per dimension: 'loss' (with free bits, for training) and 'bpd' (the true -ELBO).
+        """
+        cfg = self.cfg
+        n, dims = x.shape[0], x[0].numel()
+        a = F.pixel_unshuffle(x - 128.0, 2)
+        zs, kls = [], []
+        logq = []
+        for net in self.q_nets:
+            mu, s = self.latent_params(net(a))
+            u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
+            z = torch.clamp(mu + s * (torch.log(u) - torch.log1p(-u)), -cfg.z_range + 1e-3, cfg.z_range - 1e-3)
+            zs.append(z)
+            logq.append(logistic_logpdf(z, mu, s))
+            a = self.z_to_input(z)
+        # priors: top is logistic(0, 1) on the quantized grid
+        mean_lvl, scale_lvl = top_prior_levels(cfg)
+        mu_top = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
+        s_top = z_scale_value(cfg, torch.tensor(float(scale_lvl)))
+        logp = [None] * cfg.nz
+        logp[-1] = logistic_logpdf(zs[-1], torch.tensor(mu_top), s_top)
+        for i in range(cfg.nz - 1):
+            mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
+            logp[i] = logistic_logpdf(zs[i], mu, s)
+        logpx = self.pixel_logp(self.px_net(self.z_to_input(zs[0])), x).flatten(1).sum(1)
+        for i in range(cfg.nz):
+            kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
+        kl = torch.stack(kls, 1)  # (B, nz, zc)
+        nelbo = -logpx + kl.sum(dim=(1, 2))
+        scale = 1.0 / (dims * math.log(2.0))
+        kl_mean = kl.mean(0)
+        if free_bits > 0:
+            kl_term = torch.clamp(kl_mean, min=free_bits * math.log(2.0)).sum()
+        else:
+            kl_term = kl_mean.sum()
+        loss = (-logpx.mean() + kl_term) * scale
+        return {
+            "loss": loss,
+            "bpd": nelbo.mean() * scale,
+            "bpd_x": -logpx.mean() * scale,
+            "bpd_z": kl.sum(dim=(1, 2)).mean() * scale,
+            "n": torch.tensor(n),
+        }

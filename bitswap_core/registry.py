@@ -1,0 +1,138 @@
+"""Model files: the exact model's integer tensors + config in safetensors (loading never runs code).
+
+A model's id is a hash of its config and every tensor, so any change to anything that affects coding
+changes the id, and every payload records the id it was coded with.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from bitswap_core.errors import ModelMismatchError, UnsupportedFormatError
+from bitswap_core.model.config import ModelConfig
+
+FORMAT = "bitswap-exact-v1"
+DEFAULT_MODEL = "default.safetensors"
+
+
+def model_id(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(FORMAT.encode())
+    h.update(cfg.to_json().encode())
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{t.dtype.str}|{t.shape}".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Model:
+    """A loaded exact model. `exact` (the torch integer networks) is built on first use."""
+
+    cfg: ModelConfig
+    tensors: dict[str, np.ndarray]
+    id: str
+    info: dict
+    device: str = "cpu"
+
+    @functools.cached_property
+    def exact(self):
+        from bitswap_core.model.exact import ExactModel
+
+        return ExactModel(self.cfg, self.tensors, self.device)
+
+    def block_coder(self, scheme: str):
+        from bitswap_core.coding.bitsback import BlockCoder
+
+        cache = self.__dict__.setdefault("_coders", {})
+        if scheme not in cache:
+            cache[scheme] = BlockCoder(self.exact, scheme)
+        return cache[scheme]
+
+
+def save_model(path: str | Path, cfg: ModelConfig, tensors: dict[str, np.ndarray], info: dict | None = None) -> str:
+    """Write a model file; returns its id."""
+    from safetensors.numpy import save_file
+
+    mid = model_id(cfg, tensors)
+    meta = {"format": FORMAT, "config": cfg.to_json(), "id": mid, "info": json.dumps(info or {})}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+    return mid
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Model:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UnsupportedFormatError(f"{path}: not a readable model file ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise UnsupportedFormatError(f"{path}: model format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        cfg = ModelConfig.from_json(meta["config"])
+        cfg.validate()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnsupportedFormatError(f"{path}: invalid model config ({exc})") from exc
+    mid = model_id(cfg, tensors)
+    if meta.get("id") not in (None, mid):
+        raise ModelMismatchError(f"{path}: model file is damaged (its tensors do not match its id)")
+    _check_tensors(path, cfg, tensors)
+    return Model(cfg, tensors, mid, json.loads(meta.get("info", "{}")), device)
+
+
+def _check_tensors(path, cfg: ModelConfig, t: dict[str, np.ndarray]) -> None:
+    need = ["act_lut", "table_z", "table_x", "px.conv_in.w", "px.conv_out.w"]
+    need += [f"q{i}.conv_in.w" for i in range(cfg.nz)] + [f"p{i}.conv_in.w" for i in range(cfg.nz - 1)]
+    missing = [k for k in need if k not in t]
+    if missing:
+        raise UnsupportedFormatError(f"{path}: model file lacks tensors {missing}")
+    if t["table_z"].shape != (cfg.z_scales * cfg.mean_frac, 2 * cfg.z_bins + 1):
+        raise UnsupportedFormatError(f"{path}: latent CDF table has the wrong shape")
+    if t["table_x"].shape != (cfg.x_scales * cfg.mean_frac, 513):
+        raise UnsupportedFormatError(f"{path}: pixel CDF table has the wrong shape")
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("bitswap_core") / "zoo" / DEFAULT_MODEL))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, device: str) -> Model:
+    return load_model(path, device)
+
+
+def resolve(model: Model | str | Path | None = None, device: str = "cpu") -> Model:
+    """None -> the shipped default model; a path -> that file (cached); a Model -> itself."""
+    if isinstance(model, Model):
+        return model
+    path = default_model_path() if model is None else Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return _load_cached(str(path.resolve()), device)
+
+
+def zoo_models() -> list[Path]:
+    return sorted(Path(str(resources.files("bitswap_core") / "zoo")).glob("*.safetensors"))
+
+
+def find_by_id(mid: str, device: str = "cpu") -> Model | None:
+    """A shipped model with this id, so old payloads keep decoding after the default changes."""
+    for p in zoo_models():
+        try:
+            m = _load_cached(str(p.resolve()), device)
+        except Exception:  # noqa: BLE001 - a broken zoo file must not stop the search
+            continue
+        if m.id == mid:
+            return m
+    return None

@@ -1,0 +1,51 @@
+"""`bitswap train` and `bitswap export`: train a model, turn a checkpoint into an exact model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a Bit-Swap model on a folder, glob or fsspec URL of images")
+    p.add_argument("data", help="training images: folder, glob or fsspec URL")
+    p.add_argument("--config", default="default", help="preset name (tiny, small, default, imagenet)")
+    p.add_argument("--out", required=True, type=Path, help="exact model file to write (.safetensors)")
+    p.add_argument("--workdir", type=Path, default=None, help="checkpoints and logs (default: OUT's stem + .run)")
+    p.add_argument("--val", default=None, help="validation images (default: every 10th training image)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--free-bits", type=float, default=1.0)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
+    p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
+    p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="turn a training checkpoint into an exact model file")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("out", type=Path)
+    e.add_argument("--no-ema", action="store_true")
+    e.set_defaults(func=_export)
+
+
+def _train(args) -> int:
+    from jobs.training import TrainConfig, export_model, train
+
+    workdir = args.workdir or args.out.with_suffix(".run")
+    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, free_bits=args.free_bits, seed=args.seed)
+    ckpt = train(args.data, workdir, args.config, tc, val_data=args.val, resume=args.resume,
+                 max_side=args.max_side, minutes=args.minutes, device=args.device)
+    mid = export_model(ckpt, args.out)
+    print(f"wrote {args.out} (model id {mid})")
+    return 0
+
+
+def _export(args) -> int:
+    from jobs.training import export_model
+
+    mid = export_model(args.checkpoint, args.out, use_ema=not args.no_ema)
+    print(f"wrote {args.out} (model id {mid})")
+    return 0

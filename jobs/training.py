@@ -1,0 +1,252 @@
+"""Training job: random 32x32 crops streamed from images, quantization-aware Bit-Swap, exact export.
+
+Resume is exact: the crops of step k come from an RNG seeded by (seed, k), and the checkpoint holds the
+model, EMA, optimizer and torch RNG state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import torch
+from PIL import Image
+
+from bitswap_core.model.config import PRESETS, ModelConfig
+from bitswap_core.model.float_model import BitSwapModel
+
+IMAGE_EXTS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp", ".jpg", ".jpeg")
+
+
+def list_images(data: str) -> list[str]:
+    """Folder, glob or fsspec URL -> sorted list of image URLs."""
+    fs, _, paths = fsspec.get_fs_token_paths(data)
+    if len(paths) == 1 and fs.isdir(paths[0]):
+        paths = [p for p in fs.find(paths[0]) if p.lower().endswith(IMAGE_EXTS)]
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    return sorted(prefix + p for p in paths)
+
+
+def load_rgb(url: str, max_pixels: int = 50_000_000, max_side: int | None = None) -> np.ndarray:
+    with fsspec.open(url, "rb") as f:
+        data = f.read()
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(32, round(img.width * s)), max(32, round(img.height * s))), Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+class CropSampler:
+    """Random 32x32 crops with flips, chosen by an RNG seeded by (seed, step): resumable exactly."""
+
+    def __init__(self, images: list[np.ndarray], seed: int = 0):
+        self.images = [im for im in images if im.shape[0] >= 32 and im.shape[1] >= 32]
+        if not self.images:
+            raise ValueError("no training image is at least 32x32")
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.p = areas / areas.sum()
+        self.seed = seed
+
+    def batch(self, step: int, n: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.choice(len(self.images), size=n, p=self.p)
+        out = np.empty((n, 32, 32, 3), dtype=np.uint8)
+        for j, i in enumerate(idx):
+            im = self.images[i]
+            y = rng.integers(0, im.shape[0] - 31)
+            x = rng.integers(0, im.shape[1] - 31)
+            crop = im[y : y + 32, x : x + 32]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            out[j] = crop
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+
+
+def tile_blocks(images: list[np.ndarray]) -> torch.Tensor:
+    """All full 32x32 tiles of the images (validation: the blocks the codec would see)."""
+    tiles = []
+    for im in images:
+        h, w = im.shape[0] // 32 * 32, im.shape[1] // 32 * 32
+        t = im[:h, :w].reshape(h // 32, 32, w // 32, 32, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, 32, 32)
+        tiles.append(t)
+    return torch.from_numpy(np.concatenate(tiles)).float()
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch: int = 64
+    lr: float = 2e-3
+    lr_min: float = 2e-4
+    warmup: int = 500
+    clip: float = 1.0
+    ema: float = 0.999
+    free_bits: float = 1.0
+    seed: int = 0
+    eval_every: int = 500
+    ckpt_every_s: float = 300.0
+    val_blocks: int = 1024
+
+
+def lr_at(tc: TrainConfig, step: int) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    return tc.lr_min + 0.5 * (tc.lr - tc.lr_min) * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def evaluate(model: BitSwapModel, blocks: torch.Tensor, batch: int = 256) -> dict[str, float]:
+    model.eval()
+    torch.manual_seed(1234)  # the same latent samples every evaluation
+    tot = {"bpd": 0.0, "bpd_x": 0.0, "bpd_z": 0.0}
+    for i in range(0, len(blocks), batch):
+        out = model(blocks[i : i + batch])
+        for k in tot:
+            tot[k] += float(out[k]) * len(blocks[i : i + batch])
+    model.train()
+    return {k: v / len(blocks) for k, v in tot.items()}
+
+
+def save_checkpoint(path: Path, model, ema, opt, step: int, tc: TrainConfig, history: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": model.cfg.to_json(),
+            "train_config": json.dumps(tc.__dict__),
+            "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
+            "opt": opt.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: Path, use_ema: bool = True) -> BitSwapModel:
+    ck = load_checkpoint(path)
+    model = BitSwapModel(ModelConfig.from_json(ck["config"]))
+    model.load_state_dict(ck["ema" if use_ema else "model"])
+    return model.eval()
+
+
+def train(
+    data: str,
+    out_dir: Path,
+    cfg: ModelConfig | str = "default",
+    tc: TrainConfig | None = None,
+    val_data: str | None = None,
+    resume: bool = False,
+    max_side: int | None = None,
+    minutes: float | None = None,
+    device: str | None = None,
+    log=print,
+) -> Path:
+    """Train (or resume) into out_dir/checkpoint.pt; returns the checkpoint path."""
+    from tqdm import tqdm
+
+    tc = tc or TrainConfig()
+    cfg = PRESETS[cfg] if isinstance(cfg, str) else cfg
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "checkpoint.pt"
+    urls = list_images(data)
+    if not urls:
+        raise FileNotFoundError(f"no images found at {data}")
+    images = [load_rgb(u, max_side=max_side) for u in urls]
+    if val_data:
+        val_images = [load_rgb(u) for u in list_images(val_data)]
+    else:  # hold out every 10th image
+        val_images = images[::10]
+        images = [im for i, im in enumerate(images) if i % 10]
+    sampler = CropSampler(images, seed=tc.seed)
+    val = tile_blocks(val_images)
+    g = torch.Generator().manual_seed(tc.seed)
+    val = val[torch.randperm(len(val), generator=g)[: tc.val_blocks]]
+
+    torch.manual_seed(tc.seed)
+    step, history = 0, []
+    if resume and ckpt.exists():
+        ck = load_checkpoint(ckpt)
+        cfg = ModelConfig.from_json(ck["config"])
+        tc = replace(TrainConfig(**json.loads(ck["train_config"])), **{
+            k: v for k, v in tc.__dict__.items() if k in ("steps", "eval_every", "ckpt_every_s")})
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = BitSwapModel(cfg).to(device)
+    ema = BitSwapModel(cfg).to(device)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    val = val.to(device)
+    if resume and ckpt.exists():
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step = int(ck["step"])
+        torch.set_rng_state(ck["torch_rng"])  # CPU RNG (latent noise on CPU runs)
+        history = json.loads(ck["history"])
+        log(f"resumed at step {step}")
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    t0, last_ckpt = time.time(), time.time()
+    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    while step < tc.steps:
+        if minutes is not None and time.time() - t0 > minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(tc, step)
+        out = model(sampler.batch(step, tc.batch).to(device), free_bits=tc.free_bits)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1.0 - tc.ema)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(out['loss']):.3f}", bpd=f"{float(out['bpd']):.3f}")
+        if step % tc.eval_every == 0 or step == tc.steps:
+            ev = evaluate(ema, val)
+            rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": float(out["bpd"]),
+                   **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
+            history.append(rec)
+            log(json.dumps(rec))
+            with open(out_dir / "history.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if time.time() - last_ckpt > tc.ckpt_every_s:
+            save_checkpoint(ckpt, model, ema, opt, step, tc, history)
+            last_ckpt = time.time()
+    bar.close()
+    save_checkpoint(ckpt, model, ema, opt, step, tc, history)
+    return ckpt
+
+
+def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: dict | None = None) -> str:
+    """Checkpoint -> exact model file (safetensors) with the training record in its metadata."""
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.registry import save_model
+
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, use_ema=use_ema)
+    history = json.loads(ck["history"])
+    info = {"step": int(ck["step"]), "train_config": json.loads(ck["train_config"]),
+            "last_eval": history[-1] if history else None, **(extra_info or {})}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_model(out, model.cfg, export_tensors(model), info)
