@@ -24,12 +24,23 @@ def register(subparsers: Any) -> None:
 
     r = sub.add_parser("run", help="archive what is new or changed since the last run")
     r.add_argument("spec", help="job spec (TOML)")
-    r.add_argument("--wait", action="store_true",
-                   help="if another run of this job is in progress, wait for it instead of exiting with 75")
-    r.add_argument("--wait-timeout", type=float, default=None, metavar="S",
-                   help="with --wait, give up after S seconds (exit 75)")
-    r.add_argument("--retry-failed", action="store_true",
-                   help="also retry images that failed in earlier runs though their files did not change")
+    r.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run of this job is in progress, wait for it instead of exiting with 75",
+    )
+    r.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --wait, give up after S seconds (exit 75)",
+    )
+    r.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry images that failed in earlier runs though their files did not change",
+    )
     r.add_argument("--no-sample", action="store_true", help="skip the classical-codec sample for this run")
     r.add_argument("-q", "--quiet", action="store_true", help="print only warnings and the summary")
     r.set_defaults(func=cmd_run)
@@ -54,6 +65,7 @@ def _load(path: str) -> Any:
 
 def _sigterm_to_exit() -> None:
     """Make SIGTERM (systemd stop, Kubernetes deadline) unwind like Ctrl-C, so the run record is written."""
+
     def handler(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
@@ -70,12 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     if spec is None:
         return EXIT_SPEC
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
     _sigterm_to_exit()
     try:
-        rec = run_job(spec, wait=args.wait, wait_timeout_s=args.wait_timeout, retry_failed=args.retry_failed,
-                      sample=not args.no_sample)
+        rec = run_job(
+            spec,
+            wait=args.wait,
+            wait_timeout_s=args.wait_timeout,
+            retry_failed=args.retry_failed,
+            sample=not args.no_sample,
+        )
     except LeaseBusy as exc:
         print(f"bitswap job: {exc}", file=sys.stderr)
         return EXIT_BUSY

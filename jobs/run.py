@@ -151,22 +151,25 @@ class DriverResult:
     cpus: float = 0.0
     actors: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # the pipeline finished but could not do everything (e.g. shards failed)
+    error: str | None = None  # the pipeline returned but could not do everything (e.g. shards failed)
 
 
-# driver(source, out_url, spec) compresses exactly source.files into shards under out_url.
-Driver = Callable[[Any, str, JobSpec], DriverResult]
+# driver(src_url, files, out_url, spec): compress exactly `files` (pipeline.sources.SourceFile, keys
+# relative to src_url) into shards under out_url; called again with the same files, it must skip the
+# shards already written and finish the rest (the pipeline's resume), which is how a crashed run is
+# completed.
+Driver = Callable[[str, list[Any], str, JobSpec], DriverResult]
 
 
 class PipelineHookMissing(RuntimeError):
     """The pipeline driver cannot compress an explicit list of files yet (see docs/JOBS.md)."""
 
 
-def pipeline_driver(source: Any, out_url: str, spec: JobSpec) -> DriverResult:
-    """Compress exactly the planned files of one source with pipeline.driver.compress.
+def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec) -> DriverResult:
+    """Compress exactly the planned files of one source with pipeline.driver.compress(..., files=...).
 
-    Needs `compress(..., files=...)`: the job has already listed and diffed the source, and hands over
-    the new and changed files only (listing again inside the pipeline would compress everything).
+    The job has already listed and diffed the source; listing again inside the pipeline would compress
+    everything, so the driver must take the list.
     """
     import inspect
     import sys
@@ -179,9 +182,9 @@ def pipeline_driver(source: Any, out_url: str, spec: JobSpec) -> DriverResult:
             "and changed files of a run; see docs/JOBS.md, 'What the job needs from the pipeline'"
         )
     summary = pd.compress(
-        source.url,
+        src_url,
         out_url,
-        files=list(source.files),
+        files=list(files),
         address=spec.cluster_address,
         shard_size=spec.shard_size,
         actors=spec.actors,
@@ -196,22 +199,23 @@ def pipeline_driver(source: Any, out_url: str, spec: JobSpec) -> DriverResult:
 def _driver_result(summary: Any) -> DriverResult:
     """Resources from the pipeline's Summary: `gpus`/`cpus` held by its actors when it reports them.
 
-    Older summaries report only the actor count: those are counted as one CPU each (a lower bound).
+    Summaries that report only the actor count are counted as one CPU per actor (a lower bound).
     """
     actors = int(getattr(summary, "actors", 0) or 0)
     gpus = getattr(summary, "gpus", None)
     cpus = getattr(summary, "cpus", None)
     if gpus is None and cpus is None:
         gpus, cpus = 0.0, float(max(actors, 1))
-    detail = {k: getattr(summary, k) for k in ("shards_total", "shards_skipped", "shards_written", "seconds",
-                                               "manifest_written") if hasattr(summary, k)}
+    names = ("shards_total", "shards_skipped", "shards_written", "seconds", "manifest_written")
+    detail = {k: getattr(summary, k) for k in names if hasattr(summary, k)}
     failed = list(getattr(summary, "shards_failed", []) or [])
     error = None
     if failed:
         name, reason = failed[0]
-        error = f"{len(failed)} shards failed (first: {name}: {reason}); the next run redoes them"
-    return DriverResult(gpus=float(gpus or 0), cpus=float(cpus or 0), actors=actors, detail=_jsonable(detail),
-                        error=error)
+        error = f"{len(failed)} shards failed (first: {name}: {reason})"
+    return DriverResult(
+        gpus=float(gpus or 0), cpus=float(cpus or 0), actors=actors, detail=_jsonable(detail), error=error
+    )
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +234,16 @@ class RunFailed(RuntimeError):
         super().__init__(record.error or "run failed")
 
 
-def run_job(spec: JobSpec, *, wait: bool = False, driver: Driver | None = None, retry_failed: bool = False,
-            poll_s: float = 5.0, wait_timeout_s: float | None = None, sample: bool = True) -> RunRecord:
+def run_job(
+    spec: JobSpec,
+    *,
+    wait: bool = False,
+    driver: Driver | None = None,
+    retry_failed: bool = False,
+    poll_s: float = 5.0,
+    wait_timeout_s: float | None = None,
+    sample: bool = True,
+) -> RunRecord:
     """Run the job once and return its final record.
 
     Raises LeaseBusy if another run holds the job (and not `wait`); RunFailed if the pipeline stopped
@@ -246,53 +258,43 @@ def run_job(spec: JobSpec, *, wait: bool = False, driver: Driver | None = None, 
         lease.release()
 
 
-def _run_locked(spec: JobSpec, store: JobStore, lease: Lease, driver: Driver, retry_failed: bool,
-                sample: bool) -> RunRecord:
+def _run_locked(
+    spec: JobSpec, store: JobStore, lease: Lease, driver: Driver, retry_failed: bool, sample: bool
+) -> RunRecord:
     t0 = time.monotonic()
     records = store.records()
     run_id, seq = store.new_run_id(records)
     lease.set_run(run_id)
-    recovered = recover_runs(store, lease, records, run_id)
+    recovered = recover_runs(store, lease, records, run_id, driver)
 
-    rec = RunRecord(run_id=run_id, seq=seq, job=spec.name, spec_hash=spec.hash, started_at=utcnow(),
-                    holder=lease.holder, host=lease.host, pid=lease.pid, spec=spec.to_dict(),
-                    shards_url=store.url(RUNS_DIR, run_id), recovered=recovered)
+    rec = RunRecord(
+        run_id=run_id,
+        seq=seq,
+        job=spec.name,
+        spec_hash=spec.hash,
+        started_at=utcnow(),
+        holder=lease.holder,
+        host=lease.host,
+        pid=lease.pid,
+        spec=spec.to_dict(),
+        shards_url=store.url(RUNS_DIR, run_id),
+        recovered=recovered,
+    )
     listing = list_job_sources(spec)
     plan = plan_run(listing, store.load_index(), retry_failed=retry_failed)
     rec.listed, rec.planned, rec.planned_bytes = len(listing.files), len(plan.todo), plan.bytes
-    log.info("run %s: %d files listed, %d new, %d changed, %d retried, %d unchanged", run_id,
-             rec.listed, plan.new, plan.changed, plan.retried, plan.unchanged)
-    # The plan goes first: a record saying "running" always has the plan that finishing it needs.
-    store.write_plan(run_id, ({"key": x.key, "url": listing.filesystems[x.part].unstrip_protocol(x.file.path),
-                               "size": x.file.size, "fingerprint": x.fingerprint} for x in plan.todo))
+    log.info(
+        "run %s: %d files listed: %d new, %d changed, %d retried, %d unchanged",
+        run_id, rec.listed, plan.new, plan.changed, plan.retried, plan.unchanged,
+    )  # fmt: skip
+    # The plan goes first: a record saying "running" always has the plan that completing it needs.
+    store.write_plan(run_id, (_plan_row(x) for x in plan.todo))
     lease.check()
     store.write_record(rec)
 
-    interrupt: BaseException | None = None
-    if plan.todo:
-        t1 = time.monotonic()
-        try:
-            for part in sorted({x.part for x in plan.todo}):
-                files = [x.file for x in plan.todo if x.part == part]
-                src = listing.sources[part]
-                sub = type(src)(url=src.url, protocol=src.protocol, root=src.root, files=files)
-                name = spec.sources[part].name
-                out = store.url(RUNS_DIR, run_id, *([name] if name else []))
-                res = driver(sub, out, spec)
-                rec.gpus, rec.cpus = max(rec.gpus, res.gpus), max(rec.cpus, res.cpus)
-                if res.error and not rec.error:
-                    rec.error = res.error
-        except LeaseLost:
-            raise
-        except BaseException as exc:  # noqa: B036 - finish the record even on Ctrl-C / SIGTERM
-            rec.error = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, Exception):
-                interrupt = exc
-            log.error("run %s: the pipeline stopped: %s", run_id, rec.error)
-        rec.compress_seconds = time.monotonic() - t1
-
+    interrupt = _compress(store, spec, rec, _files_by_part(plan.todo), driver)
     rows = finalize_run(store, lease, rec)
-    if sample and not rec.error and spec.compare.sample_size and spec.compare.codecs:
+    if sample and rec.status != "failed" and spec.compare.sample_size and spec.compare.codecs:
         try:
             samples = sample_codecs(spec, rec, rows, listing)
             if samples.num_rows:
@@ -314,30 +316,114 @@ def _run_locked(spec: JobSpec, store: JobStore, lease: Lease, driver: Driver, re
     return rec
 
 
-def recover_runs(store: JobStore, lease: Lease, records: Sequence[RunRecord], by: str) -> list[str]:
-    """Close runs left "running" by a holder that died: keep what they finished, plan the rest again.
+def _plan_row(x: Listed) -> dict[str, Any]:
+    f = x.file
+    return {"key": x.key, "part": x.part, "source_key": f.key, "path": f.path, "size": f.size,
+            "etag": f.etag, "mtime": f.mtime, "fingerprint": x.fingerprint}  # fmt: skip
 
-    Only called while holding the lease, so a "running" record cannot belong to a live run.
+
+def _files_by_part(items: Sequence[Listed]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for x in items:
+        out.setdefault(x.part, []).append(x.file)
+    return out
+
+
+def _compress(
+    store: JobStore, spec: JobSpec, rec: RunRecord, parts: dict[int, list[Any]], driver: Driver
+) -> BaseException | None:
+    """Run the driver once per source; failures go into the record. Returns a Ctrl-C/SIGTERM to re-raise."""
+    if not parts:
+        return None
+    t = time.monotonic()
+    interrupt = None
+    try:
+        for part, files in sorted(parts.items()):
+            name = spec.sources[part].name
+            out = store.url(RUNS_DIR, rec.run_id, *([name] if name else []))
+            res = driver(spec.sources[part].url, files, out, spec)
+            rec.gpus, rec.cpus = max(rec.gpus, res.gpus), max(rec.cpus, res.cpus)
+            if res.error and not rec.error:
+                rec.error = res.error
+    except LeaseLost:
+        raise
+    except BaseException as exc:  # noqa: B036 - finish the record even on Ctrl-C / SIGTERM
+        rec.error = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Exception):
+            interrupt = exc
+        log.error("run %s: the pipeline stopped: %s", rec.run_id, rec.error)
+    rec.compress_seconds += time.monotonic() - t
+    return interrupt
+
+
+def recover_runs(
+    store: JobStore, lease: Lease, records: Sequence[RunRecord], by: str, driver: Driver | None = None
+) -> list[str]:
+    """Complete runs left "running" by a holder that died, then count them in.
+
+    Only called while holding the lease, so a "running" record cannot belong to a live run. The
+    crashed run's own plan goes to the driver again, with the crashed run's settings: the pipeline skips
+    the shards already written and finishes the rest in the same folder (manifest included). If that
+    fails too, the finished shards are still counted and the new run plans the rest again.
     """
+    from jobs.spec import parse_spec
+    from pipeline.sources import SourceFile
+
     done = []
     for rec in records:
         if rec.finished:
             continue
-        rec.status = "crashed"
-        rec.recovered_by = by
-        rec.error = f"stopped before finishing (holder {rec.holder} gone); completed by run {by}"
+        log.warning("run %s did not finish (holder %s gone): completing it", rec.run_id, rec.holder)
         dead = lease.took_over or {}
         if dead.get("run_id") == rec.run_id and dead.get("renewed_at") and rec.started_at:
-            # The dead holder was alive at its last renewal: the best bound we have on its compute time.
+            # The dead holder was alive at its last renewal: the best bound on the time it computed.
             rec.compress_seconds = max(0.0, parse_time(dead["renewed_at"]) - parse_time(rec.started_at))
+        rec.recovered_by = by
+        old_spec = parse_spec(rec.spec)
+        plan = store.read_plan(rec.run_id).to_pylist()
+        finished = set(_finished_keys(store, rec))
+        parts: dict[int, list[Any]] = {}
+        for p in plan:
+            parts.setdefault(p["part"], []).append(
+                SourceFile(p["source_key"], p["path"], p["size"], p["etag"], p["mtime"])
+            )
+        if driver is not None and plan and (len(finished) < len(plan) or not _manifests_present(store, rec)):
+            rec.error = None
+            _compress(store, old_spec, rec, parts, driver)
         finalize_run(store, lease, rec)
+        if rec.status == "failed":
+            rec.status = "crashed"
+            rec.error = f"crashed; run {by} could not complete it: {rec.error}"
+        else:
+            rec.note = f"crashed; completed by run {by}"
         rec.ended_at = utcnow()
         lease.check()
         store.write_record(rec)
-        log.warning("run %s had crashed: %d images were finished and are kept; the rest is redone now",
-                    rec.run_id, rec.images)
         done.append(rec.run_id)
     return done
+
+
+def _finished_keys(store: JobStore, rec: RunRecord) -> list[str]:
+    names = [s.get("name") for s in rec.spec.get("sources", [])]
+    keys: list[str] = []
+    for name in dict.fromkeys(names):
+        folder = store.path(RUNS_DIR, rec.run_id, *([name] if name else []))
+        t, _ = read_shard_rows(store.fs, folder, prefix=f"{name}/" if name else "", columns=["key"])
+        keys += t.column("key").to_pylist()
+    return keys
+
+
+def _manifests_present(store: JobStore, rec: RunRecord) -> bool:
+    from pipeline.shards import MANIFEST_NAME
+
+    store.refresh()
+    parts = {p["part"] for p in store.read_plan(rec.run_id).select(["part"]).to_pylist()}
+    sources = rec.spec.get("sources", [])
+    for part in parts:
+        name = sources[part].get("name") if part < len(sources) else None
+        if not store.fs.exists(store.path(RUNS_DIR, rec.run_id, *([name] if name else []), MANIFEST_NAME)):
+            return False
+    return True
 
 
 def finalize_run(store: JobStore, lease: Lease, rec: RunRecord) -> pa.Table:
@@ -363,9 +449,15 @@ def finalize_run(store: JobStore, lease: Lease, rec: RunRecord) -> pa.Table:
             log.warning("run %s: %r is in two shards; the first one counts", rec.run_id, key)
             continue
         p = plan[key]
-        entries[key] = IndexEntry(key=key, size=int(p["size"] or 0) if p["size"] is not None else -1,
-                                  fingerprint=p["fingerprint"], run_id=rec.run_id,
-                                  shard=shard, status=status or "error", file_sha256=sha)
+        entries[key] = IndexEntry(
+            key=key,
+            size=int(p["size"]) if p["size"] is not None else -1,
+            fingerprint=p["fingerprint"],
+            run_id=rec.run_id,
+            shard=shard,
+            status=status or "error",
+            file_sha256=sha,
+        )
     lease.check()
     store.write_index_fragment(rec.run_id, entries.values())
 
@@ -377,16 +469,22 @@ def finalize_run(store: JobStore, lease: Lease, rec: RunRecord) -> pa.Table:
     sums = totals(rows, set(entries))
     rec.raw_bytes, rec.original_bytes = sums["raw"], sums["original"]
     rec.compressed_bytes = sums["compressed"]
-    rec.failures = [{"key": k, "error": e or ""} for k, s, e in zip(st[0], st[2], st[4])
-                    if s not in ("ok", "stored") and k in entries][:MAX_FAILURES_RECORDED]
+    rec.failures = [
+        {"key": k, "error": e or ""}
+        for k, s, e in zip(st[0], st[2], st[4])
+        if s not in ("ok", "stored") and k in entries
+    ][:MAX_FAILURES_RECORDED]
     cost = spec.get("cost", {})
-    rec.compute_cost_usd = rec.compress_seconds / 3600.0 * (
-        rec.gpus * float(cost.get("gpu_usd_per_hour", 0)) + rec.cpus * float(cost.get("cpu_usd_per_hour", 0)))
+    rec.compute_cost_usd = (
+        rec.compress_seconds
+        / 3600.0
+        * (rec.gpus * float(cost.get("gpu_usd_per_hour", 0)) + rec.cpus * float(cost.get("cpu_usd_per_hour", 0)))
+    )
     missing = rec.planned - rec.images
-    if rec.status == "running":
-        if rec.error is None and missing > 0:
-            rec.error = f"{missing} planned images are in no finished shard; the next run redoes them"
-        rec.status = "failed" if rec.error else ("partial" if rec.errors else "ok")
+    if missing > 0:
+        more = f"{missing} planned images are in no finished shard; the next run redoes them"
+        rec.error = f"{rec.error}; {more}" if rec.error else more
+    rec.status = "failed" if missing > 0 else ("partial" if rec.errors else "ok")
     return rows
 
 
@@ -399,7 +497,8 @@ def totals(rows: pa.Table, keys: set[str] | None = None) -> dict[str, int]:
     """Byte sums with the pipeline's conventions: raw = pixels of coded ('ok') images, original = input
     files of every image, compressed = payloads of ok and stored images."""
     key, status, raw, orig, comp = _column_lists(
-        rows, ("key", "status", "raw_bytes", "original_bytes", "compressed_bytes"))
+        rows, ("key", "status", "raw_bytes", "original_bytes", "compressed_bytes")
+    )
     out = {"raw": 0, "original": 0, "compressed": 0}
     for k, s, r, o, c in zip(key, status, raw, orig, comp):
         if keys is not None and k not in keys:
@@ -416,66 +515,75 @@ def totals(rows: pa.Table, keys: set[str] | None = None) -> dict[str, int]:
 # Classical codecs on a sample, for the report's comparison
 
 SAMPLE_SCHEMA_BASE = [
-    ("key", pa.string()), ("mode", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-    ("raw_bytes", pa.int64()), ("original_bytes", pa.int64()), ("bitswap_bytes", pa.int64()),
+    ("key", pa.string()),
+    ("mode", pa.string()),
+    ("width", pa.int64()),
+    ("height", pa.int64()),
+    ("dims", pa.int64()),
+    ("raw_bytes", pa.int64()),
+    ("original_bytes", pa.int64()),
+    ("bitswap_bytes", pa.int64()),
 ]
 
 
-def encode_classical(image: Any, codec: str, *, webp_method: int = 4, jxl_effort: int = 7) -> bytes:
-    """Lossless encoding of an image with one classical codec (what the archive is compared against)."""
-    from PIL import Image  # noqa: F401 - plugins register on import
-
-    buf = io.BytesIO()
-    if codec == "png":
-        image.save(buf, "PNG", optimize=True)
-    elif codec == "webp":
-        im = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if "A" in image.mode else "RGB")
-        im.save(buf, "WEBP", lossless=True, quality=100, method=webp_method)
-    elif codec == "jxl":
-        import pillow_jxl  # noqa: F401 - registers the JXL plugin
-
-        im = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert("RGB")
-        im.save(buf, "JXL", lossless=True, effort=jxl_effort)
-    else:
-        raise ValueError(f"unknown codec {codec!r}")
-    return buf.getvalue()
-
-
 def sample_codecs(spec: JobSpec, rec: RunRecord, rows: pa.Table, listing: Listing) -> pa.Table:
-    """Encode up to sample_size of the run's coded images with each classical codec; sizes and times."""
+    """Measure the classical codecs on up to sample_size of the run's coded images (jobs.compare).
+
+    One row per image: its dims and Bit-Swap size from the shard, and `<codec>_bytes` (None when the
+    codec could not code it, e.g. a missing plugin) and `<codec>_seconds` (encode time) per codec.
+    """
     from PIL import Image
 
+    from jobs.compare import measure
+
     cmp = spec.compare
-    key, status, mode, w, h, raw, orig, comp = _column_lists(
-        rows, ("key", "status", "mode", "width", "height", "raw_bytes", "original_bytes", "compressed_bytes"))
+    key, status, mode, w, h, raw, orig, comp, sha = _column_lists(
+        rows,
+        (
+            "key",
+            "status",
+            "mode",
+            "width",
+            "height",
+            "raw_bytes",
+            "original_bytes",
+            "compressed_bytes",
+            "file_sha256",
+        ),
+    )
     coded = {k: i for i, (k, s) in enumerate(zip(key, status)) if s == "ok" and k in listing.files}
-    chosen = sorted(coded)
     rng = random.Random(f"{cmp.seed}:{rec.run_id}")
-    chosen = sorted(rng.sample(chosen, min(cmp.sample_size, len(chosen))))
+    chosen = sorted(rng.sample(sorted(coded), min(cmp.sample_size, len(coded))))
     out: list[dict[str, Any]] = []
     for k in chosen:
         i = coded[k]
         item = listing.files[k]
         data = listing.filesystems[item.part].cat_file(item.file.path)
-        if hashlib.sha256(data).hexdigest() != (rows.column("file_sha256")[i].as_py()
-                                                if "file_sha256" in rows.column_names else None):
+        if sha[i] and hashlib.sha256(data).hexdigest() != sha[i]:
             continue  # the file changed since it was compressed: its sizes would not compare
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            row = {"key": k, "mode": mode[i], "width": w[i], "height": h[i], "raw_bytes": raw[i],
-                   "original_bytes": orig[i], "bitswap_bytes": comp[i]}
+            row = {
+                "key": k,
+                "mode": mode[i],
+                "width": w[i],
+                "height": h[i],
+                "dims": im.width * im.height * len(im.getbands()),
+                "raw_bytes": raw[i],
+                "original_bytes": orig[i],
+                "bitswap_bytes": comp[i],
+            }
             for c in cmp.codecs:
-                t = time.perf_counter()
-                try:
-                    row[f"{c}_bytes"] = len(encode_classical(im, c, webp_method=cmp.webp_method,
-                                                             jxl_effort=cmp.jxl_effort))
-                except Exception as exc:  # noqa: BLE001 - an unavailable codec leaves a gap, noted in logs
-                    log.warning("sample %s: %s failed: %s", k, c, exc)
-                    row[f"{c}_bytes"] = None
-                row[f"{c}_seconds"] = time.perf_counter() - t
+                m = measure(im, c, name=k)
+                if not m.ok:
+                    log.warning("sample %s: %s: %s", k, c, m.status)
+                row[f"{c}_bytes"] = m.compressed_bytes if m.ok else None
+                row[f"{c}_seconds"] = m.encode_s
         out.append(row)
-    schema = pa.schema(SAMPLE_SCHEMA_BASE + [(f"{c}_{x}", pa.int64() if x == "bytes" else pa.float64())
-                                             for c in cmp.codecs for x in ("bytes", "seconds")])
+    schema = pa.schema(
+        SAMPLE_SCHEMA_BASE
+        + [(f"{c}_{x}", pa.int64() if x == "bytes" else pa.float64()) for c in cmp.codecs for x in ("bytes", "seconds")]
+    )
     return pa.Table.from_pylist(out, schema=schema)
 
 
@@ -489,18 +597,28 @@ def job_status(spec: JobSpec, *, pending: bool = True, retry_failed: bool = Fals
     records = store.records()
     lease = Lease(store, job=spec.name).read()
     out: dict[str, Any] = {
-        "job": spec.name, "destination": spec.destination, "spec_hash": spec.hash,
-        "runs": [r.to_dict() for r in records], "lease": lease,
+        "job": spec.name,
+        "destination": spec.destination,
+        "spec_hash": spec.hash,
+        "runs": [r.to_dict() for r in records],
+        "lease": lease,
         "incomplete": [r.run_id for r in records if not r.finished],
     }
     if pending:
         index = store.load_index()
         plan = plan_run(list_job_sources(spec), index, retry_failed=retry_failed)
         out["archived"] = len(index)
-        out["pending"] = {"images": len(plan.todo), "bytes": plan.bytes, "new": plan.new,
-                          "changed": plan.changed, "retry": plan.retried, "unchanged": plan.unchanged,
-                          "failed_unchanged": plan.failed_unchanged, "gone": plan.gone,
-                          "keys": [x.key for x in plan.todo[:20]]}
+        out["pending"] = {
+            "images": len(plan.todo),
+            "bytes": plan.bytes,
+            "new": plan.new,
+            "changed": plan.changed,
+            "retry": plan.retried,
+            "unchanged": plan.unchanged,
+            "failed_unchanged": plan.failed_unchanged,
+            "gone": plan.gone,
+            "keys": [x.key for x in plan.todo[:20]],
+        }
     return out
 
 
@@ -511,22 +629,27 @@ def format_status(st: dict[str, Any]) -> str:
     if lease:
         left = float(lease.get("expires_at_epoch", 0)) - time.time()
         state = f"expires in {left:.0f} s" if left > 0 else "EXPIRED (holder gone?)"
-        lines.append(f"running now: run {lease.get('run_id')} by {lease.get('holder')} "
-                     f"(host {lease.get('host')}, pid {lease.get('pid')}), lease {state}")
+        lines.append(
+            f"running now: run {lease.get('run_id')} by {lease.get('holder')} "
+            f"(host {lease.get('host')}, pid {lease.get('pid')}), lease {state}"
+        )
     runs = st["runs"]
     if not runs:
         lines.append("no runs yet")
     else:
         lines.append("")
-        lines.append(f"{'run':<32} {'status':<8} {'started':<20} {'time':>8} {'images':>7} {'errors':>6} "
-                     f"{'original':>10} {'compressed':>10} {'ratio':>6} spec")
+        lines.append(
+            f"{'run':<32} {'status':<8} {'started':<20} {'time':>8} {'images':>7} {'errors':>6} "
+            f"{'original':>10} {'compressed':>10} {'ratio':>6} spec"
+        )
         for r in runs:
             ratio = r["original_bytes"] / r["compressed_bytes"] if r["compressed_bytes"] else 0.0
             lines.append(
                 f"{r['run_id']:<32} {r['status']:<8} {r['started_at']:<20} {r['wall_seconds']:>7.1f}s "
                 f"{r['images']:>7} {r['errors']:>6} {_mb(r['original_bytes']):>10} "
                 f"{_mb(r['compressed_bytes']):>10} {ratio:>6.2f} "
-                f"{r['spec_hash']}{'' if r['spec_hash'] == st['spec_hash'] else ' (other spec)'}")
+                f"{r['spec_hash']}{'' if r['spec_hash'] == st['spec_hash'] else ' (other spec)'}"
+            )
             if r.get("error"):
                 lines.append(f"{'':<32} {r['error']}")
     if st.get("incomplete"):
@@ -535,11 +658,12 @@ def format_status(st: dict[str, Any]) -> str:
     if p is not None:
         lines.append("")
         lines.append(f"archived keys: {st['archived']}")
-        lines.append(f"pending: {p['images']} images ({_mb(p['bytes'])}): {p['new']} new, "
-                     f"{p['changed']} changed, {p['retry']} failed to retry; {p['unchanged']} unchanged")
+        lines.append(
+            f"pending: {p['images']} images ({_mb(p['bytes'])}): {p['new']} new, "
+            f"{p['changed']} changed, {p['retry']} failed to retry; {p['unchanged']} unchanged"
+        )
         if p["failed_unchanged"]:
-            lines.append(f"{p['failed_unchanged']} earlier failures are not retried "
-                         "(bitswap job run --retry-failed)")
+            lines.append(f"{p['failed_unchanged']} earlier failures are not retried (bitswap job run --retry-failed)")
         if p["gone"]:
             lines.append(f"{p['gone']} archived keys are no longer in the sources (kept in the archive)")
         for k in p["keys"]:

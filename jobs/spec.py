@@ -67,13 +67,15 @@ class Cost:
 
 @dataclass(frozen=True)
 class Compare:
-    """Classical codecs measured on a sample of each run's images, so reports can say what they would cost."""
+    """Classical codecs measured on a sample of each run's images, so reports can say what they would cost.
+
+    Measured by jobs.compare at its fixed settings (PNG optimize, WebP lossless method 6, JPEG-XL
+    lossless effort 9), the same numbers `bitswap compare` prints.
+    """
 
     codecs: tuple[str, ...] = COMPARE_CODECS
     sample_size: int = 16
     seed: int = 0
-    webp_method: int = 4
-    jxl_effort: int = 7
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,9 @@ def load_spec(path: str | os.PathLike[str]) -> JobSpec:
         raise SpecError(exc.field, str(exc).split(": ", 1)[1], str(p)) from None
 
 
-def parse_spec(data: dict[str, Any], *, base_dir: str | os.PathLike[str] | None = None,
-               path: str | None = None) -> JobSpec:
+def parse_spec(
+    data: dict[str, Any], *, base_dir: str | os.PathLike[str] | None = None, path: str | None = None
+) -> JobSpec:
     """Validate a spec already parsed from TOML (or built in code)."""
     top = _Fields(data, "")
     name = top.str("name", required=True)
@@ -180,14 +183,24 @@ def parse_spec(data: dict[str, Any], *, base_dir: str | os.PathLike[str] | None 
         codecs=tuple(dict.fromkeys(codecs)),
         sample_size=cmp_t.int("sample_size", default=Compare.sample_size, minimum=0),
         seed=cmp_t.int("seed", default=0),
-        webp_method=cmp_t.int("webp_method", default=Compare.webp_method, minimum=0, maximum=6),
-        jxl_effort=cmp_t.int("jxl_effort", default=Compare.jxl_effort, minimum=1, maximum=9),
     )
     cmp_t.done()
     top.done(extra_known=("sources", "cost", "compare"))
-    return JobSpec(name=name, destination=destination, sources=sources, model=model, codec=codec,
-                   shard_size=shard_size, cluster_address=cluster_address, actors=actors,
-                   max_pixels=max_pixels, lease_ttl_s=lease_ttl_s, cost=cost, compare=compare, path=path)
+    return JobSpec(
+        name=name,
+        destination=destination,
+        sources=sources,
+        model=model,
+        codec=codec,
+        shard_size=shard_size,
+        cluster_address=cluster_address,
+        actors=actors,
+        max_pixels=max_pixels,
+        lease_ttl_s=lease_ttl_s,
+        cost=cost,
+        compare=compare,
+        path=path,
+    )
 
 
 def _parse_source(raw: Any, where: str, base_dir: str | os.PathLike[str] | None) -> Source:
@@ -231,7 +244,7 @@ def _same_or_below(a: str, b: str) -> bool:
 
 def _norm_loc(u: str) -> str:
     if u.startswith("file://"):
-        u = u[len("file://"):]
+        u = u[len("file://") :]
     return u.rstrip("/") or "/"
 
 

@@ -38,22 +38,31 @@ import pyarrow.parquet as pq
 JOB_DIR = "_job"
 RUNS_DIR = "runs"  # shards, one folder per run
 
-INDEX_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("size", pa.int64()),
-    ("fingerprint", pa.string()),
-    ("run_id", pa.string()),
-    ("shard", pa.string()),
-    ("status", pa.string()),
-    ("file_sha256", pa.string()),
-])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("size", pa.int64()),
+        ("fingerprint", pa.string()),
+        ("run_id", pa.string()),
+        ("shard", pa.string()),
+        ("status", pa.string()),
+        ("file_sha256", pa.string()),
+    ]
+)
 
-PLAN_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("url", pa.string()),
-    ("size", pa.int64()),
-    ("fingerprint", pa.string()),
-])
+# A run's plan: enough to hand the very same files to the pipeline again if the run has to be completed.
+PLAN_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),  # job-level key (source name prefix + key in the source)
+        ("part", pa.int32()),  # which of the spec's sources
+        ("source_key", pa.string()),  # key relative to that source
+        ("path", pa.string()),  # path inside the source's filesystem
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("mtime", pa.float64()),
+        ("fingerprint", pa.string()),
+    ]
+)
 
 
 def utcnow() -> str:
@@ -121,9 +130,10 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | No
 class RunRecord:
     """What one run did. Written at start (status "running") and rewritten once at the end.
 
-    status: running | ok (every planned image archived without error) | partial (some images have status
-    'error') | failed (the run stopped early; what it finished is kept and the rest is redone by the next
-    run) | crashed (found "running" by a later run with the holder gone; completed like failed).
+    status: running | ok (every planned image archived without error) | partial (all archived, some
+    with status 'error') | failed (the run stopped early: what it finished is kept, the rest is planned
+    again by the next run) | crashed (its holder died and the next run could not complete it either;
+    handled like failed). A crashed run that the next run completed ends ok or partial, with a note.
     """
 
     run_id: str
@@ -158,6 +168,7 @@ class RunRecord:
     samples: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)  # first failures: key, error
     error: str | None = None  # why the run stopped, if it did
+    note: str | None = None  # e.g. "crashed; completed by run ..."
     recovered: list[str] = field(default_factory=list)  # earlier runs this run completed
     recovered_by: str | None = None
 
@@ -346,8 +357,15 @@ class Lease:
     and stops if it was taken over, so a stalled holder can never commit over its successor.
     """
 
-    def __init__(self, store: JobStore, *, job: str, ttl_s: float = 300.0, settle_s: float | None = None,
-                 holder: str | None = None):
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        job: str,
+        ttl_s: float = 300.0,
+        settle_s: float | None = None,
+        holder: str | None = None,
+    ):
         self.store = store
         self.job = job
         self.ttl_s = float(ttl_s)
@@ -389,9 +407,15 @@ class Lease:
         now = time.time()
         expires = datetime.fromtimestamp(now + self.ttl_s, timezone.utc)
         info = {
-            "job": self.job, "holder": self.holder, "host": self.host, "pid": self.pid,
-            "run_id": self.run_id, "acquired_at": self.acquired_at or utcnow(), "renewed_at": utcnow(),
-            "ttl_s": self.ttl_s, "expires_at_epoch": now + self.ttl_s,
+            "job": self.job,
+            "holder": self.holder,
+            "host": self.host,
+            "pid": self.pid,
+            "run_id": self.run_id,
+            "acquired_at": self.acquired_at or utcnow(),
+            "renewed_at": utcnow(),
+            "ttl_s": self.ttl_s,
+            "expires_at_epoch": now + self.ttl_s,
             "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
         return json.dumps(info, indent=1).encode()
@@ -504,8 +528,9 @@ class Lease:
 
 
 @contextlib.contextmanager
-def held_lease(store: JobStore, *, job: str, ttl_s: float, wait: bool = False,
-               timeout_s: float | None = None, poll_s: float = 5.0) -> Iterator[Lease]:
+def held_lease(
+    store: JobStore, *, job: str, ttl_s: float, wait: bool = False, timeout_s: float | None = None, poll_s: float = 5.0
+) -> Iterator[Lease]:
     """Hold the job's lease for the duration of a block."""
     lease = Lease(store, job=job, ttl_s=ttl_s).acquire(wait=wait, timeout_s=timeout_s, poll_s=poll_s)
     try:
@@ -518,8 +543,9 @@ def held_lease(store: JobStore, *, job: str, ttl_s: float, wait: bool = False,
 # Reading the pipeline's shards (read-only: the shard format belongs to pipeline.shards)
 
 
-def read_shard_rows(fs: fsspec.AbstractFileSystem, folder: str, *, prefix: str = "",
-                    columns: Iterable[str] | None = None) -> tuple[pa.Table, list[tuple[str, int]]]:
+def read_shard_rows(
+    fs: fsspec.AbstractFileSystem, folder: str, *, prefix: str = "", columns: Iterable[str] | None = None
+) -> tuple[pa.Table, list[tuple[str, int]]]:
     """Statistics columns (never the payloads) of every finished shard in one pipeline output folder.
 
     Returns the rows, with the shard's file name in a `shard` column and `prefix` put before each key,

@@ -74,13 +74,26 @@ def _row(key: str, data: bytes) -> dict[str, Any]:
     dims = len(im.getbands()) * im.width * im.height
     row.update(format=im.format, width=im.width, height=im.height, mode=im.mode, raw_bytes=dims)
     if im.format == "JPEG":
-        row.update(status="stored", codec="stored", payload=data, compressed_bytes=len(data),
-                   bpd=len(data) * 8 / dims, encode_seconds=0.0)
+        row.update(
+            status="stored",
+            codec="stored",
+            payload=data,
+            compressed_bytes=len(data),
+            bpd=len(data) * 8 / dims,
+            encode_seconds=0.0,
+        )
     else:
         payload = zlib.compress(im.tobytes(), 9)
-        row.update(status="ok", codec="fake:zlib", model_id="fake", payload=payload,
-                   compressed_bytes=len(payload), bpd=len(payload) * 8 / dims, encode_seconds=0.001,
-                   pixel_digest=hashlib.sha256(im.tobytes()).hexdigest())
+        row.update(
+            status="ok",
+            codec="fake:zlib",
+            model_id="fake",
+            payload=payload,
+            compressed_bytes=len(payload),
+            bpd=len(payload) * 8 / dims,
+            encode_seconds=0.001,
+            pixel_digest=hashlib.sha256(im.tobytes()).hexdigest(),
+        )
     return row
 
 
@@ -93,31 +106,35 @@ class FakeDriver:
         self.keys: list[str] = []  # every key this driver compressed, over all calls
         self.calls = 0
 
-    def __call__(self, source: Any, out_url: str, spec: Any) -> Any:
+    def __call__(self, src_url: str, files: list[Any], out_url: str, spec: Any) -> Any:
+        """Like pipeline.driver.compress(src, dst, files=...): shards whose name exists are skipped."""
         from jobs.run import DriverResult
         from pipeline import shards
         from pipeline.sources import open_fs
 
         self.calls += 1
         fs, root = open_fs(out_url)
-        src_fs, _ = open_fs(source.url)
-        files = sorted(source.files, key=lambda f: f.key)
+        src_fs, _ = open_fs(src_url)
+        files = sorted(files, key=lambda f: f.key)
+        existing = shards.list_shards(fs, root)
         entries, written = [], 0
         for idx in range(0, len(files), spec.shard_size):
-            chunk = files[idx: idx + spec.shard_size]
+            chunk = files[idx : idx + spec.shard_size]
             fp = shards.fingerprint(chunk, {"codec": "fake"})
+            name = shards.shard_name(idx // spec.shard_size, fp)
+            entries.append({"file": name, "first_key": chunk[0].key, "last_key": chunk[-1].key})
+            if name in existing:
+                continue
+            if self.raise_after_shards is not None and written >= self.raise_after_shards:
+                raise RuntimeError("simulated pipeline failure")
             rows = [_row(f.key, src_fs.cat_file(f.path)) for f in chunk]
             data = shards.encode_shard(rows, {"format": shards.ARCHIVE_FORMAT, "fingerprint": fp})
-            name = shards.shard_name(idx // spec.shard_size, fp)
             shards.write_atomic(fs, root, name, data)
             self.keys += [f.key for f in chunk]
-            entries.append({"file": name, "first_key": chunk[0].key, "last_key": chunk[-1].key})
             written += 1
             if self.kill_after_shards is not None and written >= self.kill_after_shards:
                 sys.stdout.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
-            if self.raise_after_shards is not None and written >= self.raise_after_shards:
-                raise RuntimeError("simulated pipeline failure")
         shards.write_manifest(fs, root, {"format": shards.ARCHIVE_FORMAT, "shards": entries})
         return DriverResult(cpus=2.0, actors=2)
 

@@ -14,12 +14,17 @@ from jobs import cli
 from jobs.run import RunFailed, run_job
 from jobs.spec import parse_spec
 from jobs.state import JobStore, Lease, LeaseBusy
+from pipeline.shards import MANIFEST_NAME
 
 
 def make_spec(tmp_path, **extra):
-    d = {"name": "photos", "destination": str(tmp_path / "archive"),
-         "sources": [{"url": str(tmp_path / "images")}], "shard_size": 3,
-         "compare": {"codecs": ["png", "webp"], "sample_size": 2}}
+    d = {
+        "name": "photos",
+        "destination": str(tmp_path / "archive"),
+        "sources": [{"url": str(tmp_path / "images")}],
+        "shard_size": 3,
+        "compare": {"codecs": ["png", "webp"], "sample_size": 2},
+    }
     d.update(extra)
     return parse_spec(d)
 
@@ -75,38 +80,70 @@ def test_changed_files_and_failures(tmp_path):
 def test_several_named_sources(tmp_path):
     write_images(tmp_path / "cams", ["1.png", "2.png"])
     write_images(tmp_path / "scans", ["1.png"], seed0=9)
-    spec = make_spec(tmp_path, sources=[{"url": str(tmp_path / "cams"), "name": "cams"},
-                                        {"url": str(tmp_path / "scans"), "name": "scans"}])
+    spec = make_spec(
+        tmp_path,
+        sources=[
+            {"url": str(tmp_path / "cams"), "name": "cams"},
+            {"url": str(tmp_path / "scans"), "name": "scans"},
+        ],
+    )
     r = run_job(spec, driver=FakeDriver(), sample=False)
     assert r.images == 3 and sorted(JobStore(spec.destination).load_index()) == [
-        "cams/1.png", "cams/2.png", "scans/1.png"]
+        "cams/1.png",
+        "cams/2.png",
+        "scans/1.png",
+    ]
     assert all(s.split("/")[0] in ("cams", "scans") for s in r.shards)
     assert run_job(spec, driver=FakeDriver(), sample=False).planned == 0
 
 
-def test_crashed_run_is_completed_by_the_next(tmp_path):
+def _crash_a_run(tmp_path, n=10):
     imgs = tmp_path / "images"
-    names = write_images(imgs, [f"{i:02d}.png" for i in range(10)])
+    names = write_images(imgs, [f"{i:02d}.png" for i in range(n)])
     spec_path = tmp_path / "job.toml"
-    spec_path.write_text(f'name = "photos"\ndestination = "{tmp_path / "archive"}"\nshard_size = 3\n'
-                         f'[[sources]]\nurl = "{imgs}"\n')
+    spec_path.write_text(
+        f'name = "photos"\ndestination = "{tmp_path / "archive"}"\nshard_size = 3\n[[sources]]\nurl = "{imgs}"\n'
+    )
     # A run dies (SIGKILL: no cleanup at all) after writing 2 of its 4 shards, holding the lease.
     assert subprocess.run(child_run_script(str(spec_path), kill_after_shards=2)).returncode == -9
     store = JobStore(str(tmp_path / "archive"))
     [crashed] = store.records()
     assert crashed.status == "running" and store.fs.exists(store.lease_path)
     assert sum(archived_keys(tmp_path / "archive").values()) == 6
+    return names, store, crashed
 
+
+def test_crashed_run_is_completed_by_the_next(tmp_path):
+    names, store, crashed = _crash_a_run(tmp_path)
     spec = make_spec(tmp_path, compare={"sample_size": 0})
     drv = FakeDriver()
     r = run_job(spec, driver=drv)  # same host, dead pid: the lease is taken over at once
     assert r.recovered == [crashed.run_id]
-    assert r.planned == 4 and sorted(drv.keys) == names[6:]  # only what the crashed run had not finished
+    assert sorted(drv.keys) == names[6:]  # only what the crashed run had not finished ...
+    assert r.planned == 0  # ... in the crashed run's own folder, so the new run has nothing left
     old = store.records()[0]
-    assert (old.status, old.images, old.recovered_by, len(old.shards)) == ("crashed", 6, r.run_id, 2)
+    assert (old.status, old.images, old.recovered_by, len(old.shards)) == ("ok", 10, r.run_id, 4)
+    assert "crashed" in old.note and old.compress_seconds >= 0
+    assert (tmp_path / "archive" / "runs" / crashed.run_id / MANIFEST_NAME).exists()
     keys = archived_keys(tmp_path / "archive")
     assert sorted(keys) == names and max(keys.values()) == 1  # nothing lost, nothing doubled
     assert not store.fs.exists(store.lease_path)
+
+
+def test_crashed_run_that_cannot_be_completed_is_redone_by_the_new_run(tmp_path):
+    names, store, crashed = _crash_a_run(tmp_path)
+    spec = make_spec(tmp_path, compare={"sample_size": 0})
+    failing = FakeDriver(raise_after_shards=0)
+    with pytest.raises(RunFailed):  # recovery fails, and so does the new run's own compression
+        run_job(spec, driver=failing)
+    old, new = store.records()
+    assert old.status == "crashed" and "could not complete" in old.error and old.images == 6
+    assert new.status == "failed" and new.planned == 4
+    drv = FakeDriver()
+    r = run_job(spec, driver=drv)
+    assert r.planned == 4 and sorted(drv.keys) == names[6:]
+    keys = archived_keys(tmp_path / "archive")
+    assert sorted(keys) == names and max(keys.values()) == 1
 
 
 def test_pipeline_failure_keeps_finished_shards(tmp_path):
@@ -126,8 +163,9 @@ def test_concurrent_run_is_refused_or_waits(tmp_path, capsys, monkeypatch):
     write_images(tmp_path / "images", ["a.png"])
     spec = make_spec(tmp_path, compare={"sample_size": 0})
     spec_file = tmp_path / "job.toml"
-    spec_file.write_text(f'name = "photos"\ndestination = "{spec.destination}"\n'
-                         f'[[sources]]\nurl = "{tmp_path / "images"}"\n')
+    spec_file.write_text(
+        f'name = "photos"\ndestination = "{spec.destination}"\n[[sources]]\nurl = "{tmp_path / "images"}"\n'
+    )
     holder = Lease(JobStore(spec.destination), job="photos", ttl_s=60).acquire()
     with pytest.raises(LeaseBusy):
         run_job(spec, driver=FakeDriver())
@@ -144,8 +182,9 @@ def test_concurrent_run_is_refused_or_waits(tmp_path, capsys, monkeypatch):
 def test_cli_status_and_bad_spec(tmp_path, capsys):
     write_images(tmp_path / "images", ["a.png", "b.png"])
     spec_file = tmp_path / "job.toml"
-    spec_file.write_text(f'name = "photos"\ndestination = "{tmp_path / "archive"}"\n'
-                         f'[[sources]]\nurl = "{tmp_path / "images"}"\n')
+    spec_file.write_text(
+        f'name = "photos"\ndestination = "{tmp_path / "archive"}"\n[[sources]]\nurl = "{tmp_path / "images"}"\n'
+    )
     assert cli.main(["job", "status", str(spec_file)]) == 0
     out = capsys.readouterr().out
     assert "no runs yet" in out and "pending: 2 images" in out

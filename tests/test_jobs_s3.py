@@ -37,8 +37,9 @@ def moto():
     if not os.path.exists(MOTO):
         pytest.skip("moto_server not installed")
     port = _free_port()
-    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -57,8 +58,12 @@ def moto():
 
 @pytest.fixture
 def s3(moto, monkeypatch):
-    env = {"AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": moto,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     import fsspec
@@ -83,9 +88,15 @@ def _put(client, names, seed0=0):
 def test_job_over_s3_archives_each_image_once(s3):
     client, fs = s3
     _put(client, ["a.png", "b.png", "day2/c.png"])
-    spec = parse_spec({"name": "s3job", "destination": "s3://bs-archive/jobs/s3job",
-                       "sources": [{"url": "s3://bs-images/cam"}], "shard_size": 2,
-                       "compare": {"codecs": ["png"], "sample_size": 1}})
+    spec = parse_spec(
+        {
+            "name": "s3job",
+            "destination": "s3://bs-archive/jobs/s3job",
+            "sources": [{"url": "s3://bs-images/cam"}],
+            "shard_size": 2,
+            "compare": {"codecs": ["png"], "sample_size": 1},
+        }
+    )
     drv = FakeDriver()
     r1 = run_job(spec, driver=drv)
     assert (r1.listed, r1.planned, r1.images, r1.status, r1.samples) == (3, 3, 3, "ok", 1)

@@ -22,8 +22,13 @@ def test_records_and_index_round_trip(tmp_path):
     assert seq2 == 2 and rid2 > rid1  # ids sort by sequence
     store.write_record(RunRecord(run_id=rid2, seq=seq2, job="j", spec_hash="h"))
     assert [r.run_id for r in store.records()] == [rid1, rid2] and store.is_job()
-    store.write_index_fragment(rid1, [IndexEntry("a", 1, "etag:x", rid1, "s1", "ok", "ff"),
-                                      IndexEntry("b", 2, "etag:y", rid1, "s1", "error")])
+    store.write_index_fragment(
+        rid1,
+        [
+            IndexEntry("a", 1, "etag:x", rid1, "s1", "ok", "ff"),
+            IndexEntry("b", 2, "etag:y", rid1, "s1", "error"),
+        ],
+    )
     store.write_index_fragment(rid2, [IndexEntry("a", 3, "etag:z", rid2, "s9", "ok")])
     idx = store.load_index()
     assert idx["a"].run_id == rid2 and idx["a"].size == 3  # later runs win
@@ -69,9 +74,20 @@ def test_wait_gets_the_lease_when_the_holder_releases(tmp_path):
 
 def test_expired_lease_of_another_host_is_taken_over(tmp_path):
     store = JobStore(str(tmp_path))
-    write_atomic(store.fs, store.lease_path, json.dumps({
-        "job": "j", "holder": "elsewhere:1:x", "host": "elsewhere", "pid": 1, "run_id": "000003-r",
-        "expires_at_epoch": time.time() + 60}).encode())
+    write_atomic(
+        store.fs,
+        store.lease_path,
+        json.dumps(
+            {
+                "job": "j",
+                "holder": "elsewhere:1:x",
+                "host": "elsewhere",
+                "pid": 1,
+                "run_id": "000003-r",
+                "expires_at_epoch": time.time() + 60,
+            }
+        ).encode(),
+    )
     with pytest.raises(LeaseBusy):  # another host, not expired: we cannot know it is dead
         Lease(store, job="j").acquire()
     info = json.loads(store.fs.cat_file(store.lease_path))
@@ -84,9 +100,11 @@ def test_expired_lease_of_another_host_is_taken_over(tmp_path):
 
 def test_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
     store = JobStore(str(tmp_path))
-    code = ("import sys; from jobs.state import JobStore, Lease; "
-            f"Lease(JobStore({str(tmp_path)!r}), job='j', ttl_s=3600).acquire(); "
-            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    code = (
+        "import sys; from jobs.state import JobStore, Lease; "
+        f"Lease(JobStore({str(tmp_path)!r}), job='j', ttl_s=3600).acquire(); "
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     assert store.fs.exists(store.lease_path)  # it died holding the lease, for an hour
     b = Lease(store, job="j").acquire()
