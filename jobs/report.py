@@ -125,9 +125,7 @@ def _load_bare(store: JobStore, price: float | None) -> Archive:
     )
     rd = RunData(rec, rows, None, [True] * rows.num_rows)
     p = DEFAULT_STORAGE_PRICE if price is None else price
-    return Archive(
-        store.url(), "archive", [rd], p, "command line" if price is not None else "default list price"
-    )
+    return Archive(store.url(), "archive", [rd], p, "command line" if price is not None else "default list price")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -307,21 +305,16 @@ def compute_report(archive: Archive) -> dict[str, Any]:
         )
     tables = [rd.rows for rd in archive.runs if rd.rows.num_rows]
     table = (
-        pa.concat_tables(tables, promote_options="default")
-        if tables
-        else pa.table({"key": pa.array([], pa.string())})
+        pa.concat_tables(tables, promote_options="default") if tables else pa.table({"key": pa.array([], pa.string())})
     )
     mask = [x for rd in archive.runs if rd.rows.num_rows for x in rd.live]
     cum = row_stats(table, mask)
     every = row_stats(table)
     shard_bytes = sum(r["shard_bytes"] for r in runs)
     n_sample = max((v["images"] for v in pooled.values()), default=0)
-    options = [
-        {"name": "originals", "label": "Original files", "bytes": cum["original_bytes"], "estimate": False}
-    ]
+    options = [{"name": "originals", "label": "Original files", "bytes": cum["original_bytes"], "estimate": False}]
     options += [
-        {"name": c, "label": f"{CODEC_LABELS[c]} (estimate)", "bytes": live_est[c], "estimate": True}
-        for c in codecs
+        {"name": c, "label": f"{CODEC_LABELS[c]} (estimate)", "bytes": live_est[c], "estimate": True} for c in codecs
     ]
     options.append(
         {
@@ -392,9 +385,7 @@ def make_figures(rep: dict[str, Any]) -> dict[str, bytes]:
         ax.axvline(mean, color="#c44e52", linestyle="--", label=f"mean {mean:.3f}")
         for c, v in rep["sample"]["by_codec"].items():
             ax.axvline(v["bpd"], color="#777", linestyle=":", linewidth=1)
-            ax.text(
-                v["bpd"], ax.get_ylim()[1] * 0.95, f" {CODEC_LABELS[c]}*", rotation=90, va="top", fontsize=7
-            )
+            ax.text(v["bpd"], ax.get_ylim()[1] * 0.95, f" {CODEC_LABELS[c]}*", rotation=90, va="top", fontsize=7)
         ax.set_xlabel("bits per dimension (per image)")
         ax.set_ylabel("images")
         ax.set_title(f"Bits per dimension, {len(rep['bpd_values'])} coded images")
@@ -650,9 +641,7 @@ def build_blocks(rep: dict[str, Any]) -> list[tuple[str, Any]]:
         shown = rep["failures"][:200]
         b.append(("table", (["key", "error"], [[f["key"], f["error"] or ""] for f in shown])))
         if len(rep["failures"]) > len(shown):
-            b.append(
-                ("note", f"... and {len(rep['failures']) - len(shown)} more (rows with status 'error').")
-            )
+            b.append(("note", f"... and {len(rep['failures']) - len(shown)} more (rows with status 'error')."))
     return b
 
 
@@ -671,9 +660,7 @@ def render_markdown(rep: dict[str, Any], figures: dict[str, str] | None = None) 
         elif kind == "table":
             head, rows = data
             out.append("| " + " | ".join(head) + " |")
-            out.append(
-                "|" + "|".join("---:" if i and _numeric(rows, i) else "---" for i in range(len(head))) + "|"
-            )
+            out.append("|" + "|".join("---:" if i and _numeric(rows, i) else "---" for i in range(len(head))) + "|")
             for row in rows:
                 out.append("| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |")
             out.append("")
@@ -720,9 +707,7 @@ def render_html(rep: dict[str, Any], figures: dict[str, bytes]) -> str:
             parts.append(f"<blockquote>{e(data)}</blockquote>")
         elif kind == "table":
             head, rows = data
-            parts.append(
-                "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            )
+            parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
             for row in rows:
                 parts.append("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in row) + "</tr>")
             parts.append("</tbody></table>")

@@ -47,9 +47,7 @@ def synthetic_rows(rng, n, start):
             row.update(codec="stored", format="JPEG", payload=b"j" * orig, compressed_bytes=orig,
                        bpd=orig * 8 / dims)  # fmt: skip
         else:
-            row.update(
-                error="unreadable image: truncated", raw_bytes=None, width=None, height=None, mode=None
-            )
+            row.update(error="unreadable image: truncated", raw_bytes=None, width=None, height=None, mode=None)
         rows.append(row)
     return rows
 
@@ -62,9 +60,7 @@ def test_report_over_parquet_written_with_pyarrow(tmp_path):
         t = pa.Table.from_pylist(synthetic_rows(rng, 40, s * 40), schema=SCHEMA)
         pq.write_table(t, dst / f"shard-{s:05d}-{s:016x}.parquet", row_group_size=8)
     (dst / "_tmp").mkdir()  # a crashed writer's leftover is not a shard
-    pq.write_table(
-        pa.Table.from_pylist(synthetic_rows(rng, 5, 999), schema=SCHEMA), dst / "_tmp" / "x.parquet"
-    )
+    pq.write_table(pa.Table.from_pylist(synthetic_rows(rng, 5, 999), schema=SCHEMA), dst / "_tmp" / "x.parquet")
 
     rep = compute_report(load_archive(str(dst), storage_usd_per_gb_month=0.02))
     t = pa.concat_tables(pq.read_table(p) for p in sorted(dst.glob("shard-*.parquet")))
