@@ -1,0 +1,194 @@
+"""The public codec API: lossless for every image, byte-identical in batches, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import noise_image, photo_crop
+from PIL import Image, ImageCms
+
+import bitswap_core
+from bitswap_core import container
+from bitswap_core.errors import (
+    BitswapError,
+    CorruptPayloadError,
+    ImageRefusedError,
+    ModelMismatchError,
+    UnsupportedFormatError,
+)
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("codec", ["bitswap", "bbans"])
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (33, 65), (64, 32)])
+def test_learned_round_trip_any_size(tiny_model, codec, size):
+    img = noise_image(size[1], size[0], seed=size[0])
+    data = bitswap_core.compress(img, tiny_model, codec=codec, smallest=False)
+    assert container.unpack(data).codec == codec
+    assert same(bitswap_core.decompress(data, tiny_model), img)
+
+
+def test_photo_round_trip_and_size(tiny_model):
+    img = photo_crop()
+    data = bitswap_core.compress(img, tiny_model, smallest=False)
+    out = bitswap_core.decompress(data, tiny_model)
+    assert same(out, img)
+
+
+def test_batch_gives_the_same_bytes_as_alone(tiny_model):
+    imgs = [photo_crop(box=(0, 0, 40, 40)), noise_image(20, 70, 1), photo_crop(box=(10, 10, 75, 42))]
+    together = bitswap_core.compress_batch(imgs, tiny_model, smallest=False)
+    alone = [bitswap_core.compress(im, tiny_model, smallest=False) for im in imgs]
+    assert together == alone
+    back = bitswap_core.api.decompress_batch(together, tiny_model)
+    assert all(same(a, b) for a, b in zip(imgs, back))
+
+
+def test_payload_decodes_in_a_fresh_process_with_other_threads_and_batch(tiny_model_path, tmp_path):
+    imgs = [photo_crop(box=(0, 0, 64, 40)), noise_image(33, 17, 5)]
+    datas = bitswap_core.compress_batch(imgs, tiny_model_path, smallest=False)
+    for i, d in enumerate(datas):
+        (tmp_path / f"{i}.bsw").write_bytes(d)
+    script = textwrap.dedent(f"""
+        import torch, sys
+        torch.set_num_threads(1)
+        import bitswap_core
+        from bitswap_core.api import decompress_batch
+        a = (open(r"{tmp_path}/0.bsw", "rb").read(), open(r"{tmp_path}/1.bsw", "rb").read())
+        one = [bitswap_core.decompress(x, r"{tiny_model_path}") for x in a]   # batch size 1 each
+        both = decompress_batch(list(a)[::-1], r"{tiny_model_path}")           # batch of 2, reversed
+        for im, i in zip(one, range(2)):
+            im.save(r"{tmp_path}/" + str(i) + ".png")
+        assert [x.tobytes() for x in both[::-1]] == [x.tobytes() for x in one]
+        print("threads", torch.get_num_threads())
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for i, im in enumerate(imgs):
+        assert same(Image.open(tmp_path / f"{i}.png").convert("RGB"), im)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "LA", "P", "1", "I;16", "CMYK", "I", "F"])
+def test_other_modes_go_through_the_recorded_fallback(tiny_model, mode):
+    base = noise_image(19, 23, 3)
+    if mode == "I;16":
+        img = Image.fromarray(np.random.default_rng(0).integers(0, 65535, (19, 23), dtype=np.uint16))
+        assert img.mode == "I;16"
+    else:
+        img = base.convert(mode)
+    data = bitswap_core.compress(img, tiny_model)
+    assert container.unpack(data).codec.startswith("fallback:")
+    out = bitswap_core.decompress(data, tiny_model)
+    assert same(out, img)
+
+
+def test_icc_profile_is_kept(tiny_model):
+    img = photo_crop(box=(0, 0, 33, 33))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img.info["icc_profile"] = icc
+    out = bitswap_core.decompress(bitswap_core.compress(img, tiny_model, smallest=False), tiny_model)
+    assert out.info["icc_profile"] == icc and same(out, img)
+
+
+def test_smallest_picks_the_fallback_for_flat_graphics(tiny_model):
+    img = Image.new("RGB", (64, 64), (10, 200, 30))
+    data = bitswap_core.compress(img, tiny_model)
+    assert container.unpack(data).codec == "fallback:png"
+    assert same(bitswap_core.decompress(data, tiny_model), img)
+
+
+def test_wrong_model_is_refused(tiny_model, tmp_path):
+    import torch
+
+    from bitswap_core.model.config import PRESETS
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.registry import load_model, save_model
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    save_model(other, PRESETS["tiny"], export_tensors(BitSwapModel(PRESETS["tiny"])))
+    data = bitswap_core.compress(noise_image(8, 8), tiny_model, smallest=False)
+    with pytest.raises(ModelMismatchError, match="coded with model"):
+        bitswap_core.decompress(data, load_model(other))
+
+
+def test_absurd_sizes_are_refused():
+    with pytest.raises(ImageRefusedError, match="exceeds the limit"):
+        bitswap_core.compress(Image.new("RGB", (3000, 3000)), max_pixels=1_000_000)
+
+
+def test_damaged_model_file_is_a_clear_error(tiny_model_path, tmp_path):
+    from bitswap_core.registry import load_model
+
+    bad = tmp_path / "bad.safetensors"
+    raw = bytearray(tiny_model_path.read_bytes())
+    bad.write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(UnsupportedFormatError):
+        load_model(bad)
+    raw[-100] ^= 0xFF  # inside tensor data: the id no longer matches
+    bad.write_bytes(bytes(raw))
+    with pytest.raises((ModelMismatchError, UnsupportedFormatError)):
+        load_model(bad)
+
+
+def _repack(data: bytes, payload: bytes) -> bytes:
+    c = container.unpack(data)
+    return container.pack(container.Container(c.codec, c.model_id, c.mode, c.width, c.height, c.icc_profile,
+                                              c.pixel_digest, payload))
+
+
+def test_truncated_and_corrupt_learned_payloads_raise(tiny_model):
+    img = photo_crop(box=(0, 0, 40, 40))
+    data = bitswap_core.compress(img, tiny_model, smallest=False)
+    for cut in (1, 10, len(data) // 2, len(data) - 1):
+        with pytest.raises(BitswapError):
+            bitswap_core.decompress(data[:cut], tiny_model)
+    payload = container.unpack(data).payload
+    for pos in (0, 5, 12, len(payload) // 2, len(payload) - 1):
+        bad = bytearray(payload)
+        bad[pos] ^= 0x01
+        with pytest.raises(CorruptPayloadError):  # valid CRC, hostile payload: still caught
+            bitswap_core.decompress(_repack(data, bytes(bad)), tiny_model)
+
+
+def test_fuzz_learned_decoder_with_mutated_payloads(tiny_model):
+    """Mutated real payloads behind a valid header/CRC: a BitswapError or the exact image, nothing else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    img = photo_crop(box=(0, 0, 40, 33))
+    data = bitswap_core.compress(img, tiny_model, smallest=False)
+    payload = container.unpack(data).payload
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.integers(0, len(payload) - 1), st.integers(1, 255)), min_size=1, max_size=4),
+           st.integers(0, len(payload)))
+    def check(flips, cut):
+        bad = bytearray(payload[: max(cut, 1)] if cut < 12 else payload)
+        for pos, x in flips:
+            if pos < len(bad):
+                bad[pos] ^= x
+        try:
+            out = bitswap_core.decompress(_repack(data, bytes(bad)), tiny_model)
+        except BitswapError:
+            return
+        assert same(out, img)
+
+    check()
+
+
+def test_default_model_round_trip_on_a_sample():
+    img = photo_crop("usc-4.2.07.png", box=(100, 100, 228, 228))
+    data = bitswap_core.compress(img, smallest=False)
+    c = container.unpack(data)
+    assert c.codec == "bitswap" and len(c.model_id) == 32
+    assert same(bitswap_core.decompress(data), img)
+    assert len(data) < 128 * 128 * 3  # smaller than raw pixels, first-block overhead included
