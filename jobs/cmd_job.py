@@ -116,7 +116,7 @@ def _summary(rec: Any) -> str:
         f"{rec.wall_seconds:.1f} s, compute ${rec.compute_cost_usd:.4f}",
     ]
     if rec.recovered:
-        lines.append(f"  completed crashed runs: {', '.join(rec.recovered)}")
+        lines.append(f"  completed earlier runs that had not finished: {', '.join(rec.recovered)}")
     for f in rec.failures[:10]:
         lines.append(f"  failed: {f['key']}: {f['error']}")
     if len(rec.failures) > 10 or rec.errors > len(rec.failures):

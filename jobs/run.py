@@ -2,7 +2,8 @@
 
 A run, step by step (every step safe to interrupt):
 1. take the job's lease (a second run waits or stops with a clear message);
-2. complete any earlier run that crashed: its finished shards go into the index, the rest is redone now;
+2. complete earlier runs that crashed or stopped early: their own plans go to the pipeline again, into
+   their own folders, where the pipeline skips the shards already written and finishes the rest;
 3. list the sources and diff them against the index (key, size, ETag or mtime) -> the plan;
 4. write the plan and a run record with status "running";
 5. hand the planned files to the pipeline driver, which writes shards under DST/runs/<run_id>/;
@@ -359,27 +360,30 @@ def _compress(
 def recover_runs(
     store: JobStore, lease: Lease, records: Sequence[RunRecord], by: str, driver: Driver | None = None
 ) -> list[str]:
-    """Complete runs left "running" by a holder that died, then count them in.
+    """Complete earlier runs that did not finish, then count them in; returns their ids.
 
-    Only called while holding the lease, so a "running" record cannot belong to a live run. The
-    crashed run's own plan goes to the driver again, with the crashed run's settings: the pipeline skips
-    the shards already written and finishes the rest in the same folder (manifest included). If that
-    fails too, the finished shards are still counted and the new run plans the rest again.
+    Candidates: runs left "running" by a holder that died (we hold the lease, so none is alive), and
+    runs that stopped early ("failed") and have not been through this yet. The run's own plan goes to
+    the driver again, with the run's own settings: the pipeline skips the shards already written and
+    finishes the rest in the same folder (manifest included). If that fails too, the finished shards
+    still count, the run is closed (never tried again) and the new run plans the rest.
     """
     from jobs.spec import parse_spec
     from pipeline.sources import SourceFile
 
     done = []
     for rec in records:
-        if rec.finished:
+        crashed = not rec.finished
+        if not crashed and not (rec.status == "failed" and rec.recovered_by is None):
             continue
-        log.warning("run %s did not finish (holder %s gone): completing it", rec.run_id, rec.holder)
+        why = f"crashed (holder {rec.holder} gone)" if crashed else "stopped early"
+        log.warning("run %s %s: completing it", rec.run_id, why)
         dead = lease.took_over or {}
-        if dead.get("run_id") == rec.run_id and dead.get("renewed_at") and rec.started_at:
+        if crashed and dead.get("run_id") == rec.run_id and dead.get("renewed_at") and rec.started_at:
             # The dead holder was alive at its last renewal: the best bound on the time it computed.
             rec.compress_seconds = max(0.0, parse_time(dead["renewed_at"]) - parse_time(rec.started_at))
         rec.recovered_by = by
-        old_spec = parse_spec(rec.spec)
+        previous_error = rec.error
         plan = store.read_plan(rec.run_id).to_pylist()
         finished = set(_finished_keys(store, rec))
         parts: dict[int, list[Any]] = {}
@@ -387,16 +391,16 @@ def recover_runs(
             parts.setdefault(p["part"], []).append(
                 SourceFile(p["source_key"], p["path"], p["size"], p["etag"], p["mtime"])
             )
+        rec.error = None
         if driver is not None and plan and (len(finished) < len(plan) or not _manifests_present(store, rec)):
-            rec.error = None
-            _compress(store, old_spec, rec, parts, driver)
+            _compress(store, parse_spec(rec.spec), rec, parts, driver)
         finalize_run(store, lease, rec)
         if rec.status == "failed":
-            rec.status = "crashed"
-            rec.error = f"crashed; run {by} could not complete it: {rec.error}"
+            rec.status = "crashed" if crashed else "failed"
+            rec.error = f"{why}: {previous_error or '?'}; run {by} could not complete it: {rec.error}"
         else:
-            rec.note = f"crashed; completed by run {by}"
-        rec.ended_at = utcnow()
+            rec.note = f"{why}{f' ({previous_error})' if previous_error else ''}; completed by run {by}"
+        rec.ended_at = rec.ended_at if not crashed else utcnow()
         lease.check()
         store.write_record(rec)
         done.append(rec.run_id)
@@ -602,7 +606,7 @@ def job_status(spec: JobSpec, *, pending: bool = True, retry_failed: bool = Fals
         "spec_hash": spec.hash,
         "runs": [r.to_dict() for r in records],
         "lease": lease,
-        "incomplete": [r.run_id for r in records if not r.finished],
+        "incomplete": [r.run_id for r in records if not r.finished or (r.status == "failed" and not r.recovered_by)],
     }
     if pending:
         index = store.load_index()
@@ -650,8 +654,9 @@ def format_status(st: dict[str, Any]) -> str:
                 f"{_mb(r['compressed_bytes']):>10} {ratio:>6.2f} "
                 f"{r['spec_hash']}{'' if r['spec_hash'] == st['spec_hash'] else ' (other spec)'}"
             )
-            if r.get("error"):
-                lines.append(f"{'':<32} {r['error']}")
+            for extra in (r.get("error"), r.get("note")):
+                if extra:
+                    lines.append(f"{'':<32} {extra}")
     if st.get("incomplete"):
         lines.append(f"incomplete runs (the next run completes them): {', '.join(st['incomplete'])}")
     p = st.get("pending")

@@ -143,7 +143,8 @@ def parse_spec(
         raise SpecError("codec", f"{codec!r} is not one of {', '.join(LEARNED_CODECS)}")
     shard_size = top.int("shard_size", default=256, minimum=1)
     cluster_address = top.str("cluster_address", default="") or None
-    actors = top.int("actors", default=0, minimum=0) or None
+    # absent: one actor per GPU (or CPU); 0: in the job's own process, without Ray (the pipeline's --actors)
+    actors = top.int("actors", default=-1, minimum=0) if data.get("actors") is not None else None
     max_pixels = top.int("max_pixels", default=64_000_000, minimum=1)
     lease_ttl_s = top.float("lease_ttl_s", default=300.0, minimum=5.0)
 
@@ -185,7 +186,7 @@ def parse_spec(
         seed=cmp_t.int("seed", default=0),
     )
     cmp_t.done()
-    top.done(extra_known=("sources", "cost", "compare"))
+    top.done(extra_known=("sources", "cost", "compare", "actors"))
     return JobSpec(
         name=name,
         destination=destination,

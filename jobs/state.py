@@ -131,9 +131,9 @@ class RunRecord:
     """What one run did. Written at start (status "running") and rewritten once at the end.
 
     status: running | ok (every planned image archived without error) | partial (all archived, some
-    with status 'error') | failed (the run stopped early: what it finished is kept, the rest is planned
-    again by the next run) | crashed (its holder died and the next run could not complete it either;
-    handled like failed). A crashed run that the next run completed ends ok or partial, with a note.
+    with status 'error') | failed (the run stopped early) | crashed (its holder died). The next run
+    completes failed and crashed runs in their own folders (once); a completed run ends ok or partial
+    with a note, one that could not be completed keeps its status and the new run plans the rest.
     """
 
     run_id: str

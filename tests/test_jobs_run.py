@@ -133,30 +133,34 @@ def test_crashed_run_is_completed_by_the_next(tmp_path):
 def test_crashed_run_that_cannot_be_completed_is_redone_by_the_new_run(tmp_path):
     names, store, crashed = _crash_a_run(tmp_path)
     spec = make_spec(tmp_path, compare={"sample_size": 0})
-    failing = FakeDriver(raise_after_shards=0)
-    with pytest.raises(RunFailed):  # recovery fails, and so does the new run's own compression
-        run_job(spec, driver=failing)
+    with pytest.raises(RunFailed):  # completing it fails, and so does the new run's own compression
+        run_job(spec, driver=FakeDriver(raise_after_shards=0))
     old, new = store.records()
     assert old.status == "crashed" and "could not complete" in old.error and old.images == 6
-    assert new.status == "failed" and new.planned == 4
+    assert new.status == "failed" and new.planned == 4 and new.images == 0
     drv = FakeDriver()
-    r = run_job(spec, driver=drv)
-    assert r.planned == 4 and sorted(drv.keys) == names[6:]
+    r = run_job(spec, driver=drv)  # completes the failed run; the crashed one is closed for good
+    assert r.recovered == [new.run_id] and r.planned == 0 and sorted(drv.keys) == names[6:]
+    assert [x.status for x in store.records()] == ["crashed", "ok", "ok"]
     keys = archived_keys(tmp_path / "archive")
     assert sorted(keys) == names and max(keys.values()) == 1
 
 
-def test_pipeline_failure_keeps_finished_shards(tmp_path):
+def test_failed_run_is_completed_by_the_next(tmp_path):
     names = write_images(tmp_path / "images", [f"{i}.png" for i in range(7)])
     spec = make_spec(tmp_path)
     with pytest.raises(RunFailed) as ei:
         run_job(spec, driver=FakeDriver(raise_after_shards=1))
     rec = ei.value.record
     assert rec.status == "failed" and "simulated" in rec.error and rec.images == 3 and rec.samples == 0
-    r2 = run_job(spec, driver=FakeDriver())
-    assert r2.planned == 4 and r2.recovered == []
+    drv = FakeDriver()
+    r2 = run_job(spec, driver=drv)
+    assert r2.recovered == [rec.run_id] and r2.planned == 0 and sorted(drv.keys) == names[3:]
+    first = JobStore(spec.destination).records()[0]
+    assert (first.status, first.images, first.error) == ("ok", 7, None) and "stopped early" in first.note
     keys = archived_keys(tmp_path / "archive")
     assert sorted(keys) == names and max(keys.values()) == 1
+    assert run_job(spec, driver=drv).recovered == []  # done once
 
 
 def test_concurrent_run_is_refused_or_waits(tmp_path, capsys, monkeypatch):

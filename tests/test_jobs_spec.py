@@ -81,3 +81,13 @@ def test_hash_is_stable_and_sensitive():
     assert isinstance(a, JobSpec) and a.hash == b.hash and len(a.hash) == 16
     assert parse_spec(minimal(shard_size=8)).hash != a.hash
     assert parse_spec(minimal(cost={"storage_usd_per_gb_month": 0.01})).hash != a.hash
+
+
+def test_round_trip_through_the_run_record():
+    """A crashed run is completed with the spec stored in its record: to_dict must parse back the same."""
+    spec = parse_spec(
+        minimal(actors=0, cluster_address="auto", sources=[{"url": "/tmp/a", "name": "cams", "exclude": ["x/*"]}])
+    )
+    again = parse_spec(spec.to_dict())
+    assert again == spec and again.hash == spec.hash and again.actors == 0
+    assert parse_spec(parse_spec(minimal()).to_dict()).actors is None
