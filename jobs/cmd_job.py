@@ -97,6 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LeaseBusy as exc:
         print(f"bitswap job: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except FileNotFoundError as exc:  # a source that is not there (unmounted disk, wrong bucket)
+        print(f"bitswap job: {exc}; nothing was compressed", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except RunFailed as exc:
         print(_summary(exc.record), file=sys.stderr)
         print(f"bitswap job: run {exc.record.run_id} stopped early: {exc.record.error}", file=sys.stderr)
@@ -130,9 +133,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     if spec is None:
         return EXIT_SPEC
-    st = job_status(spec, pending=not args.no_list)
+    try:
+        st = job_status(spec, pending=not args.no_list)
+    except FileNotFoundError as exc:
+        st = job_status(spec, pending=False)
+        st["list_error"] = str(exc)
     if args.json:
         print(json.dumps(st, indent=1, sort_keys=True))
     else:
         print(format_status(st))
+        if st.get("list_error"):
+            print(f"\ncannot list the sources: {st['list_error']}")
     return EXIT_OK

@@ -505,8 +505,9 @@ def build_blocks(rep: dict[str, Any]) -> list[tuple[str, Any]]:
                 ["", "value"],
                 [
                     [
-                        "images archived",
-                        f"{c['images']} ({c['ok']} coded, {c['stored']} stored as original bytes)",
+                        "images",
+                        f"{c['images']} ({c['ok']} coded, {c['stored']} stored as original bytes, "
+                        f"{c['errors']} failed)",
                     ],
                     [
                         "failures",
@@ -530,7 +531,12 @@ def build_blocks(rep: dict[str, Any]) -> list[tuple[str, Any]]:
                         "bits per dimension per image: mean / p10 / p50 / p90",
                         " / ".join(_f(c[k], ".3f") for k in ("bpd_mean", "bpd_p10", "bpd_p50", "bpd_p90")),
                     ],
-                    ["compute time / cost", f"{c['compress_seconds']:.1f} s / {_usd(c['compute_cost_usd'])}"],
+                    [
+                        "compute time / cost",
+                        f"{c['compress_seconds']:.1f} s / {_usd(c['compute_cost_usd'])}"
+                        if rep["kind"] == "job"
+                        else "n/a (not recorded by `pipeline compress`; run it as a job)",
+                    ],
                 ]
                 + (
                     [

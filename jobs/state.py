@@ -369,7 +369,7 @@ class Lease:
         self.store = store
         self.job = job
         self.ttl_s = float(ttl_s)
-        self.settle_s = (0.0 if is_local(store.fs) else 1.0) if settle_s is None else settle_s
+        self.settle_s = (0.2 if is_local(store.fs) else 1.0) if settle_s is None else settle_s
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -430,17 +430,24 @@ class Lease:
         fs, path = self.store.fs, self.store.lease_path
         self.acquired_at = utcnow()
         if current is None and is_local(fs):
+            # Exclusive create with its content complete: link a finished temporary file to the name.
+            # Of two local racers exactly one succeeds, and no reader ever sees an empty lease.
             os.makedirs(posixpath.dirname(path), exist_ok=True)
-            try:  # exclusive create: of two local racers exactly one succeeds
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+            with open(tmp, "wb") as f:
+                f.write(self._payload())
+            try:
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._payload())
+            finally:
+                os.unlink(tmp)
         else:
+            # Overwriting (object stores, or an expired lease): racers may both write; the last write
+            # wins, and waiting before reading back lets each see whether it was last.
             write_atomic(fs, path, self._payload())
-        if self.settle_s:
-            time.sleep(self.settle_s)
+            if self.settle_s:
+                time.sleep(self.settle_s)
         info = self.read()
         if not info or info.get("holder") != self.holder:
             return False

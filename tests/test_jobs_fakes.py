@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import sys
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -100,9 +101,16 @@ def _row(key: str, data: bytes) -> dict[str, Any]:
 class FakeDriver:
     """A job driver that writes real-format shards; can die (SIGKILL) or raise after some shards."""
 
-    def __init__(self, *, kill_after_shards: int | None = None, raise_after_shards: int | None = None):
+    def __init__(
+        self,
+        *,
+        kill_after_shards: int | None = None,
+        raise_after_shards: int | None = None,
+        sleep_per_shard: float = 0.0,
+    ):
         self.kill_after_shards = kill_after_shards
         self.raise_after_shards = raise_after_shards
+        self.sleep_per_shard = sleep_per_shard
         self.keys: list[str] = []  # every key this driver compressed, over all calls
         self.calls = 0
 
@@ -131,6 +139,7 @@ class FakeDriver:
             data = shards.encode_shard(rows, {"format": shards.ARCHIVE_FORMAT, "fingerprint": fp})
             shards.write_atomic(fs, root, name, data)
             self.keys += [f.key for f in chunk]
+            time.sleep(self.sleep_per_shard)
             written += 1
             if self.kill_after_shards is not None and written >= self.kill_after_shards:
                 sys.stdout.flush()
@@ -139,14 +148,15 @@ class FakeDriver:
         return DriverResult(cpus=2.0, actors=2)
 
 
-def child_run_script(spec_path: str, kill_after_shards: int) -> list[str]:
-    """argv for a child process that runs the job and dies by SIGKILL after some shards."""
+def child_run_script(spec_path: str, **driver_kwargs: Any) -> list[str]:
+    """argv for a child process that runs the job (SIGTERM handled as `bitswap job run` does)."""
     code = (
         f"import sys; sys.path.insert(0, {TESTS_DIR!r})\n"
         "from test_jobs_fakes import FakeDriver\n"
+        "from jobs.cmd_job import _sigterm_to_exit\n"
         "from jobs.spec import load_spec\n"
         "from jobs.run import run_job\n"
-        f"run_job(load_spec({spec_path!r}), driver=FakeDriver(kill_after_shards={kill_after_shards}),"
-        " sample=False)\n"
+        "_sigterm_to_exit()\n"
+        f"run_job(load_spec({spec_path!r}), driver=FakeDriver(**{driver_kwargs!r}), sample=False)\n"
     )
     return [sys.executable, "-c", code]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -163,6 +165,30 @@ def test_failed_run_is_completed_by_the_next(tmp_path):
     assert run_job(spec, driver=drv).recovered == []  # done once
 
 
+def test_sigterm_records_the_run_and_releases_the_lease(tmp_path):
+    imgs = tmp_path / "images"
+    names = write_images(imgs, [f"{i:02d}.png" for i in range(6)])
+    spec_path = tmp_path / "job.toml"
+    spec_path.write_text(
+        f'name = "p"\ndestination = "{tmp_path / "archive"}"\nshard_size = 2\n[[sources]]\nurl = "{imgs}"\n'
+    )
+    child = subprocess.Popen(child_run_script(str(spec_path), sleep_per_shard=30))
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "archive").glob("runs/*/shard-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)  # systemd stop, Kubernetes deadline
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    store = JobStore(str(tmp_path / "archive"))
+    [rec] = store.records()
+    assert rec.status == "failed" and "SystemExit" in rec.error and rec.images == 2
+    assert not store.fs.exists(store.lease_path)
+    drv = FakeDriver()
+    r = run_job(make_spec(tmp_path, compare={"sample_size": 0}, shard_size=2), driver=drv)
+    assert r.recovered == [rec.run_id] and sorted(drv.keys) == names[2:]
+    keys = archived_keys(tmp_path / "archive")
+    assert sorted(keys) == names and max(keys.values()) == 1
+
+
 def test_concurrent_run_is_refused_or_waits(tmp_path, capsys, monkeypatch):
     write_images(tmp_path / "images", ["a.png"])
     spec = make_spec(tmp_path, compare={"sample_size": 0})
@@ -192,6 +218,13 @@ def test_cli_status_and_bad_spec(tmp_path, capsys):
     assert cli.main(["job", "status", str(spec_file)]) == 0
     out = capsys.readouterr().out
     assert "no runs yet" in out and "pending: 2 images" in out
+    (tmp_path / "gone.toml").write_text(
+        f'name = "g"\ndestination = "{tmp_path / "a2"}"\n[[sources]]\nurl = "nowhere"\n'
+    )
+    assert cli.main(["job", "run", str(tmp_path / "gone.toml")]) == 3
+    assert "source not found" in capsys.readouterr().err
+    assert cli.main(["job", "status", str(tmp_path / "gone.toml")]) == 0
+    assert "cannot list the sources" in capsys.readouterr().out
     (tmp_path / "bad.toml").write_text('name = "x"\n')
     assert cli.main(["job", "run", str(tmp_path / "bad.toml")]) == 2
     assert "destination: missing" in capsys.readouterr().err

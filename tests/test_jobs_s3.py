@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_jobs_fakes import FakeDriver, png_bytes
 
+from jobs.report import compute_report, load_archive
 from jobs.run import run_job
 from jobs.spec import parse_spec
 from jobs.state import JobStore, Lease, LeaseBusy
@@ -115,6 +116,13 @@ def test_job_over_s3_archives_each_image_once(s3):
     assert max(keys.values()) == 1
     assert len(JobStore(spec.destination).records()) == 3
     assert not fs.exists("bs-archive/jobs/s3job/_job/lease.json")  # released
+
+    # The report reads the same bucket.
+    rep = compute_report(load_archive(spec.destination))
+    assert rep["cumulative"]["images"] == 5 and [r["images"] for r in rep["runs"]] == [3, 2, 0]
+    assert rep["sample"]["images"] == 2 and rep["cumulative"]["shard_bytes"] == sum(
+        fs.size(p) for p in fs.glob("bs-archive/jobs/s3job/runs/*/shard-*.parquet")
+    )
 
     # The lease in the bucket refuses a second run while held.
     holder = Lease(JobStore(spec.destination), job="s3job", ttl_s=60, settle_s=0.2).acquire()

@@ -138,3 +138,24 @@ def test_renewal_pushes_the_expiry(tmp_path):
     assert a.read()["expires_at_epoch"] > first
     a.check()
     a.release()
+
+
+def test_racing_for_a_free_lease_exactly_one_wins(tmp_path):
+    store = JobStore(str(tmp_path))
+    leases = [Lease(store, job="j", ttl_s=30) for _ in range(8)]
+    results = [None] * len(leases)
+    barrier = threading.Barrier(len(leases))
+
+    def go(i):
+        barrier.wait()
+        results[i] = leases[i].try_acquire()
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    winner = leases[results.index(True)]
+    assert json.loads(store.fs.cat_file(store.lease_path))["holder"] == winner.holder
+    assert [p.name for p in tmp_path.joinpath("_job").iterdir()] == ["lease.json"]  # no temporaries left

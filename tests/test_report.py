@@ -89,7 +89,7 @@ def test_report_over_parquet_written_with_pyarrow(tmp_path):
     assert opts["bitswap"]["usd_month"] == pytest.approx(files / 1e9 * 0.02)
     assert len(rep["failures"]) == c["errors"]
     md = render_markdown(rep)
-    assert f"| images archived | {c['images']} ({c['ok']} coded" in md and "No codec sample" in md
+    assert f"| images | {c['images']} ({c['ok']} coded" in md and "No codec sample" in md
 
 
 @pytest.fixture(scope="module")
@@ -196,4 +196,4 @@ def test_report_on_a_job_with_nothing_archived_yet(tmp_path):
     assert rep["cumulative"]["images"] == 0 and rep["cumulative"]["bpd"] is None
     figs = make_figures(rep)
     assert "bpd_histogram" not in figs
-    assert "</html>" in render_html(rep, figs) and "| images archived | 0 " in render_markdown(rep)
+    assert "</html>" in render_html(rep, figs) and "| images | 0 " in render_markdown(rep)
