@@ -180,7 +180,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
     if "files" not in inspect.signature(pd.compress).parameters:
         raise PipelineHookMissing(
             "pipeline.driver.compress() has no `files=` parameter yet, so it cannot compress only the new "
-            "and changed files of a run; see docs/JOBS.md, 'What the job needs from the pipeline'"
+            "and changed files of a run; see docs/JOBS.md, 'Interface with the pipeline'"
         )
     summary = pd.compress(
         src_url,
