@@ -163,7 +163,7 @@ class RunRecord:
     compress_seconds: float = 0.0  # wall time of the pipeline call
     wall_seconds: float = 0.0  # whole run, listing and sampling included
     gpus: float = 0.0  # accelerators held by the pipeline's actors while it ran
-    cpus: float = 0.0  # CPUs held by CPU-only actors while it ran
+    cpus: float = 0.0  # CPUs held by the actors while it ran (in-process: the machine's)
     compute_cost_usd: float = 0.0
     samples: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)  # first failures: key, error
