@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="larger images become error rows (default 64M)",
     )
     c.add_argument("--codec", choices=("bitswap", "bbans"), default="bitswap")
-    c.add_argument("--model", help="model id or file (default: the shipped model)")
+    c.add_argument("--model", help="model file, .safetensors (default: the shipped model)")
     c.add_argument("--include", action="append", metavar="GLOB", help="file patterns to take (repeatable)")
     c.add_argument("--exclude", action="append", metavar="GLOB", help="file patterns to skip (repeatable)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
