@@ -20,6 +20,7 @@ from bitswap_core.model.quant import (
     COEF_LEVELS,
     REQUANT_SHIFT,
     STREAM_MAX,
+    heads_for,
     reduction_chunk,
     top_prior_levels,
 )
@@ -27,41 +28,55 @@ from bitswap_core.model.quant import (
 _SCALE = 2.0**-REQUANT_SHIFT
 
 
-def _im2col(a: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B*H*W, k*k*C), zero padded; channels-last so the matmul needs no transposes."""
-    b, h, w, c = a.shape
-    p = k // 2
-    ap = F.pad(a, (0, 0, p, p, p, p))
-    cols = torch.cat([ap[:, dy : dy + h, dx : dx + w, :] for dy in range(k) for dx in range(k)], dim=-1)
-    return cols.reshape(b * h * w, k * k * c)
-
-
 class _Conv:
-    """One conv layer; activations are channels-last (B, H, W, C) float tensors holding integers."""
+    """One conv layer; activations are channels-last (B, H, W, C) float tensors holding integers.
+
+    The convolution is a sum over kernel taps of (rows of the padded input, shifted by the tap's offset in
+    the flattened image) @ (that tap's Cin x Cout weights), accumulated with addmm in place: no im2col
+    copy, and every partial sum is an integer below 2**24, so the result is exact in any summation order.
+    Reductions that could exceed that bound are split into groups summed separately in float64.
+    """
 
     def __init__(self, w: np.ndarray, b: np.ndarray | None, m: np.ndarray | None, max_abs_in: int, device):
         cout, cin, k, _ = w.shape
-        self.k, self.cout = k, cout
-        # (Cout, Cin, k, k) -> (k*k*Cin, Cout) in the (dy, dx, c) order of _im2col
-        wf = torch.from_numpy(w.astype(np.float32).transpose(2, 3, 1, 0).reshape(k * k * cin, cout)).to(device)
-        step = reduction_chunk(max_abs_in)
-        self.chunks = [(s, min(s + step, wf.shape[0])) for s in range(0, wf.shape[0], step)]
-        self.w = [wf[s:e].contiguous() for s, e in self.chunks]
+        self.k, self.cout, self.cin = k, cout, cin
+        self.taps = [torch.from_numpy(np.ascontiguousarray(w[:, :, dy, dx].T.astype(np.float32))).to(device)
+                     for dy in range(k) for dx in range(k)]
+        # groups of (tap, c0, c1) whose total number of terms keeps every partial sum exact
+        limit = reduction_chunk(max_abs_in)
+        step = min(cin, limit)
+        pieces = [(t, c0, min(c0 + step, cin)) for t in range(k * k) for c0 in range(0, cin, step)]
+        self.groups, cur, terms = [], [], 0
+        for piece in pieces:
+            n = piece[2] - piece[1]
+            if cur and terms + n > limit:
+                self.groups.append(cur)
+                cur, terms = [], 0
+            cur.append(piece)
+            terms += n
+        self.groups.append(cur)
         # Elementwise IEEE float32 ops are correctly rounded on every device, so the requantization below
-        # is deterministic; only reductions (the matmul) need the exact-integer guarantee.
+        # is deterministic; only reductions (the matmuls) need the exact-integer guarantee.
         self.b = None if b is None else torch.from_numpy(b.astype(np.float32)).to(device)
         self.m = None if m is None else torch.from_numpy((m.astype(np.float64) * _SCALE).astype(np.float32)).to(device)
 
     def acc(self, a: torch.Tensor) -> torch.Tensor:
-        """Accumulators (B, H, W, Cout): exact integers per chunk, chunks added in float32."""
-        bsz, h, w, _ = a.shape
-        cols = _im2col(a, self.k)
-        acc = None
-        for (s, e), wt in zip(self.chunks, self.w):
-            # every partial sum of this chunk is an integer below 2**24: exact in float32, in any order
-            part = torch.matmul(cols[:, s:e] if len(self.chunks) > 1 else cols, wt)
-            acc = part if acc is None else acc + part
-        return acc.reshape(bsz, h, w, self.cout)
+        """Accumulators (B, H, W, Cout) as float32 integers (exact below 2**24)."""
+        bsz, h, w, c = a.shape
+        p = self.k // 2
+        hp, wp = h + 2 * p, w + 2 * p
+        ap = F.pad(a, (0, 0, p, p, p, p)).reshape(-1, c)
+        n = ap.shape[0]
+        total = None
+        for group in self.groups:
+            acc = torch.zeros((n, self.cout), dtype=a.dtype, device=a.device)
+            for t, c0, c1 in group:
+                off = (t // self.k) * wp + (t % self.k)
+                wt = self.taps[t] if (c0, c1) == (0, c) else self.taps[t][c0:c1]
+                src = ap[off:] if (c0, c1) == (0, c) else ap[off:, c0:c1]
+                acc[: n - off].addmm_(src, wt)
+            total = acc if total is None else (total.double() + acc.double())
+        return total.to(a.dtype).view(bsz, hp, wp, self.cout)[:, :h, :w]
 
     def stream(self, a: torch.Tensor) -> torch.Tensor:
         """Requantize to the residual stream: clamp(floor((acc + b) * M / 2**32 + 0.5))."""
@@ -70,26 +85,35 @@ class _Conv:
 
 
 class _Head:
-    """level = number of thresholds <= acc, per channel, via one bucketize over offset thresholds."""
-
-    _OFF = 1 << 40
+    """level = number of thresholds <= acc, per channel (batched searchsorted over integer thresholds)."""
 
     def __init__(self, thr: np.ndarray, device):
-        c, n = thr.shape
-        self.n = c
-        offs = np.arange(c, dtype=np.int64)[:, None] * self._OFF
-        self.flat = torch.from_numpy((thr + offs).reshape(-1)).to(device)
-        self.off = torch.from_numpy(offs[:, 0]).to(device)
-        self.base = torch.arange(c, dtype=torch.int64, device=device) * n
+        self.n = thr.shape[0]
+        self.thr = torch.from_numpy(np.ascontiguousarray(thr, dtype=np.int64)).to(device)
 
     def __call__(self, acc: torch.Tensor) -> torch.Tensor:
         """acc: (B, H, W, C) float32 integers -> (B, C, H, W) int64 levels."""
-        v = (acc.to(torch.int64) + self.off).contiguous()
-        return (torch.bucketize(v, self.flat, right=True) - self.base).permute(0, 3, 1, 2).contiguous()
+        b, h, w, c = acc.shape
+        v = acc.to(torch.int64).reshape(-1, c).t().contiguous()  # (C, N)
+        lvl = torch.searchsorted(self.thr, v, right=True)
+        return lvl.reshape(c, b, h, w).permute(1, 0, 2, 3).contiguous()
+
+
+class _AffineHead:
+    """level = clamp(floor(acc * alpha + beta)) per channel, in float32 (IEEE elementwise: deterministic)."""
+
+    def __init__(self, aff: np.ndarray, levels: int, device):
+        self.n, self.levels = aff.shape[0], levels
+        self.alpha = torch.from_numpy(np.ascontiguousarray(aff[:, 0])).to(device)
+        self.beta = torch.from_numpy(np.ascontiguousarray(aff[:, 1])).to(device)
+
+    def __call__(self, acc: torch.Tensor) -> torch.Tensor:
+        lvl = torch.clamp(torch.floor(acc * self.alpha + self.beta), 0, self.levels - 1)
+        return lvl.to(torch.int64).permute(0, 3, 1, 2).contiguous()
 
 
 class _Net:
-    def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: list[str], device, lut):
+    def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: dict[str, int], device, lut):
         self.lut = lut
         self.conv_in = _Conv(t[f"{prefix}.conv_in.w"], t[f"{prefix}.conv_in.b"], t[f"{prefix}.conv_in.m"],
                              max_abs_in, device)
@@ -104,7 +128,11 @@ class _Net:
             self.blocks.append(convs)
             j += 1
         self.conv_out = _Conv(t[f"{prefix}.conv_out.w"], None, None, max(abs(ACT_MIN), ACT_MAX), device)
-        self.heads = [(h, _Head(t[f"{prefix}.conv_out.thr.{h}"], device)) for h in heads]
+        self.heads = [
+            (h, _AffineHead(t[f"{prefix}.conv_out.aff.{h}"], levels, device) if f"{prefix}.conv_out.aff.{h}" in t
+             else _Head(t[f"{prefix}.conv_out.thr.{h}"], device))
+            for h, levels in heads.items()
+        ]
 
     def act(self, t: torch.Tensor) -> torch.Tensor:
         return self.lut[(t + STREAM_MAX).to(torch.int64)]
@@ -130,8 +158,9 @@ class ExactModel:
         self.cfg = cfg
         self.device = torch.device(device)
         lut = torch.from_numpy(tensors["act_lut"].astype(np.float32)).to(self.device)
-        lat = ["z_mean", "z_scale"]
-        px = ["x_mean", "x_scale"] + (["coef"] if cfg.channel_conditional else [])
+        levels = {name: h.levels for name, h in heads_for(cfg).items()}
+        lat = {k: levels[k] for k in ("z_mean", "z_scale")}
+        px = {k: levels[k] for k in ("x_mean", "x_scale") + (("coef",) if cfg.channel_conditional else ())}
         zmax = cfg.z_bins - 1  # network input 2*bin - K + 1 lies in [-(K-1), K-1]
         self.q = [_Net("q0", tensors, 128, lat, self.device, lut)]
         self.q += [_Net(f"q{i}", tensors, zmax, lat, self.device, lut) for i in range(1, cfg.nz)]

@@ -40,8 +40,13 @@ def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], head
     out[f"{prefix}.conv_out.w"] = t["w"]
     c0 = 0
     for head_name, n in head_groups:
-        thr = heads[head_name].thresholds(scale[c0 : c0 + n], b[c0 : c0 + n])
-        out[f"{prefix}.conv_out.thr.{head_name}"] = thr.astype(np.int64)
+        head, sc, bi = heads[head_name], scale[c0 : c0 + n], b[c0 : c0 + n]
+        if head.kind == "affine":  # level = floor(acc * alpha + beta), beta includes the +0.5
+            alpha = head.a * sc
+            aff = np.stack([alpha, alpha * bi + head.b + 0.5], 1)
+            out[f"{prefix}.conv_out.aff.{head_name}"] = aff.astype(np.float32)
+        else:  # any monotone map: integer thresholds, compared exactly
+            out[f"{prefix}.conv_out.thr.{head_name}"] = head.thresholds(sc, bi).astype(np.int64)
         c0 += n
     assert c0 == net.conv_out.v.shape[0]
     return out

@@ -1,0 +1,108 @@
+"""Codec throughput with the default model: compress/decompress KB/s of raw pixels per core, the split
+between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
+
+Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import bitswap_core
+from bitswap_core import container
+from bitswap_core.coding.rans import AnsCoder, Table
+from bitswap_core.registry import resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def crops(n: int, size: int) -> list[Image.Image]:
+    names = ["usc-4.2.07.png", "waterloo-monarch.png", "waterloo-clegg.png", "usc-4.1.07.png"]
+    out = []
+    for i in range(n):
+        im = Image.open(ROOT / "samples" / names[i % len(names)]).convert("RGB")
+        x = (i // len(names)) * size % max(1, im.width - size)
+        out.append(im.crop((x, 0, x + size, size)))
+    return out
+
+
+def coder_speed(n: int = 2_000_000) -> dict:
+    m = resolve(None)
+    tab = Table(m.tensors["table_x"], 256, m.cfg.precision)
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, tab.cdf.shape[0], n)
+    bases = rng.integers(0, 256, n)
+    sym = AnsCoder(n).pop(rows, bases, tab)  # samples from the distributions
+    for _ in range(2):  # second round is warm (numba compiled)
+        c = AnsCoder(64)
+        t0 = time.perf_counter()
+        c.push(sym, rows, bases, tab)
+        te = time.perf_counter() - t0
+        d = AnsCoder.from_bytes(c.to_bytes(), 64)
+        t0 = time.perf_counter()
+        d.pop(rows, bases, tab)
+        td = time.perf_counter() - t0
+    return {"encode_msym_s": n / te / 1e6, "decode_msym_s": n / td / 1e6}
+
+
+def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    m = resolve(None)
+    bc = m.block_coder(codec)
+    raw = sum(im.width * im.height * 3 for im in images)
+    bitswap_core.compress(images[0].crop((0, 0, 32, 32)), codec=codec, smallest=False)  # warm-up
+    bc.net.seconds = 0.0
+    t0 = time.perf_counter()
+    if batch:
+        datas = bitswap_core.compress_batch(images, codec=codec, smallest=False)
+    else:
+        datas = [bitswap_core.compress(im, codec=codec, smallest=False) for im in images]
+    te, net_e = time.perf_counter() - t0, bc.net.seconds
+    bc.net.seconds = 0.0
+    t0 = time.perf_counter()
+    if batch:
+        outs = bitswap_core.api.decompress_batch(datas)
+    else:
+        outs = [bitswap_core.decompress(d) for d in datas]
+    td, net_d = time.perf_counter() - t0, bc.net.seconds
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(images, outs))
+    assert all(container.unpack(d).codec == codec for d in datas)
+    bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
+    return {
+        "codec": codec, "batch": batch, "threads": threads, "images": len(images), "raw_kb": raw / 1000,
+        "bpd": bits / raw,
+        "encode_kb_s_per_core": raw / 1000 / te / threads, "decode_kb_s_per_core": raw / 1000 / td / threads,
+        "decode_over_encode_time": td / te,
+        "encode_network_share": net_e / te, "decode_network_share": net_d / td,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    images = crops(args.images, args.size)
+    results = {"coder": coder_speed(), "runs": []}
+    print("coder alone:", json.dumps({k: round(v, 1) for k, v in results["coder"].items()}))
+    for codec in ("bitswap", "bbans"):
+        for batch in (True, False):
+            r = codec_speed(images, codec, batch, args.threads)
+            results["runs"].append(r)
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
