@@ -198,7 +198,7 @@ def _measure_learned(image: Image.Image, codec: str, model: object) -> tuple[int
         raise _Skip(f"bitswap_core.api does not import: {exc}") from exc
     try:
         t0 = time.perf_counter()
-        data = api.compress(image, model, codec=codec)
+        data = api.compress(image, model, codec=codec, smallest=False)  # measure the learned path itself
         t1 = time.perf_counter()
     except Exception as exc:  # no model, image refused, ...: a skipped row with its reason
         raise _Skip(f"compress raised {type(exc).__name__}: {exc}") from exc

@@ -172,3 +172,21 @@ class AnsCoder:
     def num_bits(self) -> int:
         """Bits this coder would store now (for per-block cost accounting)."""
         return 8 * (12 + 4 * (self.m - self.min_m))
+
+
+@numba.njit(cache=True)
+def _cost_bits(symbols, rows, bases, table, width, n, precision):
+    total = 1 << precision
+    bits = 0.0
+    for i in range(symbols.shape[0]):
+        k, r, b = symbols[i], rows[i], bases[i]
+        f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
+        bits += precision - np.log2(np.float64(f))
+    return bits
+
+
+def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> float:
+    """Ideal code length, -sum log2 P(symbol), of symbols under their table distributions."""
+    if len(symbols) == 0:
+        return 0.0
+    return float(_cost_bits(symbols, rows, bases, table.cdf, table.width, table.n, table.precision))
