@@ -109,12 +109,13 @@ def lr_at(tc: TrainConfig, step: int) -> float:
 @torch.no_grad()
 def evaluate(model: BitSwapModel, blocks: torch.Tensor, batch: int = 256) -> dict[str, float]:
     model.eval()
-    torch.manual_seed(1234)  # the same latent samples every evaluation
     tot = {"bpd": 0.0, "bpd_x": 0.0, "bpd_z": 0.0}
-    for i in range(0, len(blocks), batch):
-        out = model(blocks[i : i + batch])
-        for k in tot:
-            tot[k] += float(out[k]) * len(blocks[i : i + batch])
+    with torch.random.fork_rng(devices=[]):  # same latent samples every time; training RNG untouched
+        torch.manual_seed(1234)
+        for i in range(0, len(blocks), batch):
+            out = model(blocks[i : i + batch])
+            for k in tot:
+                tot[k] += float(out[k]) * len(blocks[i : i + batch])
     model.train()
     return {k: v / len(blocks) for k, v in tot.items()}
 
@@ -158,9 +159,14 @@ def train(
     max_side: int | None = None,
     minutes: float | None = None,
     device: str | None = None,
+    stop_after: int | None = None,
     log=print,
 ) -> Path:
-    """Train (or resume) into out_dir/checkpoint.pt; returns the checkpoint path."""
+    """Train (or resume) into out_dir/checkpoint.pt; returns the checkpoint path.
+
+    minutes / stop_after end this invocation early (checkpointed) without changing the schedule, so a
+    later call with resume=True continues exactly where it stopped.
+    """
     from tqdm import tqdm
 
     tc = tc or TrainConfig()
@@ -209,9 +215,13 @@ def train(
     while step < tc.steps:
         if minutes is not None and time.time() - t0 > minutes * 60:
             break
+        if stop_after is not None and step >= stop_after:
+            break
         for group in opt.param_groups:
             group["lr"] = lr_at(tc, step)
         out = model(sampler.batch(step, tc.batch).to(device), free_bits=tc.free_bits)
+        if not torch.isfinite(out["loss"]):
+            raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
@@ -221,10 +231,10 @@ def train(
                 pe.lerp_(pm, 1.0 - tc.ema)
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(out['loss']):.3f}", bpd=f"{float(out['bpd']):.3f}")
+        bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{out['bpd'].item():.3f}", refresh=False)
         if step % tc.eval_every == 0 or step == tc.steps:
             ev = evaluate(ema, val)
-            rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": float(out["bpd"]),
+            rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": out["bpd"].item(),
                    **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
             history.append(rec)
             log(json.dumps(rec))
