@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="data-parallel processes (torch DDP); default: one per GPU, 1 on CPU")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
@@ -37,7 +39,7 @@ def _train(args) -> int:
     workdir = args.workdir or args.out.with_suffix(".run")
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, free_bits=args.free_bits, seed=args.seed)
     ckpt = train(args.data, workdir, args.config, tc, val_data=args.val, resume=args.resume,
-                 max_side=args.max_side, minutes=args.minutes, device=args.device)
+                 max_side=args.max_side, minutes=args.minutes, device=args.device, world_size=args.world_size)
     mid = export_model(ckpt, args.out)
     print(f"wrote {args.out} (model id {mid})")
     return 0

@@ -130,7 +130,6 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, tc: TrainConfig, his
             "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
             "opt": opt.state_dict(),
             "step": step,
-            "torch_rng": torch.get_rng_state(),
             "history": json.dumps(history),
         },
         tmp,
@@ -160,16 +159,48 @@ def train(
     minutes: float | None = None,
     device: str | None = None,
     stop_after: int | None = None,
+    world_size: int | None = None,
     log=print,
 ) -> Path:
     """Train (or resume) into out_dir/checkpoint.pt; returns the checkpoint path.
 
     minutes / stop_after end this invocation early (checkpointed) without changing the schedule, so a
-    later call with resume=True continues exactly where it stopped.
+    later call with resume=True continues exactly where it stopped. world_size > 1 trains data-parallel
+    with torch DDP (one process per GPU with NCCL; gloo processes on CPU); None means one process per
+    GPU when there are several, else one.
     """
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world_size is None:
+        world_size = torch.cuda.device_count() if dev.startswith("cuda") else 1
+    args = (data, out_dir, cfg, tc or TrainConfig(), val_data, resume, max_side, minutes, dev, stop_after)
+    if world_size <= 1:
+        return _train_process(0, 1, 0, args, log)
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_train_process, args=(world_size, port, args, None), nprocs=world_size, join=True)
+    return out_dir / "checkpoint.pt"
+
+
+def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     from tqdm import tqdm
 
-    tc = tc or TrainConfig()
+    data, out_dir, cfg, tc, val_data, resume, max_side, minutes, device, stop_after = args
+    lead = rank == 0
+    log = log or (print if lead else (lambda *_: None))
+    device = torch.device(device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cfg = PRESETS[cfg] if isinstance(cfg, str) else cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
@@ -187,14 +218,13 @@ def train(
     g = torch.Generator().manual_seed(tc.seed)
     val = val[torch.randperm(len(val), generator=g)[: tc.val_blocks]]
 
-    torch.manual_seed(tc.seed)
     step, history = 0, []
     if resume and ckpt.exists():
         ck = load_checkpoint(ckpt)
         cfg = ModelConfig.from_json(ck["config"])
         tc = replace(TrainConfig(**json.loads(ck["train_config"])), **{
             k: v for k, v in tc.__dict__.items() if k in ("steps", "eval_every", "ckpt_every_s")})
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
     model = BitSwapModel(cfg).to(device)
     ema = BitSwapModel(cfg).to(device)
     ema.load_state_dict(model.state_dict())
@@ -205,13 +235,18 @@ def train(
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         step = int(ck["step"])
-        torch.set_rng_state(ck["torch_rng"])  # CPU RNG (latent noise on CPU runs)
         history = json.loads(ck["history"])
         log(f"resumed at step {step}")
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     for p in ema.parameters():
         p.requires_grad_(False)
+    per_rank = max(1, tc.batch // world)
     t0, last_ckpt = time.time(), time.time()
-    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)
     while step < tc.steps:
         if minutes is not None and time.time() - t0 > minutes * 60:
             break
@@ -219,11 +254,14 @@ def train(
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(tc, step)
-        out = model(sampler.batch(step, tc.batch).to(device), free_bits=tc.free_bits)
+        # latent noise and crops are functions of (seed, step, rank): resume is exact, ranks differ
+        torch.manual_seed(tc.seed * 1_000_003 + step * 64 + rank)
+        x = sampler.batch(step if world == 1 else step * world + rank, per_rank).to(device)
+        out = net(x, free_bits=tc.free_bits)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        out["loss"].backward()  # DDP averages the gradients across ranks here
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
         opt.step()
         with torch.no_grad():
@@ -232,7 +270,7 @@ def train(
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{out['bpd'].item():.3f}", refresh=False)
-        if step % tc.eval_every == 0 or step == tc.steps:
+        if lead and (step % tc.eval_every == 0 or step == tc.steps):
             ev = evaluate(ema, val)
             rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": out["bpd"].item(),
                    **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
@@ -240,11 +278,15 @@ def train(
             log(json.dumps(rec))
             with open(out_dir / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-        if time.time() - last_ckpt > tc.ckpt_every_s:
+        if lead and time.time() - last_ckpt > tc.ckpt_every_s:
             save_checkpoint(ckpt, model, ema, opt, step, tc, history)
             last_ckpt = time.time()
     bar.close()
-    save_checkpoint(ckpt, model, ema, opt, step, tc, history)
+    if lead:
+        save_checkpoint(ckpt, model, ema, opt, step, tc, history)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return ckpt
 
 

@@ -48,3 +48,13 @@ def test_export_gives_a_lossless_exact_model_close_to_the_float_model(tmp_path):
         torch.manual_seed(0)
         float_bpd = float(float_model(tile_blocks([arr]))["bpd"])
     assert abs(exact_bpd - float_bpd) / float_bpd < 0.03, (exact_bpd, float_bpd)
+
+
+def test_data_parallel_training_with_ddp_on_cpu(tmp_path):
+    """torch DDP over two gloo processes (the same code runs NCCL, one process per GPU)."""
+    ckpt = train(str(SAMPLES), tmp_path / "ddp", "tiny", TrainConfig(**{**TC, "steps": 3}), max_side=160,
+                 device="cpu", world_size=2, log=lambda *_: None)
+    ck = load_checkpoint(ckpt)
+    assert ck["step"] == 3
+    fresh = model_from_checkpoint(ckpt, use_ema=False).state_dict()
+    assert all(torch.isfinite(t).all() for t in fresh.values())

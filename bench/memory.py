@@ -1,0 +1,71 @@
+"""Peak memory (max RSS) to compress and to decompress one large image with the default model.
+
+    .venv/bin/python bench/memory.py --megapixels 24
+
+The image is a sample photo tiled (mirrored) up to the requested size, so it has photo statistics. Encode
+and decode each run in a fresh subprocess so each peak is measured alone; RSS includes Python, torch and
+numba themselves (their baseline is printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import resource, sys, time, json
+import numpy as np
+from PIL import Image
+sys.path.insert(0, {root!r})
+import bitswap_core
+mode, path, mp = sys.argv[1], sys.argv[2], float(sys.argv[3])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+if mode == "encode":
+    src = np.asarray(Image.open({sample!r}).convert("RGB"))
+    w = int((mp * 1e6 * 1.5) ** 0.5); h = int(mp * 1e6 / w)
+    reps = (h // src.shape[0] + 1, w // src.shape[1] + 1)
+    tile = np.concatenate([src, src[::-1]], 0)
+    tile = np.concatenate([tile, tile[:, ::-1]], 1)
+    big = np.tile(tile, (reps[0] // 2 + 1, reps[1] // 2 + 1, 1))[:h, :w]
+    img = Image.fromarray(np.ascontiguousarray(big))
+    del big
+    data = bitswap_core.compress(img, smallest=False)
+    open(path, "wb").write(data)
+    extra = {{"width": w, "height": h, "bytes": len(data)}}
+else:
+    img = bitswap_core.decompress(open(path, "rb").read())
+    extra = {{"width": img.width, "height": img.height}}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"mode": mode, "peak_mb": peak / 1024, "baseline_mb": base / 1024,
+                  "seconds": time.perf_counter() - t, **extra}}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--megapixels", type=float, default=24.0)
+    ap.add_argument("--tmp", type=Path, default=Path("/tmp/bitswap_memory_bench.bsw"))
+    args = ap.parse_args()
+    code = CHILD.format(root=str(ROOT), sample=str(ROOT / "samples" / "waterloo-monarch.png"))
+    results = []
+    for mode in ("encode", "decode"):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, mode, str(args.tmp), str(args.megapixels)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["wall_s"] = time.perf_counter() - t
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    print(f"peak RSS: encode {results[0]['peak_mb']:.0f} MB, decode {results[1]['peak_mb']:.0f} MB "
+          f"for {args.megapixels} MP (limit 2048 MB)")
+
+
+if __name__ == "__main__":
+    main()
