@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="container file to write")
     p.add_argument("--codec", choices=("bitswap", "bbans"), default="bitswap")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--learned-only", action="store_true",
+                   help="use the learned codec even where a classical lossless codec would be smaller")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -90,7 +92,7 @@ def _compress(args: argparse.Namespace) -> int:
 
     try:
         image = _open_image(args.input)
-        data = bitswap_core.compress(image, args.model, codec=args.codec)
+        data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only)
     except (ValueError, BitswapError) as exc:
         return _fail(str(exc))
     except ImportError as exc:

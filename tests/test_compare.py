@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-import bitswap_core
-from bitswap_core import container, fallback
+from bitswap_core import container
 from jobs import compare
 from jobs.cli import main
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-API_MISSING = importlib.util.find_spec("bitswap_core.api") is None
 
 
 def _sample(name: str, box: tuple[int, int, int, int] = (0, 0, 64, 48)) -> Image.Image:
@@ -76,39 +71,15 @@ def test_missing_jxl_plugin_is_na(rgb: Image.Image, monkeypatch) -> None:
     assert m.status.startswith("n/a") and "pillow_jxl" in m.status
 
 
-def _fake_api(monkeypatch, compress) -> None:
-    """A stand-in API built from the fallback and the container, so these rows test compare alone."""
-
-    def decompress(data: bytes, model=None) -> Image.Image:
-        c = container.unpack(data)
-        return fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height))
-
-    api = types.ModuleType("bitswap_core.api")
-    api.__spec__ = importlib.machinery.ModuleSpec("bitswap_core.api", None)
-    api.compress, api.decompress = compress, decompress
-    monkeypatch.setitem(sys.modules, "bitswap_core.api", api)
+def test_learned_rows_go_through_the_api(rgb: Image.Image, tiny_model) -> None:
+    bits, bbans = (compare.measure(rgb, c, model=tiny_model) for c in ("bitswap", "bbans"))
+    assert bits.ok and bbans.ok and bits.compressed_bytes > 0 and bbans.compressed_bytes > 0
+    assert bits.note == "" and bbans.note == ""  # the learned path itself, not the fallback
 
 
-def test_learned_rows_go_through_the_api(rgb: Image.Image, monkeypatch) -> None:
-    def compress(image: Image.Image, model=None, *, codec: str = "bitswap") -> bytes:
-        name, payload = fallback.encode(image)
-        digest = container.pixel_digest(image)
-        c = container.Container(name, "", image.mode, image.width, image.height, None, digest, payload)
-        return container.pack(c)
-
-    _fake_api(monkeypatch, compress)
-    bits, bbans = (compare.measure(rgb, c) for c in ("bitswap", "bbans"))
-    assert bits.ok and bbans.ok and bits.compressed_bytes > 0
-    assert bits.note == "container codec fallback:png"  # a fallback inside the learned row is visible
-
-
-def test_learned_rows_are_skipped_with_a_reason(rgb: Image.Image, monkeypatch) -> None:
-    def compress(image: Image.Image, model=None, *, codec: str = "bitswap") -> bytes:
-        raise bitswap_core.ModelMismatchError("no shipped model")
-
-    _fake_api(monkeypatch, compress)
-    m = compare.measure(rgb, "bitswap")
-    assert m.status == "n/a: compress raised ModelMismatchError: no shipped model"
+def test_learned_rows_are_skipped_with_a_reason(rgb: Image.Image, tmp_path: Path) -> None:
+    m = compare.measure(rgb, "bitswap", model=tmp_path / "missing.safetensors")
+    assert m.status.startswith("n/a: compress raised FileNotFoundError: model file not found")
 
 
 def test_totals_add_bits_and_dims(rgb: Image.Image) -> None:
@@ -142,22 +113,15 @@ def test_cli_decompress_refuses_lossy_output(tmp_path: Path, capsys) -> None:
     assert "lossless" in capsys.readouterr().err
 
 
-def test_cli_compress_decompress_with_a_stand_in_api(tmp_path: Path, monkeypatch, capsys) -> None:
-    calls = []
-
-    def compress(image: Image.Image, model=None, *, codec: str = "bitswap") -> bytes:
-        calls.append((model, codec))
-        name, payload = fallback.encode(image)
-        digest = container.pixel_digest(image)
-        return container.pack(container.Container(name, "", image.mode, *image.size, None, digest, payload))
-
-    _fake_api(monkeypatch, compress)
-    source = _sample("waterloo-bird.png", (0, 0, 40, 36))
+def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_model, tiny_model_path) -> None:
+    source = _sample("usc-4.1.07.png", (0, 0, 40, 36))
     src, packed, out = tmp_path / "in.png", tmp_path / "sub" / "img.bsw", tmp_path / "out.tiff"
     source.save(src)
-    assert main(["compress", str(src), str(packed), "--codec", "bbans", "--model", "m.safetensors"]) == 0
-    assert calls == [("m.safetensors", "bbans")]
-    assert main(["decompress", str(packed), str(out)]) == 0
+    args = ["--codec", "bbans", "--model", str(tiny_model_path), "--learned-only"]
+    assert main(["compress", str(src), str(packed), *args]) == 0
+    box = container.unpack(packed.read_bytes())
+    assert box.model_id == tiny_model.id and box.codec == "bbans"
+    assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:
         assert (restored.mode, restored.tobytes()) == (source.mode, source.tobytes())
     assert main(["decompress", str(src), str(tmp_path / "bad.png")]) == 1  # a PNG is not a container
@@ -166,7 +130,6 @@ def test_cli_compress_decompress_with_a_stand_in_api(tmp_path: Path, monkeypatch
     assert main(["compress", str(tmp_path / "missing.png"), str(packed)]) == 1
 
 
-@pytest.mark.skipif(API_MISSING, reason="bitswap_core.api is not written yet (another engineer's file)")
 @pytest.mark.parametrize("name", ["usc-4.1.07.png", "waterloo-frymire-crop-p.png"])
 def test_cli_compress_decompress_round_trip(tmp_path: Path, capsys, name: str) -> None:
     source = _sample(name, (0, 0, 40, 36))
