@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every benchmark behind docs/BENCHMARKS.md, one after the other (the machine has 2 shared cores, so
+# nothing else should run meanwhile). Outputs land in docs/bench/. Usage: bash bench/run_all.sh [VAL_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAL=${1:-../shared/datasets/val}
+OUT=docs/bench
+mkdir -p "$OUT"
+PY=.venv/bin/python
+$PY bench/codec_speed.py --images 8 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
+$PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
+$PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
+$PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $OUT/pipeline_overhead.txt
+$PY bench/memory.py --megapixels 24 2>&1 | grep -v Warning | tee $OUT/memory.txt
