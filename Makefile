@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/bitswap pipeline compress samples out/archive --actors 2
+	$(VENV)/bin/bitswap pipeline compress samples out/archive --actors 2 --shard-size 2
 	$(VENV)/bin/bitswap pipeline verify out/archive
 	$(VENV)/bin/bitswap report out/archive --format html --out out/report.html
 
