@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="larger images become error rows (default 64M)",
     )
     c.add_argument("--codec", choices=("bitswap", "bbans"), default="bitswap")
+    c.add_argument("--always-code", action="store_true",
+                   help="code every image by pixels, even when its original file is smaller")
     c.add_argument("--model", help="model file, .safetensors (default: the shipped model)")
     c.add_argument("--include", action="append", metavar="GLOB", help="file patterns to take (repeatable)")
     c.add_argument("--exclude", action="append", metavar="GLOB", help="file patterns to skip (repeatable)")
@@ -79,6 +81,7 @@ def _compress(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             actors=args.actors,
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            keep_smaller_originals=not args.always_code,
             codec=args.codec,
             model=args.model,
             include=args.include,

@@ -92,6 +92,7 @@ class JobSpec:
     actors: int | None = None
     max_pixels: int = 64_000_000
     lease_ttl_s: float = 300.0
+    always_code: bool = False  # True: code every image by pixels even when its original file is smaller
     cost: Cost = field(default_factory=Cost)
     compare: Compare = field(default_factory=Compare)
     path: str | None = field(default=None, compare=False)  # where the spec was read from (not hashed)
@@ -147,6 +148,9 @@ def parse_spec(
     actors = top.int("actors", default=-1, minimum=0) if data.get("actors") is not None else None
     max_pixels = top.int("max_pixels", default=64_000_000, minimum=1)
     lease_ttl_s = top.float("lease_ttl_s", default=300.0, minimum=5.0)
+    always_code = data.get("always_code", False)
+    if not isinstance(always_code, bool):
+        raise SpecError("always_code", f"must be true or false, not {always_code!r}")
 
     raw_sources = data.get("sources")
     if raw_sources is None:
@@ -186,7 +190,7 @@ def parse_spec(
         seed=cmp_t.int("seed", default=0),
     )
     cmp_t.done()
-    top.done(extra_known=("sources", "cost", "compare", "actors"))
+    top.done(extra_known=("sources", "cost", "compare", "actors", "always_code"))
     return JobSpec(
         name=name,
         destination=destination,
@@ -198,6 +202,7 @@ def parse_spec(
         actors=actors,
         max_pixels=max_pixels,
         lease_ttl_s=lease_ttl_s,
+        always_code=always_code,
         cost=cost,
         compare=compare,
         path=path,

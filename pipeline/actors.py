@@ -157,6 +157,7 @@ class ShardCompressor:
         storage_options: Mapping[str, Any] | None = None,
         threads: int | None = None,
         device: str = "cpu",
+        keep_smaller_originals: bool = True,
     ) -> None:
         import torch
 
@@ -168,6 +169,7 @@ class ShardCompressor:
             device = "cpu"
         self._api = api
         self.codec = codec
+        self.keep_smaller_originals = keep_smaller_originals
         self.device = device
         self.model = registry.resolve(model, device=device)
         # Build the networks, coding tables and compiled coder loops now with one tiny image: the first
@@ -289,6 +291,9 @@ class ShardCompressor:
             row = p.row
             if isinstance(payload, BaseException):
                 reason = f"codec refused it: {type(payload).__name__}: {payload}"
+                out.append((pos, _stored(row, p.data, reason), 0))
+            elif self.keep_smaller_originals and len(payload) >= len(p.data):  # never grow a file: keep it
+                reason = f"the original file ({len(p.data)} bytes) is smaller than its coded form ({len(payload)})"
                 out.append((pos, _stored(row, p.data, reason), 0))
             else:
                 out.append((pos, self._coded(row, p.image, payload, secs), dims(p.image.mode, *p.image.size)))

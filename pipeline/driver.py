@@ -167,6 +167,7 @@ def compress(
     progress: bool = True,
     on_result: Callable[[ShardResult, list[Any]], None] | None = None,
     files: Sequence[SourceFile] | None = None,
+    keep_smaller_originals: bool = True,
 ) -> Summary:
     """Compress every image under src into Parquet shards under dst; resumable, see the module doc.
 
@@ -174,6 +175,8 @@ def compress(
     same files give the same plan (the job runner hands over only new and changed files this way).
     actors=0 runs the shards in this process without Ray (small jobs, debugging, memory:// sources).
     on_result(result, actor_handles) is called after each shard (tests use it to kill an actor).
+    keep_smaller_originals: a file whose coded form would not be smaller is stored as its original bytes
+    (restored byte-exact), so an archive never grows a file.
     """
     import bitswap_core
 
@@ -188,6 +191,7 @@ def compress(
         "model": model or "default",
         "max_pixels": max_pixels,
         "codec_version": bitswap_core.__version__,
+        "keep_smaller_originals": keep_smaller_originals,
     }
     plans = plan_shards(files, shard_size, settings)
     dst_fs, dst_root = open_fs(dst, storage_options)
@@ -240,7 +244,8 @@ def compress(
         elapsed = time.perf_counter() - t_run
         bar.set_postfix_str(f"{run_bytes / 1e6 / elapsed:.2f} MB/s, shards {len(entries)}/{len(plans)}", refresh=False)
 
-    worker_args = dict(codec=codec, model=model, max_pixels=max_pixels, storage_options=storage_options)
+    worker_args = dict(codec=codec, model=model, max_pixels=max_pixels, storage_options=storage_options,
+                       keep_smaller_originals=keep_smaller_originals)
     try:
         if todo and actors == 0:
             summary.actors, summary.cpus = 0, float(os.cpu_count() or 1)

@@ -32,6 +32,7 @@ def test_real_pipeline_job_compresses_each_image_once(tmp_path):
             "shard_size": 2,
             "actors": 0,
             "compare": {"codecs": ["png"], "sample_size": 1},
+            "always_code": True,  # tiny synthetic PNGs would otherwise be kept as their smaller originals
         }
     )
     r1 = run_job(spec)

@@ -45,7 +45,8 @@ def _same_pixels(a: bytes, b: Path) -> bool:
 def test_compress_on_ray_actors_and_restore(tmp_path):
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
     files = make_dataset(src)
-    summary = compress(str(src), str(dst), actors=2, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False)
+    summary = compress(str(src), str(dst), actors=2, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False,
+        keep_smaller_originals=False)
     assert summary.actors == 2 and summary.shards_written == 4 and summary.manifest_written
     assert summary.stats.images == len(files) and summary.stats.error == 3 and summary.exit_code == 1
     assert _archived_keys(dst) == sorted(files)
@@ -129,7 +130,7 @@ def test_cli_on_local_cluster(tmp_path, n_actors, capsys):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     make_small_pngs(src, 3, (32, 32))
-    argv = ["pipeline", "compress", str(src), str(dst), "--actors", str(n_actors), "--no-progress"]
+    argv = ["pipeline", "compress", str(src), str(dst), "--actors", str(n_actors), "--no-progress", "--always-code"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "images     3 (3 coded" in out and "manifest   written" in out

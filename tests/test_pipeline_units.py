@@ -153,7 +153,8 @@ def test_failed_write_leaves_no_shard(tmp_path, monkeypatch):
 def test_compress_in_process_mixed_inputs(tmp_path):
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
     files = make_dataset(src)
-    summary = compress(str(src), str(dst), actors=0, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False)
+    summary = compress(str(src), str(dst), actors=0, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False,
+        keep_smaller_originals=False)
     assert summary.exit_code == 1  # three inputs could not be archived
     assert summary.manifest_written and summary.shards_total == 4 and summary.shards_written == 4
     assert sorted(k for k, _ in summary.stats.failures) == ["d/not-an-image.png", "d/too-big.png",
@@ -210,7 +211,8 @@ def test_rerun_skips_done_shards_and_replaces_stale_ones(tmp_path):
 def test_verify_and_restore_catch_damage(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_dataset(src)
-    compress(str(src), str(dst), actors=0, shard_size=100, max_pixels=TEST_MAX_PIXELS, progress=False)
+    compress(str(src), str(dst), actors=0, shard_size=100, max_pixels=TEST_MAX_PIXELS, progress=False,
+        keep_smaller_originals=False)
     (shard,) = dst.glob("shard-*.parquet")
     table = pq.read_table(shard)
     rows = table.to_pylist()
@@ -320,3 +322,19 @@ def test_compress_exactly_the_given_files(tmp_path):
     assert sorted(pq.read_table(str(dst), columns=["key"]).column("key").to_pylist()) == ["img-001.png", "img-003.png"]
     again = compress(str(src), str(dst), files=list(reversed(subset)), actors=0, shard_size=1, progress=False)
     assert again.shards_skipped == 2 and again.shards_written == 0
+
+
+def test_a_file_smaller_than_its_coded_form_is_kept_byte_exact(tmp_path):
+    """The archive never grows a file: a flat, well-packed PNG is stored as its original bytes."""
+    src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
+    src.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), (12, 200, 40)).save(buf, "PNG", optimize=True)
+    (src / "flat.png").write_bytes(buf.getvalue())
+    summary = compress(str(src), str(dst), actors=0, shard_size=4, progress=False)
+    assert summary.exit_code == 0
+    row = pq.read_table(str(dst), columns=list(shards.META_COLUMNS)).to_pylist()[0]
+    assert row["status"] == "stored" and "smaller than its coded form" in row["error"]
+    assert row["compressed_bytes"] == len(buf.getvalue())
+    assert restore(str(dst), str(out), progress=False).exit_code == 0
+    assert (out / "flat.png").read_bytes() == buf.getvalue()
