@@ -1,10 +1,11 @@
 """Exact integer inference of the Bit-Swap networks: identical outputs for any batch, thread count or device.
 
-Convolutions run as im2col + float32 matmul on integer values whose every partial sum is kept below 2**24
-(longer reductions are split and added in int64), so any summation order gives the same exact integer.
-Requantization is integer multiply-shift, the nonlinearity a lookup table, and the output heads compare
-integers against shipped thresholds. The result of each network is a tensor of integer *levels* that index
-the CDF tables.
+Convolutions are tap-wise float32 matmuls (addmm) on integer values whose every partial sum is kept below
+2**24 (longer reductions are split and added in float64), so any summation order gives the same exact
+integers. Requantization is elementwise IEEE float32 (correctly rounded everywhere), the nonlinearity a
+lookup table, and the output heads are affine floors (means) or comparisons against shipped integer
+thresholds (scales, colour coefficients). The result of each network is a tensor of integer *levels* that
+index the CDF tables.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ Value conventions
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +107,7 @@ class Head:
         """Integer thresholds t[c, i-1] = min v such that level((v + bias[c]) * scale[c]) >= i.
 
         Found by bisection on integers in float64, once at export; the exact model then only compares
-        integers (bucketize), so no transcendental function is evaluated while coding.
+        integers (searchsorted), so no transcendental function is evaluated while coding.
         """
         c = scale.shape[0]
         targets = np.arange(1, self.levels, dtype=np.float64) - 0.5  # g(pre) >= i - 0.5
@@ -161,7 +160,3 @@ def x_scale_value(cfg, level: torch.Tensor) -> torch.Tensor:
 def reduction_chunk(max_abs_input: int) -> int:
     """Longest dot product whose every partial sum stays an exact float32 integer (< 2**24)."""
     return max(1, (2**24 - 1) // (max_abs_input * W_MAX))
-
-
-def log2e() -> float:
-    return 1.0 / math.log(2.0)
