@@ -42,6 +42,11 @@ def _train(args) -> int:
                  max_side=args.max_side, minutes=args.minutes, device=args.device, world_size=args.world_size)
     mid = export_model(ckpt, args.out)
     print(f"wrote {args.out} (model id {mid})")
+    if args.val:
+        from jobs.training import float_and_exact_bpd, validation_tiles
+
+        r = float_and_exact_bpd(ckpt, args.out, validation_tiles(args.val, tc.val_blocks, tc.seed))
+        print(f"validation -ELBO: float model {r['float_bpd']:.4f} bpd, exact model {r['exact_bpd']:.4f} bpd")
     return 0
 
 

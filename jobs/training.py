@@ -302,3 +302,23 @@ def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: 
             "last_eval": history[-1] if history else None, **(extra_info or {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_model(out, model.cfg, export_tensors(model), info)
+
+
+def validation_tiles(val_data: str, n: int, seed: int = 0) -> torch.Tensor:
+    """The fixed validation tiles of a run (the same subset train() evaluates on)."""
+    val = tile_blocks([load_rgb(u) for u in list_images(val_data)])
+    g = torch.Generator().manual_seed(seed)
+    return val[torch.randperm(len(val), generator=g)[:n]]
+
+
+def float_and_exact_bpd(checkpoint: Path, model_file: Path, tiles: torch.Tensor) -> dict[str, float]:
+    """-ELBO in bits per dimension of the float (EMA) model and of the exported exact model on the same
+    tiles: the cost of making the model integer-exact, measured."""
+    from bitswap_core.coding.bitsback import elbo_bits
+    from bitswap_core.registry import load_model
+
+    float_bpd = evaluate(model_from_checkpoint(checkpoint), tiles)["bpd"]
+    mosaic = tiles.to(torch.uint8).permute(0, 2, 3, 1).reshape(-1, 32, 3).numpy()  # tiles stacked vertically
+    exact = load_model(model_file)
+    exact_bpd = elbo_bits(exact.block_coder("bitswap"), [mosaic])[0] / mosaic.size
+    return {"float_bpd": float_bpd, "exact_bpd": exact_bpd}

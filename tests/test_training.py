@@ -9,9 +9,16 @@ import torch
 from PIL import Image
 
 import bitswap_core
-from bitswap_core.coding.bitsback import elbo_bits
 from bitswap_core.registry import load_model
-from jobs.training import TrainConfig, export_model, load_checkpoint, model_from_checkpoint, tile_blocks, train
+from jobs.training import (
+    TrainConfig,
+    export_model,
+    float_and_exact_bpd,
+    load_checkpoint,
+    model_from_checkpoint,
+    tile_blocks,
+    train,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TC = dict(steps=8, batch=8, eval_every=4, val_blocks=16, warmup=2)
@@ -40,13 +47,9 @@ def test_export_gives_a_lossless_exact_model_close_to_the_float_model(tmp_path):
     img = Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB").crop((0, 0, 64, 64))
     data = bitswap_core.compress(img, model, smallest=False)
     assert bitswap_core.decompress(data, model).tobytes() == img.tobytes()
-    # the exact (integer) model's -ELBO tracks the float model's: what was trained is what codes
-    arr = np.asarray(img)
-    exact_bpd = elbo_bits(model.block_coder("bitswap"), [arr])[0] / arr.size
-    float_model = model_from_checkpoint(ckpt)
-    with torch.no_grad():
-        torch.manual_seed(0)
-        float_bpd = float(float_model(tile_blocks([arr]))["bpd"])
+    # the exact (integer) model's -ELBO tracks the float model's on the same tiles: what was trained codes
+    r = float_and_exact_bpd(ckpt, path, tile_blocks([np.asarray(img)]))
+    exact_bpd, float_bpd = r["exact_bpd"], r["float_bpd"]
     assert abs(exact_bpd - float_bpd) / float_bpd < 0.03, (exact_bpd, float_bpd)
 
 
