@@ -103,12 +103,15 @@ class BlockCoder:
         return x
 
     # ---- one block of each image ----
-    def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray) -> None:
+    def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None) -> None:
+        """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
+        batch it over many steps)."""
         m, nz = self.net, self.cfg.nz
         x = torch.from_numpy(blocks.astype(np.int64))
         z: list[torch.Tensor] = []
         for i in range(nz):
-            z.append(self.pop_latents(coders, m.q_latent(i, x if i == 0 else z[i - 1])))  # bits back
+            dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
+            z.append(self.pop_latents(coders, dist))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
                     self.push_pixels(coders, x, m.p_pixels(z[0]), valid)
@@ -152,10 +155,21 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
-    for t in range(max((len(b) for b in blocks), default=0)):
+    steps = max((len(b) for b in blocks), default=0)
+    ahead = max(1, 256 // max(1, len(images)))  # steps whose q(z1|x) is computed in one batch
+    q1: list = []
+    for t in range(steps):
         act = [j for j in range(len(images)) if t < len(blocks[j])]
+        if t % ahead == 0:  # q(z1|x) needs only pixels: one big batch for the next `ahead` steps
+            span = [(s, [j for j in range(len(images)) if s < len(blocks[j])]) for s in range(t, min(t + ahead, steps))]
+            xs = np.stack([blocks[j][s] for s, js in span for j in js])
+            mean, scale = block_coder.net.q_latent(0, torch.from_numpy(xs.astype(np.int64)))
+            q1, k = [], 0
+            for _, js in span:
+                q1.append((mean[k : k + len(js)], scale[k : k + len(js)]))
+                k += len(js)
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
-                                np.stack([valid[j][t] for j in act]))
+                                np.stack([valid[j][t] for j in act]), q1=q1[t % ahead])
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
