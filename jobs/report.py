@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.state import JobStore, RunRecord, read_shard_rows, utcnow
+from jobs.state import JobStore, RunRecord, column_lists, read_shard_rows, utcnow
 
 GB = 1e9
 CODEC_LABELS = {"png": "PNG", "webp": "WebP lossless", "jxl": "JPEG-XL lossless"}
@@ -132,10 +132,6 @@ def _load_bare(store: JobStore, price: float | None) -> Archive:
 # Figures
 
 
-def _cols(t: pa.Table, names: tuple[str, ...]) -> list[list[Any]]:
-    return [t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows for c in names]
-
-
 def _bands(mode: str | None) -> int:
     from PIL import Image
 
@@ -147,7 +143,7 @@ def _bands(mode: str | None) -> int:
 
 def row_stats(rows: pa.Table, mask: list[bool] | None = None) -> dict[str, Any]:
     """Counts, byte sums and bpd over rows (those where mask is True)."""
-    key, status, mode, w, h, raw, orig, comp, bpd = _cols(
+    key, status, mode, w, h, raw, orig, comp, bpd = column_lists(
         rows,
         (
             "key",
@@ -219,7 +215,7 @@ def sample_bpd(samples: list[pa.Table], codecs: list[str]) -> dict[str, dict[str
         for t in samples:
             if f"{c}_bytes" not in t.column_names:
                 continue
-            for d, b, bs in zip(*_cols(t, ("dims", f"{c}_bytes", "bitswap_bytes"))):
+            for d, b, bs in zip(*column_lists(t, ("dims", f"{c}_bytes", "bitswap_bytes"))):
                 if b is None or not d or bs is None:
                     continue
                 n, dims, size, mine = n + 1, dims + int(d), size + int(b), mine + int(bs)
@@ -298,7 +294,7 @@ def compute_report(archive: Archive) -> dict[str, Any]:
                 "cumulative_estimates_bytes": {c: series[c] for c in codecs},
                 "failures": [
                     {"key": k, "error": e}
-                    for k, st, e in zip(*_cols(rd.rows, ("key", "status", "error")))
+                    for k, st, e in zip(*column_lists(rd.rows, ("key", "status", "error")))
                     if st not in ("ok", "stored")
                 ],
             }

@@ -35,6 +35,7 @@ from jobs.state import (
     Lease,
     LeaseLost,
     RunRecord,
+    column_lists,
     parse_time,
     read_shard_rows,
     utcnow,
@@ -445,7 +446,7 @@ def finalize_run(store: JobStore, lease: Lease, rec: RunRecord) -> pa.Table:
         shard_bytes += sum(size for _, size in sh)
     rows = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
     entries: dict[str, IndexEntry] = {}
-    st = _column_lists(rows, ("key", "shard", "status", "file_sha256", "error"))
+    st = column_lists(rows, ("key", "shard", "status", "file_sha256", "error"))
     for key, shard, status, sha in zip(*st[:4]):
         if key not in plan:
             log.warning("run %s: shard %s holds %r, which was not planned; ignored", rec.run_id, shard, key)
@@ -493,15 +494,10 @@ def finalize_run(store: JobStore, lease: Lease, rec: RunRecord) -> pa.Table:
     return rows
 
 
-def _column_lists(t: pa.Table, names: Sequence[str]) -> list[list[Any]]:
-    n = t.num_rows
-    return [t.column(c).to_pylist() if c in t.column_names else [None] * n for c in names]
-
-
 def totals(rows: pa.Table, keys: set[str] | None = None) -> dict[str, int]:
     """Byte sums with the pipeline's conventions: raw = pixels of coded ('ok') images, original = input
     files of every image, compressed = payloads of ok and stored images."""
-    key, status, raw, orig, comp = _column_lists(
+    key, status, raw, orig, comp = column_lists(
         rows, ("key", "status", "raw_bytes", "original_bytes", "compressed_bytes")
     )
     out = {"raw": 0, "original": 0, "compressed": 0}
@@ -542,7 +538,7 @@ def sample_codecs(spec: JobSpec, rec: RunRecord, rows: pa.Table, listing: Listin
     from jobs.compare import measure
 
     cmp = spec.compare
-    key, status, mode, w, h, raw, orig, comp, sha = _column_lists(
+    key, status, mode, w, h, raw, orig, comp, sha = column_lists(
         rows,
         (
             "key",

@@ -26,7 +26,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
@@ -548,6 +548,11 @@ def held_lease(
 
 # --------------------------------------------------------------------------------------------------------
 # Reading the pipeline's shards (read-only: the shard format belongs to pipeline.shards)
+
+
+def column_lists(t: pa.Table, names: Sequence[str]) -> list[list[Any]]:
+    """The named columns as Python lists; a column the table lacks reads as all None."""
+    return [t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows for c in names]
 
 
 def read_shard_rows(

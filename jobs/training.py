@@ -214,9 +214,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         val_images = images[::10]
         images = [im for i, im in enumerate(images) if i % 10]
     sampler = CropSampler(images, seed=tc.seed)
-    val = tile_blocks(val_images)
-    g = torch.Generator().manual_seed(tc.seed)
-    val = val[torch.randperm(len(val), generator=g)[: tc.val_blocks]]
+    val = validation_subset(val_images, tc.val_blocks, tc.seed)
 
     step, history = 0, []
     if resume and ckpt.exists():
@@ -304,11 +302,16 @@ def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: 
     return save_model(out, model.cfg, export_tensors(model), info)
 
 
-def validation_tiles(val_data: str, n: int, seed: int = 0) -> torch.Tensor:
-    """The fixed validation tiles of a run (the same subset train() evaluates on)."""
-    val = tile_blocks([load_rgb(u) for u in list_images(val_data)])
+def validation_subset(images: list[np.ndarray], n: int, seed: int = 0) -> torch.Tensor:
+    """A fixed, seeded subset of n tiles of the images: what train() evaluates on."""
+    val = tile_blocks(images)
     g = torch.Generator().manual_seed(seed)
     return val[torch.randperm(len(val), generator=g)[:n]]
+
+
+def validation_tiles(val_data: str, n: int, seed: int = 0) -> torch.Tensor:
+    """The fixed validation tiles of a run with val_data (the same subset train() evaluates on)."""
+    return validation_subset([load_rgb(u) for u in list_images(val_data)], n, seed)
 
 
 def float_and_exact_bpd(checkpoint: Path, model_file: Path, tiles: torch.Tensor) -> dict[str, float]:
