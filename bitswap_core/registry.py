@@ -94,6 +94,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
 def _check_tensors(path, cfg: ModelConfig, t: dict[str, np.ndarray]) -> None:
     need = ["act_lut", "table_z", "table_x", "px.conv_in.w", "px.conv_out.w"]
     need += [f"q{i}.conv_in.w" for i in range(cfg.nz)] + [f"p{i}.conv_in.w" for i in range(cfg.nz - 1)]
+    need += [f"px.phase{k}.{c}.w" for k in range(1, cfg.pixel_phases) for c in ("ctx_in", "conv_out")]
     missing = [k for k in need if k not in t]
     if missing:
         raise UnsupportedFormatError(f"{path}: model file lacks tensors {missing}")

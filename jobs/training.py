@@ -160,6 +160,7 @@ def train(
     device: str | None = None,
     stop_after: int | None = None,
     world_size: int | None = None,
+    init_from: Path | None = None,
     log=print,
 ) -> Path:
     """Train (or resume) into out_dir/checkpoint.pt; returns the checkpoint path.
@@ -167,12 +168,14 @@ def train(
     minutes / stop_after end this invocation early (checkpointed) without changing the schedule, so a
     later call with resume=True continues exactly where it stopped. world_size > 1 trains data-parallel
     with torch DDP (one process per GPU with NCCL; gloo processes on CPU); None means one process per
-    GPU when there are several, else one.
+    GPU when there are several, else one. init_from starts a new run from another checkpoint's EMA
+    weights (parameters the new config adds keep their initialisation, e.g. 4-phase pixel heads).
     """
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if world_size is None:
         world_size = torch.cuda.device_count() if dev.startswith("cuda") else 1
-    args = (data, out_dir, cfg, tc or TrainConfig(), val_data, resume, max_side, minutes, dev, stop_after)
+    args = (data, out_dir, cfg, tc or TrainConfig(), val_data, resume, max_side, minutes, dev, stop_after,
+            init_from)
     if world_size <= 1:
         return _train_process(0, 1, 0, args, log)
     import socket
@@ -189,7 +192,7 @@ def train(
 def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     from tqdm import tqdm
 
-    data, out_dir, cfg, tc, val_data, resume, max_side, minutes, device, stop_after = args
+    data, out_dir, cfg, tc, val_data, resume, max_side, minutes, device, stop_after, init_from = args
     lead = rank == 0
     log = log or (print if lead else (lambda *_: None))
     device = torch.device(device)
@@ -235,6 +238,10 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         step = int(ck["step"])
         history = json.loads(ck["history"])
         log(f"resumed at step {step}")
+    elif init_from is not None:
+        warm_start(model, Path(init_from))
+        ema.load_state_dict(model.state_dict())
+        log(f"initialised from {init_from}")
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -286,6 +293,18 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return ckpt
+
+
+def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
+    """Load another run's EMA weights wherever names and shapes match; re-derive the phase heads."""
+    src = load_checkpoint(checkpoint)["ema"]
+    own = model.state_dict()
+    same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not same:
+        raise ValueError(f"{checkpoint} shares no weights with this model configuration")
+    model.load_state_dict(same, strict=False)
+    if len(model.phase_heads) and not any(k.startswith("phase_heads.") for k in same):
+        model.init_phase_heads_from_base()
 
 
 def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: dict | None = None) -> str:

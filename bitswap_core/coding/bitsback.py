@@ -16,6 +16,7 @@ import torch
 from bitswap_core.blocks import BLOCK, pad_block, to_blocks, valid_sizes
 from bitswap_core.coding.rans import AnsCoder, Table
 from bitswap_core.coding.tables import rows_bases
+from bitswap_core.model import phases
 from bitswap_core.model.exact import ExactModel
 
 SCHEMES = ("bitswap", "bbans")
@@ -71,33 +72,64 @@ class BlockCoder:
         for i, c in enumerate(coders):
             c.push(zf[i], rows[i], bases[i], self.tz)
 
-    # ---- pixels: channel by channel (R, then G|R, then B|R,G), only the real (unpadded) pixels ----
-    def _pixel_codes(self, params, channel: int, x: torch.Tensor):
-        mean = self.model.conditional_mean(params, channel, x).cpu().numpy()
+    # ---- pixels: phase by phase, channel by channel (R, then G|R, then B|R,G); only real pixels ----
+    def _known(self, valid: np.ndarray) -> torch.Tensor:
+        """(B, 1, 32, 32) 1 where a block's pixel is real, 0 on padding (which is never coded)."""
+        known = torch.zeros((len(valid), 1, BLOCK, BLOCK), dtype=torch.int64)
+        for i, (r, k) in enumerate(valid):
+            known[i, 0, :r, :k] = 1
+        return known
+
+    def _extents(self, phase: int, valid: np.ndarray) -> list[tuple[int, int]]:
+        if self.cfg.pixel_phases == 1:
+            return [(int(r), int(k)) for r, k in valid]
+        dy, dx = phases.offsets(4)[phase]
+        return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
+
+    def _pixel_codes(self, params, channel: int, xk: torch.Tensor):
+        """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w)."""
+        mean = self.model.conditional_mean(params, channel, xk).cpu().numpy()
         scale = params["scale"][:, channel].cpu().numpy()
         return rows_bases(mean, scale, self.cfg.mean_frac)
 
-    def push_pixels(self, coders, x: torch.Tensor, params, valid: np.ndarray) -> None:
+    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray):
+        """Yield (image index, values, rows, bases) in decoding order for blocks x whose pixels are all
+        known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder will."""
+        m, n_ph = self.net, self.cfg.pixel_phases
+        trunk, known = m.px_trunk(z1), self._known(valid)
         xn = x.numpy()
-        for ch in reversed(range(x.shape[1])):  # last channel first: the decoder pops channel 0 first
-            rows, bases = self._pixel_codes(params, ch, x)
-            for i, c in enumerate(coders):
-                r, k = valid[i]
-                c.push(np.ascontiguousarray(xn[i, ch, :r, :k]).reshape(-1).astype(np.int64),
-                       np.ascontiguousarray(rows[i, :r, :k]).reshape(-1),
-                       np.ascontiguousarray(bases[i, :r, :k]).reshape(-1), self.tx)
+        for k in range(n_ph):
+            params = m.p_pixels(trunk, k, x, known)
+            xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
+            xkn = phases.view(xn, n_ph, k)
+            for ch in range(x.shape[1]):
+                rows, bases = self._pixel_codes(params, ch, xk)
+                for i, (r, c) in enumerate(ext):
+                    yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
+                           np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
+                           np.ascontiguousarray(bases[i, :r, :c]).reshape(-1))
 
-    def pop_pixels(self, coders, params, valid: np.ndarray) -> torch.Tensor:
+    def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray) -> None:
+        # the decoder pops first phase, first channel first: push everything in reverse
+        for i, vals, rows, bases in reversed(list(self.pixel_symbols(x, z1, valid))):
+            coders[i].push(vals, rows, bases, self.tx)
+
+    def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray) -> torch.Tensor:
+        m, n_ph = self.net, self.cfg.pixel_phases
         n, ch_count = len(coders), self.cfg.channels
+        trunk, known = m.px_trunk(z1), self._known(valid)
         x = torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64)
         xn = x.numpy()  # shares memory with x
-        for ch in range(ch_count):
-            rows, bases = self._pixel_codes(params, ch, x)
-            for i, c in enumerate(coders):
-                r, k = valid[i]
-                vals = c.pop(np.ascontiguousarray(rows[i, :r, :k]).reshape(-1),
-                             np.ascontiguousarray(bases[i, :r, :k]).reshape(-1), self.tx)
-                xn[i, ch, :r, :k] = vals.reshape(r, k)
+        for k in range(n_ph):
+            params = m.p_pixels(trunk, k, x, known)
+            xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
+            for ch in range(ch_count):
+                rows, bases = self._pixel_codes(params, ch, xk)
+                for i, c in enumerate(coders):
+                    r, w = ext[i]
+                    vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
+                                 np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx)
+                    xkn[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])
         return x
@@ -114,11 +146,11 @@ class BlockCoder:
             z.append(self.pop_latents(coders, dist))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
-                    self.push_pixels(coders, x, m.p_pixels(z[0]), valid)
+                    self.push_pixels(coders, x, z[0], valid)
                 else:
                     self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         if self.scheme == "bbans":
-            self.push_pixels(coders, x, m.p_pixels(z[0]), valid)
+            self.push_pixels(coders, x, z[0], valid)
             for i in range(1, nz):
                 self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         self.push_latents(coders, z[-1], m.top_prior(len(coders)))
@@ -133,12 +165,12 @@ class BlockCoder:
                 if i > 0:
                     z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
                 else:
-                    x = self.pop_pixels(coders, m.p_pixels(z[0]), valid)
+                    x = self.pop_pixels(coders, z[0], valid)
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         else:
             for i in range(nz - 1, 0, -1):
                 z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
-            x = self.pop_pixels(coders, m.p_pixels(z[0]), valid)
+            x = self.pop_pixels(coders, z[0], valid)
             for i in range(nz - 1, -1, -1):
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         return x.numpy().astype(np.uint8)
@@ -226,13 +258,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 dist = m.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else m.top_prior(n)
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
-            params = m.p_pixels(z[0])
-            for ch in range(cfg.channels):
-                rows, bases = block_coder._pixel_codes(params, ch, x)
-                for j in range(n):
-                    r, k = vb[j]
-                    bits += cost_bits(np.ascontiguousarray(xb[j, ch, :r, :k]).reshape(-1).astype(np.int64),
-                                      np.ascontiguousarray(rows[j, :r, :k]).reshape(-1),
-                                      np.ascontiguousarray(bases[j, :r, :k]).reshape(-1), block_coder.tx)
+            for j, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb):
+                bits += cost_bits(vals, rows, bases, block_coder.tx)
         totals.append(bits)
     return totals

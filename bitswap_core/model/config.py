@@ -16,6 +16,10 @@ class ModelConfig:
     res_blocks: int = 2  # residual blocks per network (every network: q(z1|x), q(z_i+1|z_i), p(...))
     processing_blocks: int = 0  # extra 5x5 residual blocks at the x<->z1 interface (original: 4)
     channel_conditional: bool = True  # p(x|z1): R, then G|R, then B|R,G with linear mean coefficients
+    # p(x|z1) over 1 or 4 spatial phases: with 4, the pixels of each 2x2 cell are coded in the order
+    # (0,0), (1,1), (0,1), (1,0), each phase conditioned on z1 and on the already coded phases around it
+    # (a 3x3 window in the 16x16 squeezed grid), so decoding stays parallel over 1/4 of the pixels per step.
+    pixel_phases: int = 1
     # Coding grid (ships with the model; changing it changes the model id).
     z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
     z_range: float = 8.0
@@ -51,7 +55,10 @@ class ModelConfig:
         return lo, (hi - lo) / (self.x_scales - 1)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """Canonical JSON (it feeds the model id). Fields added later are left out at their neutral value,
+        so the ids of models saved before they existed do not change."""
+        data = {k: v for k, v in asdict(self).items() if not (k in _ADDED_FIELDS and v == _ADDED_FIELDS[k])}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
@@ -73,12 +80,17 @@ class ModelConfig:
             raise ValueError("mean_frac must be a power of two")
         if not 16 <= self.precision <= 28:
             raise ValueError("precision must be in [16, 28]")
+        if self.pixel_phases not in (1, 4):
+            raise ValueError("pixel_phases must be 1 or 4")
         if self.block != 32:
             raise ValueError("block must be 32")
 
 
+_ADDED_FIELDS = {"pixel_phases": 1}
+
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
+    "tiny-phases": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),
     "default": ModelConfig(nz=2, width=64, res_blocks=2),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bitswap_core.model import phases
 from bitswap_core.model.config import ModelConfig
 from bitswap_core.model.quant import (
     ACT_MAX,
@@ -113,43 +114,55 @@ class _AffineHead:
         return lvl.to(torch.int64).permute(0, 3, 1, 2).contiguous()
 
 
-class _Net:
-    def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: dict[str, int], device, lut):
-        self.lut = lut
-        self.conv_in = _Conv(t[f"{prefix}.conv_in.w"], t[f"{prefix}.conv_in.b"], t[f"{prefix}.conv_in.m"],
-                             max_abs_in, device)
-        self.blocks = []
-        j = 0
-        while f"{prefix}.blocks.{j}.conv1.w" in t:
-            convs = [
-                _Conv(t[f"{prefix}.blocks.{j}.{c}.w"], t[f"{prefix}.blocks.{j}.{c}.b"],
-                      t[f"{prefix}.blocks.{j}.{c}.m"], max(abs(ACT_MIN), ACT_MAX), device)
-                for c in ("conv1", "conv2")
-            ]
-            self.blocks.append(convs)
-            j += 1
-        self.conv_out = _Conv(t[f"{prefix}.conv_out.w"], None, None, max(abs(ACT_MIN), ACT_MAX), device)
+class _Output:
+    """Output conv whose accumulator channels feed heads, in order; returns {head name: levels}."""
+
+    def __init__(self, name: str, t: dict[str, np.ndarray], heads: dict[str, int], device):
+        self.conv = _Conv(t[f"{name}.w"], None, None, max(abs(ACT_MIN), ACT_MAX), device)
         self.heads = [
-            (h, _AffineHead(t[f"{prefix}.conv_out.aff.{h}"], levels, device) if f"{prefix}.conv_out.aff.{h}" in t
-             else _Head(t[f"{prefix}.conv_out.thr.{h}"], device))
+            (h, _AffineHead(t[f"{name}.aff.{h}"], levels, device) if f"{name}.aff.{h}" in t
+             else _Head(t[f"{name}.thr.{h}"], device))
             for h, levels in heads.items()
         ]
 
-    def act(self, t: torch.Tensor) -> torch.Tensor:
-        return self.lut[(t + STREAM_MAX).to(torch.int64)]
-
     def __call__(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
-        """a: (B, H, W, C) float32 integers."""
-        t = self.conv_in.stream(a)
-        for c1, c2 in self.blocks:
-            h = c1.stream(self.act(t))
-            t = torch.clamp(t + c2.stream(self.act(h)), -STREAM_MAX, STREAM_MAX)
-        acc = self.conv_out.acc(self.act(t))
+        acc = self.conv.acc(a)
         out, c0 = {}, 0
         for name, head in self.heads:
             out[name] = head(acc[..., c0 : c0 + head.n])
             c0 += head.n
         return out
+
+
+def _stream_conv(name: str, t: dict[str, np.ndarray], max_abs_in: int, device) -> _Conv:
+    return _Conv(t[f"{name}.w"], t[f"{name}.b"], t[f"{name}.m"], max_abs_in, device)
+
+
+class _Net:
+    def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: dict[str, int], device, lut):
+        self.lut = lut
+        self.conv_in = _stream_conv(f"{prefix}.conv_in", t, max_abs_in, device)
+        self.blocks = []
+        j = 0
+        while f"{prefix}.blocks.{j}.conv1.w" in t:
+            self.blocks.append([_stream_conv(f"{prefix}.blocks.{j}.{c}", t, max(abs(ACT_MIN), ACT_MAX), device)
+                                for c in ("conv1", "conv2")])
+            j += 1
+        self.out = _Output(f"{prefix}.conv_out", t, heads, device)
+
+    def act(self, t: torch.Tensor) -> torch.Tensor:
+        return self.lut[(t + STREAM_MAX).to(torch.int64)]
+
+    def trunk(self, a: torch.Tensor) -> torch.Tensor:
+        """a: (B, H, W, C) float32 integers -> the integer residual stream after the last block."""
+        t = self.conv_in.stream(a)
+        for c1, c2 in self.blocks:
+            h = c1.stream(self.act(t))
+            t = torch.clamp(t + c2.stream(self.act(h)), -STREAM_MAX, STREAM_MAX)
+        return t
+
+    def __call__(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.out(self.act(self.trunk(a)))
 
 
 class ExactModel:
@@ -167,6 +180,12 @@ class ExactModel:
         self.q += [_Net(f"q{i}", tensors, zmax, lat, self.device, lut) for i in range(1, cfg.nz)]
         self.p = [_Net(f"p{i}", tensors, zmax, lat, self.device, lut) for i in range(cfg.nz - 1)]
         self.px = _Net("px", tensors, zmax, px, self.device, lut)
+        phase_heads = {k: px[k] for k in px}
+        self.phase_heads = [
+            (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device),
+             _Output(f"px.phase{k}.conv_out", tensors, phase_heads, self.device))
+            for k in range(1, cfg.pixel_phases)
+        ]
         self.table_z = tensors["table_z"]
         self.table_x = tensors["table_x"]
         self.top = top_prior_levels(cfg)
@@ -199,17 +218,41 @@ class ExactModel:
         return torch.full(shape, self.top[0], dtype=torch.int64), torch.full(shape, self.top[1], dtype=torch.int64)
 
     @torch.no_grad()
-    def p_pixels(self, z1: torch.Tensor) -> dict[str, torch.Tensor]:
-        """p(x | z1): per-subpixel mean level (1/F pixel), scale level and, if channel-conditional, the
-        integer coefficients (B, 3, 32, 32) in [-64, 64] for mean_G += a*R and mean_B += b*R + c*G."""
-        out = self.px(self._z_input(z1))
-        res = {"mean": F.pixel_shuffle(out["x_mean"], 2), "scale": F.pixel_shuffle(out["x_scale"], 2)}
+    def px_trunk(self, z1: torch.Tensor) -> torch.Tensor:
+        """The shared part of p(x|z1): computed once per block, then read by every pixel phase."""
+        return self.px.trunk(self._z_input(z1))
+
+    @torch.no_grad()
+    def p_pixels(self, trunk: torch.Tensor, phase: int, x: torch.Tensor | None = None,
+                 known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """p(x | z1, earlier phases) for the pixels of one phase (phases.view of the block).
+
+        Returns the mean level (1/F pixel), scale level and, if channel-conditional, the integer
+        coefficients in [-64, 64] for mean_G += a*R and mean_B += b*R + c*G, each (B, 3, h, w).
+        x (B, C, 32, 32) holds the decoded pixels and known (B, 1, 32, 32) marks which of them are real
+        (not padding): only earlier phases' real pixels are read, so encoder and decoder agree.
+        """
+        cfg = self.cfg
+        if phase == 0:
+            out = self.px.out(self.px.act(trunk))
+            if cfg.pixel_phases == 1:
+                out = {k: F.pixel_shuffle(v, 2) for k, v in out.items()}
+            else:
+                rows = phases.squeezed(cfg.channels, 0)
+                out = {k: v[:, rows] for k, v in out.items()}
+        else:
+            ctx_conv, head = self.phase_heads[phase - 1]
+            xs = (x.to(self.device, torch.int64) - 128) * known.to(self.device)
+            ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
+            s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
+            out = head(self.px.act(s))
+        res = {"mean": out["x_mean"], "scale": out["x_scale"]}
         if "coef" in out:
-            res["coef"] = F.pixel_shuffle(out["coef"], 2) - (COEF_LEVELS // 2)
+            res["coef"] = out["coef"] - (COEF_LEVELS // 2)
         return res
 
     def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor) -> torch.Tensor:
-        """Mean level of one channel given the already known channels of x (B, C, 32, 32) int64."""
+        """Mean level of one channel given the already known channels of x at the same pixels (B, C, h, w)."""
         mean = params["mean"][:, channel]
         if "coef" not in params or channel == 0:
             return mean

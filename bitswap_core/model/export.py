@@ -23,32 +23,39 @@ def _conv_tensors(conv: QConv) -> tuple[dict[str, np.ndarray], np.ndarray, np.nd
     return {"w": w.astype(np.int8), "b": b}, scale, b
 
 
-def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], heads) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _stream_conv(out: dict[str, np.ndarray], name: str, conv: QConv) -> None:
+    """A conv that requantizes into the residual stream: int8 weights, bias, fixed-point multiplier."""
+    t, scale, _ = _conv_tensors(conv)
+    out[f"{name}.w"] = t["w"]
+    out[f"{name}.b"] = t["b"]
+    out[f"{name}.m"] = multiplier(scale / S_STREAM)
 
-    def stream_conv(name: str, conv: QConv) -> None:
-        t, scale, _ = _conv_tensors(conv)
-        out[f"{prefix}.{name}.w"] = t["w"]
-        out[f"{prefix}.{name}.b"] = t["b"]
-        out[f"{prefix}.{name}.m"] = multiplier(scale / S_STREAM)
 
-    stream_conv("conv_in", net.conv_in)
-    for j, blk in enumerate(net.blocks):
-        stream_conv(f"blocks.{j}.conv1", blk.conv1)
-        stream_conv(f"blocks.{j}.conv2", blk.conv2)
-    t, scale, b = _conv_tensors(net.conv_out)
-    out[f"{prefix}.conv_out.w"] = t["w"]
+def _output_conv(out: dict[str, np.ndarray], name: str, conv: QConv, head_groups: list[tuple[str, int]],
+                 heads) -> None:
+    """An output conv whose accumulators go straight to heads (affine floors or integer thresholds)."""
+    t, scale, b = _conv_tensors(conv)
+    out[f"{name}.w"] = t["w"]
     c0 = 0
     for head_name, n in head_groups:
         head, sc, bi = heads[head_name], scale[c0 : c0 + n], b[c0 : c0 + n]
         if head.kind == "affine":  # level = floor(acc * alpha + beta), beta includes the +0.5
             alpha = head.a * sc
             aff = np.stack([alpha, alpha * bi + head.b + 0.5], 1)
-            out[f"{prefix}.conv_out.aff.{head_name}"] = aff.astype(np.float32)
+            out[f"{name}.aff.{head_name}"] = aff.astype(np.float32)
         else:  # any monotone map: integer thresholds, compared exactly
-            out[f"{prefix}.conv_out.thr.{head_name}"] = head.thresholds(sc, bi).astype(np.int64)
+            out[f"{name}.thr.{head_name}"] = head.thresholds(sc, bi).astype(np.int64)
         c0 += n
-    assert c0 == net.conv_out.v.shape[0]
+    assert c0 == conv.v.shape[0]
+
+
+def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], heads) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    _stream_conv(out, f"{prefix}.conv_in", net.conv_in)
+    for j, blk in enumerate(net.blocks):
+        _stream_conv(out, f"{prefix}.blocks.{j}.conv1", blk.conv1)
+        _stream_conv(out, f"{prefix}.blocks.{j}.conv2", blk.conv2)
+    _output_conv(out, f"{prefix}.conv_out", net.conv_out, head_groups, heads)
     return out
 
 
@@ -65,6 +72,10 @@ def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     for i, net in enumerate(model.p_nets):
         tensors.update(_net_tensors(f"p{i}", net, lat, heads))
     tensors.update(_net_tensors("px", model.px_net, px, heads))
+    phase_groups = [(name, cfg.channels) for name, _ in px]
+    for k, head in enumerate(model.phase_heads, start=1):
+        _stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
+        _output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
     tensors["act_lut"] = act_lut().astype(np.int8)
     tensors["table_z"] = z_table(cfg)
     tensors["table_x"] = x_table(cfg)

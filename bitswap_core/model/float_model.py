@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bitswap_core.model import phases
 from bitswap_core.model.config import ModelConfig
 from bitswap_core.model.quant import (
     S_ACT,
@@ -90,11 +91,28 @@ class Net(nn.Module):
         )
         self.conv_out = QConv(w, cout, 3, S_ACT, init_scale=0.1)
 
-    def forward(self, a_int: torch.Tensor) -> torch.Tensor:
+    def trunk(self, a_int: torch.Tensor) -> torch.Tensor:
+        """Integer residual stream after the last block."""
         t = fq_stream(self.conv_in(a_int))
         for blk in self.blocks:
             t = blk(t)
-        return self.conv_out(fq_act(t))
+        return t
+
+    def forward(self, a_int: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(fq_act(self.trunk(a_int)))
+
+
+class PhaseHead(nn.Module):
+    """p(x | z1, earlier phases) for one later phase: the pixel context enters the p(x|z1) trunk's stream
+    through a 3x3 conv, then ELU and an output conv give the phase's mean / scale / colour parameters."""
+
+    def __init__(self, ctx_channels: int, out_channels: int, cfg: ModelConfig):
+        super().__init__()
+        self.ctx_in = QConv(ctx_channels, cfg.width, 3, X_IN_SCALE, init_scale=0.1)
+        self.conv_out = QConv(cfg.width, out_channels, 3, S_ACT, init_scale=0.1)
+
+    def forward(self, t: torch.Tensor, ctx_int: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(fq_act(fq_stream_add(t, fq_stream(self.ctx_in(ctx_int)))))
 
 
 def logistic_logpdf(z: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -133,6 +151,42 @@ class BitSwapModel(nn.Module):
         self.px_net = Net(zc, z_in, x_out, cfg, cfg.processing_blocks)
         with torch.no_grad():  # start with wide pixel distributions (scale ~30) so early losses are sane
             self.px_net.conv_out.bias[xc : 2 * xc].fill_(math.log(30.0))
+        self.phase_heads = nn.ModuleList()
+        if cfg.pixel_phases == 4:
+            groups = x_out // xc
+            self.phase_heads.extend(PhaseHead(len(phases.context(cfg.channels, k)), groups * cfg.channels, cfg)
+                                    for k in range(1, 4))
+            self.init_phase_heads_from_base()
+
+    def phase_rows(self, k: int) -> list[int]:
+        """Rows of px_net's output (mean, scale[, coef] groups) that phase k's head replaces."""
+        xc = self.cfg.x_channels
+        groups = self.px_net.conv_out.v.shape[0] // xc
+        return [g * xc + i for g in range(groups) for i in phases.squeezed(self.cfg.channels, k)]
+
+    @torch.no_grad()
+    def init_phase_heads_from_base(self) -> None:
+        """Start every phase head as a copy of p(x|z1)'s own output for its pixels (context adds to it), so
+        a trained 1-phase model can be extended to 4 phases without losing what it learned."""
+        src = self.px_net.conv_out
+        for k, head in enumerate(self.phase_heads, start=1):
+            rows = self.phase_rows(k)
+            head.conv_out.v.copy_(src.v[rows])
+            head.conv_out.g.copy_(src.g[rows])
+            head.conv_out.bias.copy_(src.bias[rows])
+
+    def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """px_net's output for all pixels; with 4 phases, later phases' rows come from their heads, which
+        see the true pixels of earlier phases (teacher forcing: the coder sees the same decoded values)."""
+        t = self.px_net.trunk(z1_in)
+        pre = self.px_net.conv_out(fq_act(t))
+        if not len(self.phase_heads):
+            return pre
+        xs = F.pixel_unshuffle(x - 128.0, 2)
+        pre = pre.clone()
+        for k, head in enumerate(self.phase_heads, start=1):
+            pre[:, self.phase_rows(k)] = head(t, xs[:, phases.context(self.cfg.channels, k)])
+        return pre
 
     # ---- conversions between real latents, bins and network inputs ----
     def z_to_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -195,7 +249,7 @@ class BitSwapModel(nn.Module):
         for i in range(cfg.nz - 1):
             mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
             logp[i] = logistic_logpdf(zs[i], mu, s)
-        logpx = self.pixel_logp(self.px_net(self.z_to_input(zs[0])), x).flatten(1).sum(1)
+        logpx = self.pixel_logp(self.pixel_pre(self.z_to_input(zs[0]), x), x).flatten(1).sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)

@@ -1,0 +1,138 @@
+"""4-phase p(x|z1): each 2x2 cell's pixels are coded in four steps, later ones conditioned on earlier ones.
+
+The coder must feed every phase the same context the encoder used (earlier phases only, padding never),
+so these tests use random weights with a strong context path: any mismatch breaks the round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import noise_image, photo_crop
+
+import bitswap_core
+from bitswap_core.model import phases
+from bitswap_core.model.config import PRESETS, ModelConfig
+
+
+@pytest.fixture(scope="module")
+def phase_model_path(tmp_path_factory):
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.registry import save_model
+
+    torch.manual_seed(1)
+    model = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    with torch.no_grad():  # make the pixel context matter a lot, so that a wrong context cannot decode
+        for head in model.phase_heads:
+            head.ctx_in.g.mul_(20.0)
+    path = tmp_path_factory.mktemp("models") / "tiny-phases.safetensors"
+    save_model(path, model.cfg, export_tensors(model), {"purpose": "tests"})
+    return path, model
+
+
+def same(a, b) -> bool:
+    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("codec", ["bitswap", "bbans"])
+@pytest.mark.parametrize("size", [(1, 1), (2, 1), (5, 3), (33, 65), (31, 64)])
+def test_phase_model_round_trips_any_size(phase_model_path, codec, size):
+    img = noise_image(size[1], size[0], seed=size[0] + 7)
+    data = bitswap_core.compress(img, phase_model_path[0], codec=codec, smallest=False)
+    assert same(bitswap_core.decompress(data, phase_model_path[0]), img)
+
+
+def test_phase_model_batch_gives_the_same_bytes_and_decodes_in_any_batch(phase_model_path):
+    path = phase_model_path[0]
+    imgs = [photo_crop(box=(0, 0, 40, 40)), noise_image(21, 70, 1), photo_crop(box=(10, 10, 75, 43))]
+    together = bitswap_core.compress_batch(imgs, path, smallest=False)
+    assert together == [bitswap_core.compress(im, path, smallest=False) for im in imgs]
+    back = bitswap_core.api.decompress_batch(together[::-1], path)[::-1]
+    assert all(same(a, b) for a, b in zip(imgs, back))
+
+
+def test_exact_cost_matches_the_float_model(phase_model_path):
+    """The exact coder's -ELBO of photo tiles is the float (training) model's, up to latent sampling."""
+    from bitswap_core.coding.bitsback import elbo_bits
+    from bitswap_core.registry import load_model
+
+    path, model = phase_model_path
+    img = np.asarray(photo_crop(box=(0, 0, 128, 96)))
+    tiles = torch.from_numpy(img.reshape(3, 32, 4, 32, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, 32, 32).copy())
+    exact = load_model(path)
+    mosaic = tiles.permute(0, 2, 3, 1).reshape(-1, 32, 3).numpy()
+    exact_bpd = elbo_bits(exact.block_coder("bitswap"), [mosaic])[0] / mosaic.size
+    with torch.no_grad():
+        torch.manual_seed(0)
+        float_bpd = float(np.mean([model(tiles.float())["bpd"].item() for _ in range(8)]))
+    assert abs(exact_bpd - float_bpd) < 0.03 * float_bpd, (exact_bpd, float_bpd)
+
+
+def test_context_reads_earlier_phases_only():
+    """Phase k's context channels are exactly the colours of phases 0..k-1; each phase is a disjoint
+    quarter of the cell and the valid extents cover exactly the real pixels of an odd-sized block."""
+    seen: set[int] = set()
+    for k in range(4):
+        assert set(phases.context(3, k)) == seen
+        seen |= set(phases.squeezed(3, k))
+    assert seen == set(range(12))
+    grid = np.zeros((32, 32), dtype=int)
+    for k, (dy, dx) in enumerate(phases.offsets(4)):
+        r, c = phases.valid_extent(31, 5, dy, dx)
+        phases.view(grid, 4, k)[:r, :c] += 1
+    assert grid[:31, :5].min() == 1 and grid.sum() == 31 * 5
+
+
+def test_warm_start_extends_a_one_phase_model(tmp_path):
+    """A 1-phase checkpoint warm-starts a 4-phase model: shared weights copied, phase heads derived."""
+    from jobs.training import save_checkpoint, warm_start
+    from bitswap_core.model.float_model import BitSwapModel
+
+    torch.manual_seed(0)
+    base = BitSwapModel(PRESETS["tiny"])
+    opt = torch.optim.Adam(base.parameters())
+    save_checkpoint(tmp_path / "c.pt", base, base, opt, 0, __import__("jobs.training").training.TrainConfig(), [])
+    ext = BitSwapModel(replace(PRESETS["tiny"], pixel_phases=4))
+    warm_start(ext, tmp_path / "c.pt")
+    assert torch.equal(ext.px_net.conv_in.v, base.px_net.conv_in.v)
+    rows = ext.phase_rows(2)
+    assert torch.equal(ext.phase_heads[1].conv_out.v, base.px_net.conv_out.v[rows])
+
+
+def test_models_saved_before_phases_keep_their_id():
+    """pixel_phases=1 is left out of the canonical config, so older model ids (and payloads) still match:
+    every shipped model loads, and loading checks the id recorded in the file against its contents."""
+    from bitswap_core.registry import load_model, zoo_models
+
+    assert "pixel_phases" not in ModelConfig().to_json()
+    assert '"pixel_phases": 4' in replace(ModelConfig(), pixel_phases=4).to_json()
+    assert zoo_models()
+    for path in zoo_models():
+        load_model(path)
+
+
+def test_phase_parameters_depend_on_earlier_real_pixels_only(phase_model_path):
+    from bitswap_core.registry import load_model
+
+    m = load_model(phase_model_path[0]).exact
+    rng = np.random.default_rng(0)
+    z1 = torch.from_numpy(rng.integers(0, m.cfg.z_bins, (2, m.cfg.z_channels, 16, 16)))
+    trunk = m.px_trunk(z1)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32)))
+    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
+    known[1, :, 29:] = 0  # block 1 has 29 real rows
+    ref = m.p_pixels(trunk, 2, x, known)
+    later = x.clone()
+    phases.view(later, 4, 2)[:] = 0  # this phase and later ones: not read
+    phases.view(later, 4, 3)[:] = 0
+    later[1, :, 29:] = 7  # padding: not read
+    got = m.p_pixels(trunk, 2, later, known)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    earlier = x.clone()
+    phases.view(earlier, 4, 1)[:] = 255 - phases.view(earlier, 4, 1)
+    got = m.p_pixels(trunk, 2, earlier, known)
+    assert not torch.equal(ref["mean"], got["mean"])
