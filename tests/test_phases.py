@@ -89,13 +89,13 @@ def test_context_reads_earlier_phases_only():
 
 def test_warm_start_extends_a_one_phase_model(tmp_path):
     """A 1-phase checkpoint warm-starts a 4-phase model: shared weights copied, phase heads derived."""
-    from jobs.training import save_checkpoint, warm_start
     from bitswap_core.model.float_model import BitSwapModel
+    from jobs.training import TrainConfig, save_checkpoint, warm_start
 
     torch.manual_seed(0)
     base = BitSwapModel(PRESETS["tiny"])
     opt = torch.optim.Adam(base.parameters())
-    save_checkpoint(tmp_path / "c.pt", base, base, opt, 0, __import__("jobs.training").training.TrainConfig(), [])
+    save_checkpoint(tmp_path / "c.pt", base, base, opt, 0, TrainConfig(), [])
     ext = BitSwapModel(replace(PRESETS["tiny"], pixel_phases=4))
     warm_start(ext, tmp_path / "c.pt")
     assert torch.equal(ext.px_net.conv_in.v, base.px_net.conv_in.v)

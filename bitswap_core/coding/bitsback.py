@@ -258,7 +258,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 dist = m.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else m.top_prior(n)
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
-            for j, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb):
+            for _, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb):
                 bits += cost_bits(vals, rows, bases, block_coder.tx)
         totals.append(bits)
     return totals
