@@ -23,24 +23,33 @@ from bitswap_core.model.config import PRESETS  # noqa: E402
 from bitswap_core.registry import load_model  # noqa: E402
 from jobs.training import TrainConfig, export_model, float_and_exact_bpd, train, validation_tiles  # noqa: E402
 
+# name -> (work folder, config)
 VARIANTS = {
-    "default (channel-conditional)": PRESETS["default"],
-    "no channel-conditional p(x|z1)": replace(PRESETS["default"], channel_conditional=False),
-    "nz=3": replace(PRESETS["default"], nz=3),
+    "default (channel-conditional)": ("default", PRESETS["default"]),
+    "no channel-conditional p(x|z1)": ("no", replace(PRESETS["default"], channel_conditional=False)),
+    "nz=3": ("nz3", replace(PRESETS["default"], nz=3)),
+    "4 pixel phases": ("phases", replace(PRESETS["default"], pixel_phases=4)),
 }
 
 
-def encode_speed(model_file: Path, tiles: torch.Tensor) -> float:
-    """KB/s of raw pixels per core to code 64 tiles as 8 images of 8 blocks each (batched)."""
-    from bitswap_core.coding.bitsback import encode_images
+def codec_speed(model_file: Path, tiles: torch.Tensor) -> tuple[float, float]:
+    """(encode, decode) KB/s of raw pixels per core for 64 tiles coded as 8 images of 8 blocks (batched)."""
+    from bitswap_core.coding.bitsback import decode_images, encode_images
 
     m = load_model(model_file)
+    coder = m.block_coder("bitswap")
     arrays = [tiles[i * 8 : (i + 1) * 8].to(torch.uint8).permute(0, 2, 3, 1).reshape(-1, 32, 3).numpy()
               for i in range(8)]
-    encode_images(m.block_coder("bitswap"), arrays[:1])  # warm-up
+    encode_images(coder, arrays[:1])  # warm-up
+    kb = sum(a.size for a in arrays) / 1000 / torch.get_num_threads()
     t = time.perf_counter()
-    encode_images(m.block_coder("bitswap"), arrays)
-    return sum(a.size for a in arrays) / 1000 / (time.perf_counter() - t) / torch.get_num_threads()
+    coders = encode_images(coder, arrays)
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    back = decode_images(coder, coders, [a.shape for a in arrays])
+    dec = time.perf_counter() - t
+    assert all((a == b).all() for a, b in zip(arrays, back)), "ablation variant did not round-trip"
+    return kb / enc, kb / dec
 
 
 def main() -> None:
@@ -50,30 +59,35 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--workdir", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--only", default=None, help="comma-separated variant indices")
+    ap.add_argument("--measure-only", action="store_true", help="reuse the trained checkpoints in --workdir")
     args = ap.parse_args()
     tiles = validation_tiles(args.val, 1024)
     rows = []
     picks = list(VARIANTS.items())
     if args.only:
         picks = [picks[int(i)] for i in args.only.split(",")]
-    for name, cfg in picks:
-        out = args.workdir / name.split(" ")[0].replace("=", "")
-        tc = TrainConfig(steps=args.steps, warmup=min(500, args.steps // 4), ema=0.99, eval_every=args.steps)
-        t = time.perf_counter()
-        ckpt = train(args.train, out, cfg, tc, val_data=args.val, log=lambda *_: None)
-        minutes = (time.perf_counter() - t) / 60
+    for name, (folder, cfg) in picks:
+        out = args.workdir / folder
+        ckpt, minutes = out / "checkpoint.pt", None
+        if not args.measure_only:
+            tc = TrainConfig(steps=args.steps, warmup=min(500, args.steps // 4), ema=0.99, eval_every=args.steps)
+            t = time.perf_counter()
+            ckpt = train(args.train, out, cfg, tc, val_data=args.val, log=lambda *_: None)
+            minutes = round((time.perf_counter() - t) / 60, 1)
         model_file = out / "model.safetensors"
         export_model(ckpt, model_file)
         r = float_and_exact_bpd(ckpt, model_file, tiles)
-        row = {"variant": name, "steps": args.steps, "train_minutes": round(minutes, 1),
+        enc, dec = codec_speed(model_file, tiles[:64])
+        row = {"variant": name, "steps": int(torch.load(ckpt, weights_only=True)["step"]), "train_minutes": minutes,
                "float_bpd": round(r["float_bpd"], 4), "exact_bpd": round(r["exact_bpd"], 4),
-               "encode_kb_s_per_core": round(encode_speed(model_file, tiles[:64]), 1)}
+               "encode_kb_s_per_core": round(enc, 1), "decode_kb_s_per_core": round(dec, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'variant':<34} {'float bpd':>9} {'exact bpd':>9} {'enc KB/s/core':>13} {'train min':>9}")
+    print(f"\n{'variant':<34} {'steps':>5} {'float bpd':>9} {'exact bpd':>9} "
+          f"{'enc KB/s/core':>13} {'dec KB/s/core':>13}")
     for r in rows:
-        print(f"{r['variant']:<34} {r['float_bpd']:9.3f} {r['exact_bpd']:9.3f} {r['encode_kb_s_per_core']:13.1f} "
-              f"{r['train_minutes']:9.1f}")
+        print(f"{r['variant']:<34} {r['steps']:5d} {r['float_bpd']:9.3f} {r['exact_bpd']:9.3f} "
+              f"{r['encode_kb_s_per_core']:13.1f} {r['decode_kb_s_per_core']:13.1f}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from bitswap_core.model.quant import (
 )
 
 _SCALE = 2.0**-REQUANT_SHIFT
+IM2COL_MAX_ROWS = 4096  # up to 16 blocks of 16x16 positions: one matmul per conv instead of one per tap
 
 
 class _Conv:
@@ -57,6 +58,8 @@ class _Conv:
             cur.append(piece)
             terms += n
         self.groups.append(cur)
+        # all taps stacked (tap-major, like the im2col columns) when one reduction stays exact
+        self.w_cols = torch.cat(self.taps, 0) if k * k * cin <= limit else None
         # Elementwise IEEE float32 ops are correctly rounded on every device, so the requantization below
         # is deterministic; only reductions (the matmuls) need the exact-integer guarantee.
         self.b = None if b is None else torch.from_numpy(b.astype(np.float32)).to(device)
@@ -64,6 +67,20 @@ class _Conv:
 
     def acc(self, a: torch.Tensor) -> torch.Tensor:
         """Accumulators (B, H, W, Cout) as float32 integers (exact below 2**24)."""
+        if self.w_cols is not None and a.shape[0] * a.shape[1] * a.shape[2] <= IM2COL_MAX_ROWS:
+            return self._acc_im2col(a)
+        return self._acc_taps(a)
+
+    def _acc_im2col(self, a: torch.Tensor) -> torch.Tensor:
+        """Few blocks (decoding one image): one matmul over all taps beats k*k small ones. The whole
+        reduction fits the exact-integer bound, so the result is the same integers as the tap-wise sum."""
+        bsz, h, w, c = a.shape
+        k, p = self.k, self.k // 2
+        ap = F.pad(a, (0, 0, p, p, p, p))
+        cols = torch.cat([ap[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], dim=3)
+        return (cols.reshape(-1, k * k * c) @ self.w_cols).view(bsz, h, w, self.cout)
+
+    def _acc_taps(self, a: torch.Tensor) -> torch.Tensor:
         bsz, h, w, c = a.shape
         p = self.k // 2
         hp, wp = h + 2 * p, w + 2 * p
