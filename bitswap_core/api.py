@@ -130,17 +130,17 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         if c.codec.startswith("fallback:"):
             out[i] = fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height), max_pixels=max_pixels)
         elif c.codec in SCHEMES:
-            groups.setdefault((c.model_id, c.codec), []).append(i)
+            groups.setdefault((c.model_id, c.codec, c.dithered_ans), []).append(i)
         else:
             raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
-    for (_, scheme), idx in groups.items():
+    for (_, scheme, dithered), idx in groups.items():
         m = _model_for(boxes[idx[0]], model)
         for i in idx:
             if boxes[i].mode != _learned_mode(m):
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         bc = m.block_coder(scheme)
-        coders = [AnsCoder.from_bytes(boxes[i].payload, bc.bed_words) for i in idx]
+        coders = [AnsCoder.from_bytes(boxes[i].payload, bc.bed_words, dithered) for i in idx]
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
         arrays = decode_images(bc, coders, shapes)
         for i, arr in zip(idx, arrays):

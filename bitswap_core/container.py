@@ -5,11 +5,14 @@ were, or whether the bytes are intact. The header answers those before any decod
 and every length is checked against the bytes actually present, so damaged input fails fast with a
 clear error instead of a crash or a huge allocation.
 
-Layout, version 1 (integers big-endian; "str8" = u8 length then that many ASCII bytes):
+Layout, versions 1 and 2 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The two
+versions share the layout; in version 2 the learned codecs' ANS slots are dithered (coding/rans.py), so
+version 1 learned payloads are decoded without dithering. New containers are always version 2.
+
 
     offset  size  field
     0       4     magic b"BSWP"
-    4       1     format version (1)
+    4       1     format version (1 or 2)
     5       str8  codec name, non-empty printable ASCII ("bitswap", "bbans", "fallback:png", ...)
     .       str8  model id, lowercase hex, empty for the fallback codecs
     .       str8  PIL mode ("RGB", "L", "I;16", ...), a mode Pillow knows
@@ -35,7 +38,8 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 DIGEST_SIZE = 32
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01
@@ -89,6 +93,12 @@ class Container:
     icc_profile: bytes | None
     pixel_digest: bytes
     payload: bytes
+    version: int = VERSION  # as read; pack() always writes the current VERSION
+
+    @property
+    def dithered_ans(self) -> bool:
+        """Whether a learned payload's ANS slots are dithered (every version from 2 on)."""
+        return self.version >= 2
 
     def __post_init__(self) -> None:
         problem = _field_problem(
@@ -170,8 +180,9 @@ def unpack(data: bytes | bytearray | memoryview, *, max_pixels: int = DEFAULT_MA
     r = _Reader(view)
     r.take(len(MAGIC), "magic")
     version = r.u8("format version")
-    if version != VERSION:
-        raise UnsupportedFormatError(f"container format version {version} is not supported (only {VERSION})")
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedFormatError(
+            f"container format version {version} is not supported (only {', '.join(map(str, SUPPORTED_VERSIONS))})")
     codec = r.str8("codec name")
     model_id = r.str8("model id")
     mode = r.str8("image mode")
@@ -203,4 +214,4 @@ def unpack(data: bytes | bytearray | memoryview, *, max_pixels: int = DEFAULT_MA
         raise ImageRefusedError(
             f"container declares {width}x{height} = {width * height} pixels, above max_pixels={max_pixels}"
         )
-    return Container(codec, model_id, mode, width, height, icc, digest, payload)
+    return Container(codec, model_id, mode, width, height, icc, digest, payload, version)

@@ -36,7 +36,7 @@ def _container(icc: bytes | None = b"fake-icc-profile") -> Container:
 def test_round_trip(icc: bytes | None) -> None:
     c = _container(icc)
     data = pack(c)
-    assert data[:4] == MAGIC and data[4] == 1
+    assert data[:4] == MAGIC and data[4] == 2
     assert unpack(data) == c
     assert unpack(bytearray(data)) == c
     assert unpack(memoryview(data)) == c
@@ -65,8 +65,17 @@ def test_wrong_magic_and_version_are_unsupported() -> None:
         unpack(b"\x89PNG" + data[4:])
     with pytest.raises(UnsupportedFormatError, match="magic"):
         unpack(b"X")
-    with pytest.raises(UnsupportedFormatError, match="version 2"):
-        unpack(data[:4] + b"\x02" + data[5:])
+    with pytest.raises(UnsupportedFormatError, match="version 3"):
+        unpack(data[:4] + b"\x03" + data[5:])
+
+
+def test_version_1_is_still_read_and_says_its_ans_is_not_dithered() -> None:
+    data = bytearray(pack(_container()))
+    assert data[4] == 2 and unpack(bytes(data)).dithered_ans
+    data[4] = 1
+    body = bytes(data[:-4])
+    old = unpack(body + zlib.crc32(body).to_bytes(4, "big"))
+    assert old.version == 1 and not old.dithered_ans
 
 
 def test_every_bit_flip_is_detected() -> None:
