@@ -25,10 +25,10 @@ from jobs.training import TrainConfig, export_model, float_and_exact_bpd, train,
 
 # name -> (work folder, config)
 VARIANTS = {
-    "default (channel-conditional)": ("default", PRESETS["default"]),
-    "no channel-conditional p(x|z1)": ("no", replace(PRESETS["default"], channel_conditional=False)),
-    "nz=3": ("nz3", replace(PRESETS["default"], nz=3)),
-    "4 pixel phases": ("phases", replace(PRESETS["default"], pixel_phases=4)),
+    "1 phase, channel-conditional": ("default", PRESETS["small"]),
+    "1 phase, no channel-conditional": ("no", replace(PRESETS["small"], channel_conditional=False)),
+    "1 phase, nz=3": ("nz3", replace(PRESETS["small"], nz=3)),
+    "4 pixel phases (default config)": ("phases", PRESETS["default"]),
 }
 
 

@@ -10,12 +10,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Bit-Swap model on a folder, glob or fsspec URL of images")
     p.add_argument("data", help="training images: folder, glob or fsspec URL")
     p.add_argument("--config", default="default", help="preset name (tiny, small, default, imagenet)")
+    p.add_argument("--pixel-phases", type=int, choices=(1, 4), default=None,
+                   help="override the preset: code each 2x2 cell's pixels in 1 or 4 steps")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from another run's checkpoint (matching weights; e.g. 1-phase -> 4-phase)")
     p.add_argument("--out", required=True, type=Path, help="exact model file to write (.safetensors)")
     p.add_argument("--workdir", type=Path, default=None, help="checkpoints and logs (default: OUT's stem + .run)")
     p.add_argument("--val", default=None, help="validation images (default: every 10th training image)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-min", type=float, default=2e-4, help="end of the cosine schedule")
+    p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--free-bits", type=float, default=1.0)
     p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
     p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
@@ -34,12 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args) -> int:
+    from dataclasses import replace
+
+    from bitswap_core.model.config import PRESETS
     from jobs.training import TrainConfig, export_model, train
 
+    if args.config not in PRESETS:
+        raise SystemExit(f"unknown --config {args.config!r}; presets: {', '.join(PRESETS)}")
+    cfg = PRESETS[args.config]
+    if args.pixel_phases is not None:
+        cfg = replace(cfg, pixel_phases=args.pixel_phases)
     workdir = args.workdir or args.out.with_suffix(".run")
-    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, free_bits=args.free_bits, seed=args.seed)
-    ckpt = train(args.data, workdir, args.config, tc, val_data=args.val, resume=args.resume,
-                 max_side=args.max_side, minutes=args.minutes, device=args.device, world_size=args.world_size)
+    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
+                     free_bits=args.free_bits, seed=args.seed)
+    ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
+                 minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)
     print(f"wrote {args.out} (model id {mid})")
     if args.val:

@@ -61,3 +61,23 @@ def test_data_parallel_training_with_ddp_on_cpu(tmp_path):
     assert ck["step"] == 3
     fresh = model_from_checkpoint(ckpt, use_ema=False).state_dict()
     assert all(torch.isfinite(t).all() for t in fresh.values())
+
+
+def test_cli_extends_a_one_phase_run_to_four_phases(tmp_path):
+    """`bitswap train --pixel-phases 4 --init-from CKPT` continues from a 1-phase run; the result codes."""
+    from jobs.cli import main
+
+    base = _train(tmp_path, "one")
+    out = tmp_path / "four.safetensors"
+    rc = main(["train", str(SAMPLES), "--config", "tiny", "--pixel-phases", "4", "--init-from", str(base),
+               "--steps", "3", "--batch", "8", "--warmup", "1", "--lr", "1e-12", "--lr-min", "1e-12",
+               "--max-side", "160", "--out", str(out)])
+    assert rc == 0
+    model = load_model(out)
+    assert model.cfg.pixel_phases == 4
+    ck = load_checkpoint(tmp_path / "four.run" / "checkpoint.pt")
+    one = load_checkpoint(base)
+    for name in ("px_net.conv_in.v", "q_nets.0.conv_in.g"):  # (almost) no learning: still the 1-phase weights
+        assert torch.allclose(ck["model"][name], one["ema"][name], atol=1e-6)
+    img = Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB").crop((0, 0, 45, 33))
+    assert bitswap_core.decompress(bitswap_core.compress(img, model, smallest=False), model).tobytes() == img.tobytes()

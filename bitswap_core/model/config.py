@@ -91,8 +91,8 @@ _ADDED_FIELDS = {"pixel_phases": 1}
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
     "tiny-phases": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4),  # tests only
-    "small": ModelConfig(nz=2, width=64, res_blocks=2),
-    "default": ModelConfig(nz=2, width=64, res_blocks=2),
+    "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
+    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),
