@@ -7,7 +7,9 @@ VAL=${1:-../shared/datasets/val}
 OUT=docs/bench
 mkdir -p "$OUT"
 PY=.venv/bin/python
-$PY bench/codec_speed.py --images 8 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
+$PY bench/codec_speed.py --images 8 --threads 2 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
+$PY bench/codec_speed.py --images 8 --threads 1 --json $OUT/codec_speed_1thread.json 2>&1 | grep -v Warning \
+  | tee $OUT/codec_speed_1thread.txt
 $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
 $PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $OUT/pipeline_overhead.txt
