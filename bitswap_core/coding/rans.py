@@ -29,55 +29,6 @@ def _cdf(table, r, k, base, width, n, total):
     return np.uint64(table[r, k - base + width])
 
 
-@numba.njit(cache=True)
-def _push(state, buf, m, symbols, rows, bases, table, width, n, precision):
-    x = np.uint64(state)
-    total = 1 << precision
-    shift = np.uint64(64 - precision)
-    p = np.uint64(precision)
-    for i in range(symbols.shape[0] - 1, -1, -1):
-        k, r, b = symbols[i], rows[i], bases[i]
-        lo = _cdf(table, r, k, b, width, n, total)
-        f = _cdf(table, r, k + 1, b, width, n, total) - lo
-        if x >= (f << shift):
-            buf[m] = np.uint32(x & _LOW)
-            m += 1
-            x >>= _WORD
-        x = ((x // f) << p) + (x % f) + lo
-    return x, m
-
-
-@numba.njit(cache=True)
-def _pop(state, buf, m, min_m, out, rows, bases, table, width, n, precision):
-    """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
-    x = np.uint64(state)
-    total = 1 << precision
-    mask = np.uint64(total - 1)
-    p = np.uint64(precision)
-    for i in range(out.shape[0]):
-        r, b = rows[i], bases[i]
-        slot = x & mask
-        lo_k, hi_k = 0, n
-        while hi_k - lo_k > 1:
-            mid = (lo_k + hi_k) >> 1
-            if _cdf(table, r, mid, b, width, n, total) <= slot:
-                lo_k = mid
-            else:
-                hi_k = mid
-        c = _cdf(table, r, lo_k, b, width, n, total)
-        f = _cdf(table, r, lo_k + 1, b, width, n, total) - c
-        x = f * (x >> p) + slot - c
-        if x < _L:
-            if m == 0:
-                return x, m, min_m, False
-            m -= 1
-            x = (x << _WORD) | np.uint64(buf[m])
-            if m < min_m:
-                min_m = m
-        out[i] = lo_k
-    return x, m, min_m, True
-
-
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -87,9 +38,17 @@ DITHER_LEVELS = 64  # rotation targets per distribution: quantiles j / 64
 
 
 @numba.njit(cache=True, inline="always")
-def _rotation_start(i, r, b, inv, n):
-    """The symbol k0 where symbol i's rotated intervals start: the one holding a pseudo-random quantile
-    of its distribution (row r, base b), looked up in the coarse inverse CDF; the same on both sides."""
+def _rotation_start(i, r, b, inv, n, dithered):
+    """The symbol k0 where symbol i's intervals start: 0 without dithering; with it, the symbol holding a
+    pseudo-random quantile of its distribution (row r, base b), looked up in the coarse inverse CDF.
+
+    Rotating the intervals makes the slot a symbol leaves in the state uniform whatever the symbol's true
+    distribution, so the bits-back pops that read it later sample from their own distribution, not from
+    the pushed model's mismatch (without this the latent samples drift and the code grows ~1-2% over the
+    -ELBO). The offset depends only on (i, r, b), so push and pop agree.
+    """
+    if not dithered:
+        return 0
     z = np.uint64(i) * _GOLD + np.uint64(r) * _MIX1 + np.uint64(b) * _MIX2
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
@@ -112,13 +71,7 @@ def _find(table, r, b, width, n, total, target):
 
 
 @numba.njit(cache=True)
-def _push_dithered(state, buf, m, symbols, rows, bases, table, inv, width, n, precision):
-    """_push with each distribution's symbol intervals rotated to start at a pseudo-random symbol k0.
-
-    The slot a symbol leaves in the state is then uniform whatever the symbol's true distribution, so the
-    bits-back pops that read it later sample from their own distribution, not from the pushed model's
-    mismatch (without this the latent samples drift and the code grows ~1-2% over the -ELBO).
-    """
+def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered):
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     shift = np.uint64(64 - precision)
@@ -127,7 +80,7 @@ def _push_dithered(state, buf, m, symbols, rows, bases, table, inv, width, n, pr
         k, r, b = symbols[i], rows[i], bases[i]
         lo = _cdf(table, r, k, b, width, n, total)
         f = _cdf(table, r, k + 1, b, width, n, total) - lo
-        k0 = _rotation_start(i, r, b, inv, n)
+        k0 = _rotation_start(i, r, b, inv, n, dithered)
         c0 = _cdf(table, r, k0, b, width, n, total)
         c = lo - c0 if k >= k0 else lo + total - c0
         if x >= (f << shift):
@@ -139,7 +92,8 @@ def _push_dithered(state, buf, m, symbols, rows, bases, table, inv, width, n, pr
 
 
 @numba.njit(cache=True)
-def _pop_dithered(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision):
+def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered):
+    """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     mask = total - np.uint64(1)
@@ -147,7 +101,7 @@ def _pop_dithered(state, buf, m, min_m, out, rows, bases, table, inv, width, n, 
     for i in range(out.shape[0]):
         r, b = rows[i], bases[i]
         slot = x & mask
-        k0 = _rotation_start(i, r, b, inv, n)
+        k0 = _rotation_start(i, r, b, inv, n, dithered)
         c0 = _cdf(table, r, k0, b, width, n, total)
         k = _find(table, r, b, width, n, total, (slot + c0) & mask)
         lo = _cdf(table, r, k, b, width, n, total)
@@ -226,25 +180,17 @@ class AnsCoder:
         if len(symbols) == 0:
             return
         self._reserve(len(symbols))
-        if self.dithered:
-            state, self.m = _push_dithered(self.state, self.buf, self.m, symbols, rows, bases, table.cdf,
-                                           table.inv, table.width, table.n, table.precision)
-        else:
-            state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf,
-                                  table.width, table.n, table.precision)
+        state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf, table.inv,
+                              table.width, table.n, table.precision, self.dithered)
         self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
 
     def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
         if len(rows) == 0:
             return out
-        if self.dithered:
-            state, self.m, self.min_m, ok = _pop_dithered(self.state, self.buf, self.m, self.min_m, out, rows,
-                                                          bases, table.cdf, table.inv, table.width, table.n,
-                                                          table.precision)
-        else:
-            state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
-                                                 table.cdf, table.width, table.n, table.precision)
+        state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
+                                             table.cdf, table.inv, table.width, table.n, table.precision,
+                                             self.dithered)
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")

@@ -197,10 +197,9 @@ class ExactModel:
         self.q += [_Net(f"q{i}", tensors, zmax, lat, self.device, lut) for i in range(1, cfg.nz)]
         self.p = [_Net(f"p{i}", tensors, zmax, lat, self.device, lut) for i in range(cfg.nz - 1)]
         self.px = _Net("px", tensors, zmax, px, self.device, lut)
-        phase_heads = {k: px[k] for k in px}
         self.phase_heads = [
             (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device),
-             _Output(f"px.phase{k}.conv_out", tensors, phase_heads, self.device))
+             _Output(f"px.phase{k}.conv_out", tensors, px, self.device))
             for k in range(1, cfg.pixel_phases)
         ]
         self.table_z = tensors["table_z"]
