@@ -21,7 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.model.config import PRESETS  # noqa: E402
 from bitswap_core.registry import load_model  # noqa: E402
-from jobs.training import TrainConfig, export_model, float_and_exact_bpd, train, validation_tiles  # noqa: E402
+from jobs.training import (  # noqa: E402
+    TrainConfig,
+    export_model,
+    float_and_exact_bpd,
+    load_checkpoint,
+    train,
+    validation_tiles,
+)
 
 # name -> (work folder, config)
 VARIANTS = {
@@ -78,7 +85,7 @@ def main() -> None:
         export_model(ckpt, model_file)
         r = float_and_exact_bpd(ckpt, model_file, tiles)
         enc, dec = codec_speed(model_file, tiles[:64])
-        row = {"variant": name, "steps": int(torch.load(ckpt, weights_only=True)["step"]), "train_minutes": minutes,
+        row = {"variant": name, "steps": int(load_checkpoint(ckpt)["step"]), "train_minutes": minutes,
                "float_bpd": round(r["float_bpd"], 4), "exact_bpd": round(r["exact_bpd"], 4),
                "encode_kb_s_per_core": round(enc, 1), "decode_kb_s_per_core": round(dec, 1)}
         rows.append(row)

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/training_mix.py ../shared/datasets/train /tmp/debs/x runs/data_mix
 
 Why: the model scored 4.25 bpd on training crops but 5.02 on the validation scans, while PNG finds the
-training photos harder (4.45 bpd) than the validation images (4.27): a domain gap, not capacity. Smaller
+training photos harder (4.49 bpd) than the validation images (4.27): a domain gap, not capacity. Smaller
 scales give more detail per pixel (closer to the 256-768 px validation scans), and the Debian photos add
 other cameras and subjects. The JPEG-derived wallpapers are downscaled 3-4x, which removes their JPEG
 block artefacts. Output: PNGs (nothing here is committed; the folder is ~50 MB).
