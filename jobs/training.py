@@ -296,7 +296,19 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
 
 
 def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
-    """Load another run's EMA weights wherever names and shapes match; re-derive the phase heads."""
+    """Load another run's EMA weights wherever names and shapes match; re-derive the phase heads.
+
+    A model file (.safetensors, e.g. the shipped default) works too: its exact tensors are turned back
+    into float weights that export to the same model, since training checkpoints are not shipped."""
+    if checkpoint.suffix == ".safetensors":
+        from bitswap_core.model.export import import_tensors
+        from bitswap_core.registry import load_model
+
+        exact = load_model(checkpoint)
+        if exact.cfg != model.cfg:
+            raise ValueError(f"{checkpoint} has config {exact.cfg.to_json()}, this run {model.cfg.to_json()}")
+        import_tensors(model, exact.tensors)
+        return
     src = load_checkpoint(checkpoint)["ema"]
     own = model.state_dict()
     same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}

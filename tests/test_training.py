@@ -81,3 +81,49 @@ def test_cli_extends_a_one_phase_run_to_four_phases(tmp_path):
         assert torch.allclose(ck["model"][name], one["ema"][name], atol=1e-6)
     img = Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB").crop((0, 0, 45, 33))
     assert bitswap_core.decompress(bitswap_core.compress(img, model, smallest=False), model).tobytes() == img.tobytes()
+
+
+def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path):
+    """Checkpoints are not shipped: a run warm-starts from a model file. The imported float model
+    re-exports to the same integer weights, and to thresholds at most one accumulator step away."""
+    from bitswap_core.model.export import export_tensors, import_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+
+    ckpt = _train(tmp_path, "src")
+    path = tmp_path / "src.safetensors"
+    export_model(ckpt, path)
+    exact = load_model(path)
+    model = BitSwapModel(exact.cfg)  # fresh random weights, then the file's
+    import_tensors(model, exact.tensors)
+    again = export_tensors(model)
+    assert set(again) == set(exact.tensors)
+    for name, t in exact.tensors.items():
+        diff = np.abs(again[name].astype(np.float64) - t.astype(np.float64))
+        if ".thr." in name:
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.1, name
+        elif ".aff." in name:
+            assert np.allclose(again[name], t, rtol=1e-6, atol=1e-6), name
+        else:
+            assert np.array_equal(again[name], t), name
+
+
+def test_training_can_start_from_a_model_file(tmp_path):
+    """`--init-from MODEL.safetensors`: the new run starts where the model file is (its -ELBO, not a
+    random model's), and a file of another config is refused by name."""
+    import pytest
+
+    from jobs.training import float_and_exact_bpd
+
+    ckpt = _train(tmp_path, "src")
+    path = tmp_path / "src.safetensors"
+    export_model(ckpt, path)
+    tc = TrainConfig(**{**TC, "steps": 1, "lr": 1e-12, "lr_min": 1e-12, "warmup": 1})
+    warm = train(str(SAMPLES), tmp_path / "warm", "tiny", tc, max_side=160, init_from=path, log=lambda *_: None)
+    img = np.asarray(Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB").crop((0, 0, 64, 64)))
+    tiles = tile_blocks([img])
+    src_bpd = float_and_exact_bpd(ckpt, path, tiles)["float_bpd"]
+    warm_bpd = float_and_exact_bpd(warm, path, tiles)["float_bpd"]
+    assert abs(warm_bpd - src_bpd) / src_bpd < 1e-4, (warm_bpd, src_bpd)  # a fresh init is ~2% away
+    with pytest.raises(ValueError, match="config"):
+        train(str(SAMPLES), tmp_path / "other", "tiny-phases", tc, max_side=160, init_from=path,
+              log=lambda *_: None)

@@ -11,7 +11,7 @@ import torch
 
 from bitswap_core.coding.tables import x_table, z_table
 from bitswap_core.model.float_model import BitSwapModel, Net, QConv
-from bitswap_core.model.quant import S_ACT, S_STREAM, act_lut, heads_for, multiplier
+from bitswap_core.model.quant import REQUANT_SHIFT, S_ACT, S_STREAM, act_lut, heads_for, multiplier
 
 
 def _conv_tensors(conv: QConv) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -81,3 +81,99 @@ def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     tensors["table_x"] = x_table(cfg)
     assert S_ACT > 0
     return tensors
+
+
+# ---- the way back: an exact model file -> float weights that export to it (warm starts) ----
+
+
+def _inverse_head(head, u: np.ndarray) -> np.ndarray:
+    """g^-1 of a monotone head at the level boundaries u (pre-activation values)."""
+    if head.kind == "logscale":
+        return head.a + np.log(np.expm1(u * head.b))
+    if head.kind == "tanh":
+        return np.arctanh(np.clip(u / head.a - 1.0, -1 + 1e-12, 1 - 1e-12))
+    raise ValueError(head.kind)
+
+
+def _fit_thresholds(head, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (accumulator scale, bias integer) that the thresholds came from.
+
+    thr[c, i-1] = ceil(g^-1(i - 0.5) / scale - bias), so a straight line through the finite thresholds
+    gives 1/scale and -bias; channels with fewer than two finite thresholds borrow the median scale.
+    """
+    y = _inverse_head(head, np.arange(1, head.levels, dtype=np.float64) - 0.5)
+    scales = np.full(thr.shape[0], np.nan)
+    biases = np.zeros(thr.shape[0])
+    for c, t in enumerate(thr.astype(np.float64)):
+        ok = np.abs(t) < 2.0**37
+        if ok.sum() >= 2:
+            slope, icpt = np.polyfit(y[ok], t[ok] - 0.5, 1)
+            if slope > 0:
+                scales[c], biases[c] = 1.0 / slope, -icpt
+    fallback = np.nanmedian(scales) if np.isfinite(scales).any() else 1e-3
+    for c, t in enumerate(thr.astype(np.float64)):
+        if not np.isfinite(scales[c]):
+            scales[c] = fallback
+            ok = np.abs(t) < 2.0**37
+            biases[c] = (y[ok][0] / fallback - t[ok][0]) if ok.any() else 0.0
+    return scales, np.round(biases)
+
+
+def _set_conv(conv: QConv, w_int: np.ndarray, s_w: np.ndarray, b_int: np.ndarray) -> None:
+    w = torch.from_numpy(w_int.astype(np.float64) * s_w[:, None, None, None]).float()
+    with torch.no_grad():
+        conv.v.copy_(w)
+        conv.g.copy_(w.flatten(1).norm(dim=1))
+        conv.bias.copy_(torch.from_numpy(b_int * s_w * conv.in_scale).float())
+
+
+def _load_stream_conv(t: dict[str, np.ndarray], name: str, conv: QConv) -> None:
+    s_w = t[f"{name}.m"].astype(np.float64) / 2.0**REQUANT_SHIFT * S_STREAM / conv.in_scale
+    _set_conv(conv, t[f"{name}.w"], s_w, t[f"{name}.b"].astype(np.float64))
+
+
+def _load_output_conv(t: dict[str, np.ndarray], name: str, conv: QConv, head_groups, heads) -> None:
+    scales, biases = [], []
+    for head_name, _ in head_groups:
+        head = heads[head_name]
+        aff = t.get(f"{name}.aff.{head_name}")
+        if aff is not None:  # alpha = a * scale, beta = alpha * bias + b + 0.5
+            alpha, beta = aff[:, 0].astype(np.float64), aff[:, 1].astype(np.float64)
+            scales.append(alpha / head.a)
+            biases.append(np.round((beta - head.b - 0.5) / alpha))
+        else:
+            sc, bi = _fit_thresholds(head, t[f"{name}.thr.{head_name}"])
+            scales.append(sc)
+            biases.append(bi)
+    _set_conv(conv, t[f"{name}.w"], np.concatenate(scales) / conv.in_scale, np.concatenate(biases))
+
+
+def _load_net(t: dict[str, np.ndarray], prefix: str, net: Net, head_groups, heads) -> None:
+    _load_stream_conv(t, f"{prefix}.conv_in", net.conv_in)
+    for j, blk in enumerate(net.blocks):
+        _load_stream_conv(t, f"{prefix}.blocks.{j}.conv1", blk.conv1)
+        _load_stream_conv(t, f"{prefix}.blocks.{j}.conv2", blk.conv2)
+    _load_output_conv(t, f"{prefix}.conv_out", net.conv_out, head_groups, heads)
+
+
+def import_tensors(model: BitSwapModel, tensors: dict[str, np.ndarray]) -> None:
+    """Set a float model's weights from an exact model's tensors (the inverse of export_tensors).
+
+    Training checkpoints are not shipped, so this is how a new run warm-starts from a shipped model: the
+    weights come back exactly (int8 times the recovered scale), biases exactly where a mean head stores
+    them and within a rounding step where only thresholds do, so the model re-exports to (nearly) itself.
+    """
+    cfg = model.cfg
+    heads = heads_for(cfg)
+    zc, xc = cfg.z_channels, cfg.x_channels
+    lat = [("z_mean", zc), ("z_scale", zc)]
+    px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
+    for i, net in enumerate(model.q_nets):
+        _load_net(tensors, f"q{i}", net, lat, heads)
+    for i, net in enumerate(model.p_nets):
+        _load_net(tensors, f"p{i}", net, lat, heads)
+    _load_net(tensors, "px", model.px_net, px, heads)
+    phase_groups = [(name, cfg.channels) for name, _ in px]
+    for k, head in enumerate(model.phase_heads, start=1):
+        _load_stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
+        _load_output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
