@@ -299,22 +299,29 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
     """Load another run's EMA weights wherever names and shapes match; re-derive the phase heads.
 
     A model file (.safetensors, e.g. the shipped default) works too: its exact tensors are turned back
-    into float weights that export to the same model, since training checkpoints are not shipped."""
+    into float weights that export to the same model, since training checkpoints are not shipped. Phase
+    heads that grew output rows (the neighbour predictor's weights) keep the source's rows and start
+    the new ones at zero weight."""
     if checkpoint.suffix == ".safetensors":
         from bitswap_core.model.export import import_tensors
         from bitswap_core.registry import load_model
 
         exact = load_model(checkpoint)
-        if exact.cfg != model.cfg:
-            raise ValueError(f"{checkpoint} has config {exact.cfg.to_json()}, this run {model.cfg.to_json()}")
-        import_tensors(model, exact.tensors)
-        return
-    src = load_checkpoint(checkpoint)["ema"]
+        source = BitSwapModel(exact.cfg)
+        import_tensors(source, exact.tensors)
+        src = source.state_dict()
+    else:
+        src = load_checkpoint(checkpoint)["ema"]
     own = model.state_dict()
     same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
     if not same:
         raise ValueError(f"{checkpoint} shares no weights with this model configuration")
     model.load_state_dict(same, strict=False)
+    grown = {k: v for k, v in src.items() if k.startswith("phase_heads.") and k in own and k not in same
+             and own[k].shape[1:] == v.shape[1:] and own[k].shape[0] > v.shape[0]}
+    with torch.no_grad():
+        for k, v in grown.items():
+            own[k][: v.shape[0]].copy_(v)  # state_dict tensors share storage with the parameters
     if len(model.phase_heads) and not any(k.startswith("phase_heads.") for k in same):
         model.init_phase_heads_from_base()
 

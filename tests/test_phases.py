@@ -18,18 +18,21 @@ from bitswap_core.model import phases
 from bitswap_core.model.config import PRESETS, ModelConfig
 
 
-@pytest.fixture(scope="module")
-def phase_model_path(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny-phases", "tiny-predictor"])
+def phase_model_path(tmp_path_factory, request):
     from bitswap_core.model.export import export_tensors
     from bitswap_core.model.float_model import BitSwapModel
     from bitswap_core.registry import save_model
 
     torch.manual_seed(1)
-    model = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    model = BitSwapModel(PRESETS[request.param]).eval()
     with torch.no_grad():  # make the pixel context matter a lot, so that a wrong context cannot decode
         for head in model.phase_heads:
             head.ctx_in.g.mul_(20.0)
-    path = tmp_path_factory.mktemp("models") / "tiny-phases.safetensors"
+            if model.cfg.phase_predictor:  # and the neighbour predictor's weights far from zero
+                head.conv_out.g[-3:].fill_(head.conv_out.g[:-3].mean() * 3.0)
+                head.conv_out.bias[-3:].fill_(0.5)
+    path = tmp_path_factory.mktemp("models") / f"{request.param}.safetensors"
     save_model(path, model.cfg, export_tensors(model), {"purpose": "tests"})
     return path, model
 
@@ -136,3 +139,57 @@ def test_phase_parameters_depend_on_earlier_real_pixels_only(phase_model_path):
     phases.view(earlier, 4, 1)[:] = 255 - phases.view(earlier, 4, 1)
     got = m.p_pixels(trunk, 2, earlier, known)
     assert not torch.equal(ref["mean"], got["mean"])
+
+
+def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
+    """Reference loop over pixels: the later phases' predictor reads only neighbours of earlier phases
+    that are real pixels inside the block, and rounds their mean down in 1/F pixel units."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32)))
+    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
+    known[1, :, 23:] = 0  # block 1: 23 x 30 real pixels
+    known[1, :, :, 30:] = 0
+    phase_of = np.zeros((32, 32), dtype=int)
+    for k in range(4):
+        phases.view(phase_of, 4, k)[:] = k
+    for k in range(1, 4):
+        got = phases.neighbour_prediction(x, known, k, 8)
+        dy, dx = phases.offsets(4)[k]
+        steps = ((-1, -1), (-1, 1), (1, -1), (1, 1)) if k == 1 else ((0, -1), (0, 1), (-1, 0), (1, 0))
+        for b in range(2):
+            for i in range(16):
+                for j in range(16):
+                    r, c = 2 * i + dy, 2 * j + dx
+                    if not known[b, 0, r, c]:
+                        continue
+                    nb = [(r + a, c + e) for a, e in steps if 0 <= r + a < 32 and 0 <= c + e < 32
+                          and known[b, 0, r + a, c + e] and phase_of[r + a, c + e] < k]
+                    assert nb, (k, r, c)
+                    total = sum(x[b, :, p, q] for p, q in nb)
+                    assert torch.equal(got[b, :, i, j], torch.div(total * 8, len(nb), rounding_mode="floor"))
+
+
+def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path):
+    """Warm-starting a predictor model from a model file without one gives the same -ELBO: the new
+    weights start at zero, so a shipped model can be extended and trained on."""
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.registry import save_model
+    from jobs.training import warm_start
+
+    torch.manual_seed(2)
+    base = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    path = tmp_path / "base.safetensors"
+    save_model(path, base.cfg, export_tensors(base))
+    ext = BitSwapModel(PRESETS["tiny-predictor"]).eval()
+    warm_start(ext, path)
+    src = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    warm_start(src, path)
+    x = torch.from_numpy(np.array(photo_crop(box=(0, 0, 64, 32)))).permute(2, 0, 1).float()
+    x = torch.stack([x[:, :, :32], x[:, :, 32:]])
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = ext(x)["bpd"]
+        torch.manual_seed(0)
+        b = src(x)["bpd"]
+    assert torch.equal(a, b)

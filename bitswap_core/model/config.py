@@ -20,6 +20,10 @@ class ModelConfig:
     # (0,0), (1,1), (0,1), (1,0), each phase conditioned on z1 and on the already coded phases around it
     # (a 3x3 window in the 16x16 squeezed grid), so decoding stays parallel over 1/4 of the pixels per step.
     pixel_phases: int = 1
+    # With 4 phases: each later phase's pixel mean also adds g * (mean of its already coded neighbours - 128),
+    # g in [-1, 1] predicted per pixel (like the colour coefficients). The exact linear path lets flat
+    # areas and smooth ramps cost almost nothing, which the quantized activations alone cannot express.
+    phase_predictor: bool = False
     # Coding grid (ships with the model; changing it changes the model id).
     z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
     z_range: float = 8.0
@@ -82,17 +86,22 @@ class ModelConfig:
             raise ValueError("precision must be in [16, 28]")
         if self.pixel_phases not in (1, 4):
             raise ValueError("pixel_phases must be 1 or 4")
+        if self.phase_predictor and self.pixel_phases != 4:
+            raise ValueError("phase_predictor needs pixel_phases = 4")
         if self.block != 32:
             raise ValueError("block must be 32")
 
 
-_ADDED_FIELDS = {"pixel_phases": 1}
+_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False}
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
     "tiny-phases": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4),  # tests only
+    "tiny-predictor": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
+                                  phase_predictor=True),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
-    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),
+    "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second shipped default
+    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

@@ -197,9 +197,10 @@ class ExactModel:
         self.q += [_Net(f"q{i}", tensors, zmax, lat, self.device, lut) for i in range(1, cfg.nz)]
         self.p = [_Net(f"p{i}", tensors, zmax, lat, self.device, lut) for i in range(cfg.nz - 1)]
         self.px = _Net("px", tensors, zmax, px, self.device, lut)
+        phase_px = {**px, "gate": levels["gate"]} if cfg.phase_predictor else px
         self.phase_heads = [
             (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device),
-             _Output(f"px.phase{k}.conv_out", tensors, px, self.device))
+             _Output(f"px.phase{k}.conv_out", tensors, phase_px, self.device))
             for k in range(1, cfg.pixel_phases)
         ]
         self.table_z = tensors["table_z"]
@@ -262,6 +263,12 @@ class ExactModel:
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
             out = head(self.px.act(s))
+            if "gate" in out:  # + g * (mean of the coded neighbours - 128), in integers
+                f = cfg.mean_frac
+                pred = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase, f)
+                d = (out["gate"] - COEF_LEVELS // 2) * (pred - 128 * f)
+                term = torch.div(d + 32, 64, rounding_mode="floor")
+                out["x_mean"] = torch.clamp(out["x_mean"] + term, 0, 255 * f)
         res = {"mean": out["x_mean"], "scale": out["x_scale"]}
         if "coef" in out:
             res["coef"] = out["coef"] - (COEF_LEVELS // 2)

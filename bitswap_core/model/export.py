@@ -59,6 +59,11 @@ def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], head
     return out
 
 
+def _phase_groups(cfg, px: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Head groups of a later phase's output conv: p(x|z1)'s, per colour, then the predictor weight."""
+    return [(name, cfg.channels) for name, _ in px] + ([("gate", cfg.channels)] if cfg.phase_predictor else [])
+
+
 def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     """All integer tensors of the exact model (keys are stable; see exact.py)."""
     cfg = model.cfg
@@ -72,7 +77,7 @@ def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     for i, net in enumerate(model.p_nets):
         tensors.update(_net_tensors(f"p{i}", net, lat, heads))
     tensors.update(_net_tensors("px", model.px_net, px, heads))
-    phase_groups = [(name, cfg.channels) for name, _ in px]
+    phase_groups = _phase_groups(cfg, px)
     for k, head in enumerate(model.phase_heads, start=1):
         _stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
         _output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
@@ -173,7 +178,7 @@ def import_tensors(model: BitSwapModel, tensors: dict[str, np.ndarray]) -> None:
     for i, net in enumerate(model.p_nets):
         _load_net(tensors, f"p{i}", net, lat, heads)
     _load_net(tensors, "px", model.px_net, px, heads)
-    phase_groups = [(name, cfg.channels) for name, _ in px]
+    phase_groups = _phase_groups(cfg, px)
     for k, head in enumerate(model.phase_heads, start=1):
         _load_stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
         _load_output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)

@@ -153,7 +153,7 @@ class BitSwapModel(nn.Module):
             self.px_net.conv_out.bias[xc : 2 * xc].fill_(math.log(30.0))
         self.phase_heads = nn.ModuleList()
         if cfg.pixel_phases == 4:
-            groups = x_out // xc
+            groups = x_out // xc + (1 if cfg.phase_predictor else 0)  # + the neighbour predictor's weight
             self.phase_heads.extend(PhaseHead(len(phases.context(cfg.channels, k)), groups * cfg.channels, cfg)
                                     for k in range(1, 4))
             self.init_phase_heads_from_base()
@@ -171,22 +171,48 @@ class BitSwapModel(nn.Module):
         src = self.px_net.conv_out
         for k, head in enumerate(self.phase_heads, start=1):
             rows = self.phase_rows(k)
-            head.conv_out.v.copy_(src.v[rows])
-            head.conv_out.g.copy_(src.g[rows])
-            head.conv_out.bias.copy_(src.bias[rows])
+            head.conv_out.v[: len(rows)].copy_(src.v[rows])
+            head.conv_out.g[: len(rows)].copy_(src.g[rows])
+            head.conv_out.bias[: len(rows)].copy_(src.bias[rows])
+            self.init_predictor(head)
 
-    def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def init_predictor(self, head: PhaseHead) -> None:
+        """The neighbour predictor's weight starts at 0 (its rows near zero), so a model extended with it
+        starts as the model it came from."""
+        if self.cfg.phase_predictor:
+            head.conv_out.g[-self.cfg.channels :].fill_(1e-4)
+            head.conv_out.bias[-self.cfg.channels :].zero_()
+
+    def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """px_net's output for all pixels; with 4 phases, later phases' rows come from their heads, which
-        see the true pixels of earlier phases (teacher forcing: the coder sees the same decoded values)."""
+        see the true pixels of earlier phases (teacher forcing: the coder sees the same decoded values).
+        Also returns each later phase's neighbour-predictor weight outputs (B, C, 16, 16), if any."""
         t = self.px_net.trunk(z1_in)
         pre = self.px_net.conv_out(fq_act(t))
         if not len(self.phase_heads):
-            return pre
+            return pre, []
         xs = F.pixel_unshuffle(x - 128.0, 2)
-        pre = pre.clone()
+        pre, gates = pre.clone(), []
         for k, head in enumerate(self.phase_heads, start=1):
-            pre[:, self.phase_rows(k)] = head(t, xs[:, phases.context(self.cfg.channels, k)])
-        return pre
+            rows = self.phase_rows(k)
+            out = head(t, xs[:, phases.context(self.cfg.channels, k)])
+            pre[:, rows] = out[:, : len(rows)]
+            if self.cfg.phase_predictor:
+                gates.append(out[:, len(rows) :])
+        return pre, gates
+
+    def neighbour_terms(self, gates: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """(B, C, 32, 32) mean offsets of the neighbour predictor (1/F pixel): floor((g * (pred - 128 F) +
+        32) / 64) on later-phase pixels, 0 on phase 0 (as the exact model computes them)."""
+        f = self.cfg.mean_frac
+        terms = torch.zeros_like(x)
+        known = torch.ones_like(x[:, :1])
+        for k, gate_pre in enumerate(gates, start=1):
+            g = self.heads["gate"].level(gate_pre) - (self.heads["gate"].levels // 2)
+            d = g * (phases.neighbour_prediction(x, known, k, f) - 128.0 * f)
+            phases.view(terms, 4, k)[:] = ste(d / 64.0, torch.floor((d + 32.0) / 64.0))
+        return terms
 
     # ---- conversions between real latents, bins and network inputs ----
     def z_to_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -203,10 +229,12 @@ class BitSwapModel(nn.Module):
         mu = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
         return mu, z_scale_value(cfg, scale_lvl)
 
-    def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = ()) -> torch.Tensor:
         """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255."""
         cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
         mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
+        if len(gates):
+            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x), 0, 255 * f)
         scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
         if cfg.channel_conditional and cfg.channels == 3:
             coef = F.pixel_shuffle(self.heads["coef"].level(pre[:, 2 * xc :]), 2) - (self.heads["coef"].levels // 2)
@@ -249,7 +277,8 @@ class BitSwapModel(nn.Module):
         for i in range(cfg.nz - 1):
             mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
             logp[i] = logistic_logpdf(zs[i], mu, s)
-        logpx = self.pixel_logp(self.pixel_pre(self.z_to_input(zs[0]), x), x).flatten(1).sum(1)
+        pre, gates = self.pixel_pre(self.z_to_input(zs[0]), x)
+        logpx = self.pixel_logp(pre, x, gates).flatten(1).sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)

@@ -38,3 +38,40 @@ def view(x, pixel_phases: int, phase: int):
         return x
     dy, dx = ORDER_4[phase]
     return x[..., dy::2, dx::2]
+
+
+# ---- the neighbour predictor of a later phase: the mean of its already coded 4- or diagonal neighbours ----
+# Each entry is (source phase, cell row shift, cell column shift): phase k's pixel in cell (i, j) has the
+# neighbour held by the source phase's pixel in cell (i + di, j + dj). Only earlier phases are named.
+NEIGHBOURS_4 = {
+    1: ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)),  # (1,1): its four diagonal (0,0) pixels
+    2: ((0, 0, 0), (0, 0, 1), (1, -1, 0), (1, 0, 0)),  # (0,1): left, right (phase 0), up, down (phase 1)
+    3: ((0, 0, 0), (0, 1, 0), (1, 0, -1), (1, 0, 0)),  # (1,0): up, down (phase 0), left, right (phase 1)
+}
+
+
+def _shift(t, di: int, dj: int):
+    """t[..., i + di, j + dj] at (i, j), zero where that falls outside the 16x16 grid."""
+    import torch.nn.functional as F
+
+    h, w = t.shape[-2:]
+    p = F.pad(t, (1, 1, 1, 1))
+    return p[..., 1 + di : 1 + di + h, 1 + dj : 1 + dj + w]
+
+
+def neighbour_prediction(x, known, phase: int, mean_frac: int):
+    """Mean of the real, already coded neighbours of phase `phase`'s pixels, in 1/mean_frac pixel units,
+    rounded down (integer arithmetic, so the float and exact models agree): (B, C, 16, 16).
+
+    x (B, C, 32, 32) pixels and known (B, 1, 32, 32) 1 on real pixels, 0 on padding (int64 or float
+    tensors holding integers). Every real pixel of a later phase has at least one real neighbour (the
+    (0, 0) pixel of its own cell), so the count is never zero there; elsewhere the result is unused.
+    """
+    import torch
+
+    total = count = 0
+    for src, di, dj in NEIGHBOURS_4[phase]:
+        k = known[..., ORDER_4[src][0] :: 2, ORDER_4[src][1] :: 2]
+        total = total + _shift(view(x, 4, src) * k, di, dj)
+        count = count + _shift(k, di, dj)
+    return torch.div(total * mean_frac, count.clamp_min(1), rounding_mode="floor")

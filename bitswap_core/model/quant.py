@@ -136,6 +136,7 @@ def heads_for(cfg) -> dict[str, Head]:
         "x_mean": Head("affine", 255 * f + 1, a=127.5 * f, b=127.5 * f),
         "x_scale": Head("logscale", cfg.x_scales, a=x_lo, b=x_step),
         "coef": Head("tanh", COEF_LEVELS, a=(COEF_LEVELS - 1) / 2),
+        "gate": Head("tanh", COEF_LEVELS, a=(COEF_LEVELS - 1) / 2),  # neighbour predictor weight, same grid
     }
 
 
