@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -83,15 +84,25 @@ def test_cli_extends_a_one_phase_run_to_four_phases(tmp_path):
     assert bitswap_core.decompress(bitswap_core.compress(img, model, smallest=False), model).tobytes() == img.tobytes()
 
 
-def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path):
+@pytest.mark.parametrize("preset", ["tiny", "tiny-predictor"])
+def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path, preset):
     """Checkpoints are not shipped: a run warm-starts from a model file. The imported float model
     re-exports to the same integer weights, and to thresholds at most one accumulator step away."""
+    from bitswap_core.model.config import PRESETS
     from bitswap_core.model.export import export_tensors, import_tensors
     from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.registry import save_model
 
-    ckpt = _train(tmp_path, "src")
     path = tmp_path / "src.safetensors"
-    export_model(ckpt, path)
+    if preset == "tiny":
+        export_model(_train(tmp_path, "src"), path)
+    else:  # random weights, with the predictor's rows away from their neutral start
+        torch.manual_seed(4)
+        src = BitSwapModel(PRESETS[preset])
+        with torch.no_grad():
+            for head in src.phase_heads:
+                head.conv_out.g[-3:].fill_(0.5)
+        save_model(path, src.cfg, export_tensors(src))
     exact = load_model(path)
     model = BitSwapModel(exact.cfg)  # fresh random weights, then the file's
     import_tensors(model, exact.tensors)
@@ -110,8 +121,6 @@ def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path):
 def test_training_can_start_from_a_model_file(tmp_path):
     """`--init-from MODEL.safetensors`: the new run starts where the model file is (its -ELBO, not a
     random model's), and a file that shares no weights with the run's config is refused."""
-    import pytest
-
     from jobs.training import float_and_exact_bpd
 
     ckpt = _train(tmp_path, "src")
