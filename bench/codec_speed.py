@@ -1,5 +1,6 @@
 """Codec throughput with the default model: compress/decompress KB/s of raw pixels per core, the split
 between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
+(--models A B ... measures several model files side by side in one run.)
 
 Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
 """
@@ -53,31 +54,32 @@ def coder_speed(n: int = 2_000_000) -> dict:
     return {"encode_msym_s": n / te / 1e6, "decode_msym_s": n / td / 1e6}
 
 
-def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int) -> dict:
+def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None) -> dict:
     torch.set_num_threads(threads)
-    m = resolve(None)
+    m = resolve(model)
     bc = m.block_coder(codec)
     raw = sum(im.width * im.height * 3 for im in images)
-    bitswap_core.compress(images[0].crop((0, 0, 32, 32)), codec=codec, smallest=False)  # warm-up
+    bitswap_core.compress(images[0].crop((0, 0, 32, 32)), m, codec=codec, smallest=False)  # warm-up
     bc.net.seconds = 0.0
     t0 = time.perf_counter()
     if batch:
-        datas = bitswap_core.compress_batch(images, codec=codec, smallest=False)
+        datas = bitswap_core.compress_batch(images, m, codec=codec, smallest=False)
     else:
-        datas = [bitswap_core.compress(im, codec=codec, smallest=False) for im in images]
+        datas = [bitswap_core.compress(im, m, codec=codec, smallest=False) for im in images]
     te, net_e = time.perf_counter() - t0, bc.net.seconds
     bc.net.seconds = 0.0
     t0 = time.perf_counter()
     if batch:
-        outs = bitswap_core.api.decompress_batch(datas)
+        outs = bitswap_core.api.decompress_batch(datas, m)
     else:
-        outs = [bitswap_core.decompress(d) for d in datas]
+        outs = [bitswap_core.decompress(d, m) for d in datas]
     td, net_d = time.perf_counter() - t0, bc.net.seconds
     assert all(a.tobytes() == b.tobytes() for a, b in zip(images, outs))
     assert all(container.unpack(d).codec == codec for d in datas)
     bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
     return {
-        "codec": codec, "batch": batch, "threads": threads, "images": len(images), "raw_kb": raw / 1000,
+        "model": m.id[:8], "codec": codec, "batch": batch, "threads": threads, "images": len(images),
+        "raw_kb": raw / 1000,
         "bpd": bits / raw,
         "encode_kb_s_per_core": raw / 1000 / te / threads, "decode_kb_s_per_core": raw / 1000 / td / threads,
         "decode_over_encode_time": td / te,
@@ -91,13 +93,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
     args = ap.parse_args()
     images = crops(args.images, args.size)
     results = {"coder": coder_speed(), "runs": []}
     print("coder alone:", json.dumps({k: round(v, 1) for k, v in results["coder"].items()}))
-    for codec in ("bitswap", "bbans"):
-        for batch in (True, False):
-            r = codec_speed(images, codec, batch, args.threads)
+    for model in args.models:
+        for codec, batch in (("bitswap", True), ("bitswap", False), ("bbans", True), ("bbans", False)):
+            r = codec_speed(images, codec, batch, args.threads, model)
             results["runs"].append(r)
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
     if args.json:
