@@ -20,7 +20,7 @@ class ModelConfig:
     # (0,0), (1,1), (0,1), (1,0), each phase conditioned on z1 and on the already coded phases around it
     # (a 3x3 window in the 16x16 squeezed grid), so decoding stays parallel over 1/4 of the pixels per step.
     pixel_phases: int = 1
-    # With 4 phases: each later phase's pixel mean also adds g * (mean of its already coded neighbours - 128),
+    # With 4 phases: each later phase's pixel mean moves by g * (mean of its already coded neighbours - mean),
     # g in [-1, 1] predicted per pixel (like the colour coefficients). The exact linear path lets flat
     # areas and smooth ramps cost almost nothing, which the quantized activations alone cannot express.
     phase_predictor: bool = False
@@ -100,8 +100,9 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny-predictor": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
                                   phase_predictor=True),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
-    "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second shipped default
-    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
+    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second (current) default
+    # an experiment not yet trained to a gain (docs/MODEL_CARD.md): the default plus the neighbour predictor
+    "predictor": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

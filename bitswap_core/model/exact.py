@@ -263,12 +263,12 @@ class ExactModel:
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
             out = head(self.px.act(s))
-            if "gate" in out:  # + g * (mean of the coded neighbours - 128), in integers
-                f = cfg.mean_frac
-                pred = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase, f)
-                d = (out["gate"] - COEF_LEVELS // 2) * (pred - 128 * f)
-                term = torch.div(d + 32, 64, rounding_mode="floor")
-                out["x_mean"] = torch.clamp(out["x_mean"] + term, 0, 255 * f)
+            if "gate" in out:  # move the mean by g toward the mean of the coded neighbours, in integers
+                pred = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase,
+                                                   cfg.mean_frac)
+                d = (out["gate"] - COEF_LEVELS // 2) * (pred - out["x_mean"])
+                out["x_mean"] = torch.clamp(out["x_mean"] + torch.div(d + 32, 64, rounding_mode="floor"),
+                                            0, 255 * cfg.mean_frac)
         res = {"mean": out["x_mean"], "scale": out["x_scale"]}
         if "coef" in out:
             res["coef"] = out["coef"] - (COEF_LEVELS // 2)

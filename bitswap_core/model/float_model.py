@@ -202,15 +202,15 @@ class BitSwapModel(nn.Module):
                 gates.append(out[:, len(rows) :])
         return pre, gates
 
-    def neighbour_terms(self, gates: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """(B, C, 32, 32) mean offsets of the neighbour predictor (1/F pixel): floor((g * (pred - 128 F) +
-        32) / 64) on later-phase pixels, 0 on phase 0 (as the exact model computes them)."""
+    def neighbour_terms(self, gates: list[torch.Tensor], x: torch.Tensor, mean_lvl: torch.Tensor) -> torch.Tensor:
+        """(B, C, 32, 32) mean offsets of the neighbour predictor (1/F pixel): floor((g * (pred - mean) + 32)
+        / 64) on later-phase pixels, 0 on phase 0 (as the exact model computes them)."""
         f = self.cfg.mean_frac
         terms = torch.zeros_like(x)
         known = torch.ones_like(x[:, :1])
         for k, gate_pre in enumerate(gates, start=1):
             g = self.heads["gate"].level(gate_pre) - (self.heads["gate"].levels // 2)
-            d = g * (phases.neighbour_prediction(x, known, k, f) - 128.0 * f)
+            d = g * (phases.neighbour_prediction(x, known, k, f) - phases.view(mean_lvl, 4, k))
             phases.view(terms, 4, k)[:] = ste(d / 64.0, torch.floor((d + 32.0) / 64.0))
         return terms
 
@@ -234,7 +234,7 @@ class BitSwapModel(nn.Module):
         cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
         mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
         if len(gates):
-            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x), 0, 255 * f)
+            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x, mean_lvl), 0, 255 * f)
         scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
         if cfg.channel_conditional and cfg.channels == 3:
             coef = F.pixel_shuffle(self.heads["coef"].level(pre[:, 2 * xc :]), 2) - (self.heads["coef"].levels // 2)
