@@ -1,7 +1,7 @@
 """What a model pays for content that photos never show: flat areas, hard edges, exact gradients.
 
-    .venv/bin/python bench/patterns.py --models bitswap_core/zoo/default-v2-f7567cc2.safetensors \
-        bitswap_core/zoo/default.safetensors
+    .venv/bin/python bench/patterns.py                      # the shipped default
+    .venv/bin/python bench/patterns.py --models A.safetensors B.safetensors   # side by side
 
 The exact model's negative ELBO (bits per dimension, one latent sample per block, as the codec codes it)
 of small synthetic 64x64 images, one column per model, side by side in one run. A perfectly flat block
