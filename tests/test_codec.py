@@ -196,9 +196,9 @@ def test_default_model_round_trip_on_a_sample():
 
 @pytest.mark.parametrize("model_id", ["b369ef88", "f7567cc2"])
 def test_payloads_of_earlier_default_models_keep_decoding(model_id):
-    """A payload made by a former default model (stored in tests/data: the first default's in container
-    v1, the second's in v2) decodes with model=None: the zoo keeps every shipped model, found by the id
-    the payload records."""
+    """A stored payload of each shipped default model (tests/data: the first default's in container v1,
+    the second's, the current default, in v2) decodes with model=None: the zoo keeps every shipped model,
+    found by the id the payload records, and the decoder stays able to read what it wrote before."""
     from pathlib import Path
 
     data = (Path(__file__).parent / "data" / f"default-{model_id}-48x40.bsw").read_bytes()
