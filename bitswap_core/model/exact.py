@@ -245,7 +245,9 @@ class ExactModel:
         """p(x | z1, earlier phases) for the pixels of one phase (phases.view of the block).
 
         Returns the mean level (1/F pixel), scale level and, if channel-conditional, the integer
-        coefficients in [-64, 64] for mean_G += a*R and mean_B += b*R + c*G, each (B, 3, h, w).
+        coefficients in [-64, 64] for mean_G += a*R and mean_B += b*R + c*G, each (B, 3, h, w); with the
+        neighbour predictor also its weight g in [-64, 64] and the neighbours' mean P (conditional_mean
+        applies them).
         x (B, C, 32, 32) holds the decoded pixels and known (B, 1, 32, 32) marks which of them are real
         (not padding): only earlier phases' real pixels are read, so encoder and decoder agree.
         """
@@ -263,27 +265,29 @@ class ExactModel:
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
             out = head(self.px.act(s))
-            if "gate" in out:  # move the mean by g toward the mean of the coded neighbours, in integers
-                pred = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase,
-                                                   cfg.mean_frac)
-                d = (out["gate"] - COEF_LEVELS // 2) * (pred - out["x_mean"])
-                out["x_mean"] = torch.clamp(out["x_mean"] + torch.div(d + 32, 64, rounding_mode="floor"),
-                                            0, 255 * cfg.mean_frac)
         res = {"mean": out["x_mean"], "scale": out["x_scale"]}
         if "coef" in out:
             res["coef"] = out["coef"] - (COEF_LEVELS // 2)
+        if "gate" in out:  # conditional_mean moves each channel's mean by g toward its coded neighbours
+            res["gate"] = out["gate"] - COEF_LEVELS // 2
+            res["pred"] = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase,
+                                                      cfg.mean_frac)
         return res
 
     def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor) -> torch.Tensor:
-        """Mean level of one channel given the already known channels of x at the same pixels (B, C, h, w)."""
+        """Mean level of one channel given the already known channels of x at the same pixels (B, C, h, w),
+        then (neighbour predictor) moved by g toward the mean of the coded neighbours."""
         mean = params["mean"][:, channel]
-        if "coef" not in params or channel == 0:
-            return mean
         f, hi = self.cfg.mean_frac, 255 * self.cfg.mean_frac
-        coef = params["coef"]
-        xr = 2 * x[:, 0].to(torch.int64) - 255
-        if channel == 1:
-            d = coef[:, 0] * xr
-        else:
-            d = coef[:, 1] * xr + coef[:, 2] * (2 * x[:, 1].to(torch.int64) - 255)
-        return torch.clamp(mean + torch.div(d * f + 64, 128, rounding_mode="floor"), 0, hi)
+        if "coef" in params and channel > 0:
+            coef = params["coef"]
+            xr = 2 * x[:, 0].to(torch.int64) - 255
+            if channel == 1:
+                d = coef[:, 0] * xr
+            else:
+                d = coef[:, 1] * xr + coef[:, 2] * (2 * x[:, 1].to(torch.int64) - 255)
+            mean = torch.clamp(mean + torch.div(d * f + 64, 128, rounding_mode="floor"), 0, hi)
+        if "gate" in params:
+            d = params["gate"][:, channel] * (params["pred"][:, channel] - mean)
+            mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
+        return mean

@@ -233,8 +233,6 @@ class BitSwapModel(nn.Module):
         """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255."""
         cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
         mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
-        if len(gates):
-            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x, mean_lvl), 0, 255 * f)
         scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
         if cfg.channel_conditional and cfg.channels == 3:
             coef = F.pixel_shuffle(self.heads["coef"].level(pre[:, 2 * xc :]), 2) - (self.heads["coef"].levels // 2)
@@ -249,6 +247,8 @@ class BitSwapModel(nn.Module):
                 [mean_lvl[:, 0], torch.clamp(mean_lvl[:, 1] + dg, 0, hi), torch.clamp(mean_lvl[:, 2] + db, 0, hi)],
                 dim=1,
             )
+        if len(gates):  # last: the neighbour predictor moves the final (colour-conditioned) mean
+            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x, mean_lvl), 0, 255 * f)
         return discretized_logistic_logp(x, mean_lvl / f, scale)
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
