@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override the preset: code each 2x2 cell's pixels in 1 or 4 steps")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from another run's checkpoint (matching weights; e.g. 1-phase -> 4-phase) "
-                        "or from a model file of the same config (e.g. the shipped default)")
+                        "or from a model file (e.g. the shipped default), turned back into float weights")
     p.add_argument("--out", required=True, type=Path, help="exact model file to write (.safetensors)")
     p.add_argument("--workdir", type=Path, default=None, help="checkpoints and logs (default: OUT's stem + .run)")
     p.add_argument("--val", default=None, help="validation images (default: every 10th training image)")

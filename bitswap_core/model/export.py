@@ -59,25 +59,27 @@ def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], head
     return out
 
 
-def _phase_groups(cfg, px: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Head groups of a later phase's output conv: p(x|z1)'s, per colour, then the predictor weight."""
-    return [(name, cfg.channels) for name, _ in px] + ([("gate", cfg.channels)] if cfg.phase_predictor else [])
+def _head_groups(cfg) -> tuple[list, list, list]:
+    """(head name, channels) of each output conv, in channel order: latent networks, p(x|z1), and a later
+    pixel phase (p(x|z1)'s groups per colour, then the neighbour predictor's weight)."""
+    zc, xc = cfg.z_channels, cfg.x_channels
+    lat = [("z_mean", zc), ("z_scale", zc)]
+    px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
+    phase = [(name, cfg.channels) for name, _ in px] + ([("gate", cfg.channels)] if cfg.phase_predictor else [])
+    return lat, px, phase
 
 
 def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     """All integer tensors of the exact model (keys are stable; see exact.py)."""
     cfg = model.cfg
     heads = heads_for(cfg)
-    zc, xc = cfg.z_channels, cfg.x_channels
-    lat = [("z_mean", zc), ("z_scale", zc)]
-    px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
+    lat, px, phase_groups = _head_groups(cfg)
     tensors: dict[str, np.ndarray] = {}
     for i, net in enumerate(model.q_nets):
         tensors.update(_net_tensors(f"q{i}", net, lat, heads))
     for i, net in enumerate(model.p_nets):
         tensors.update(_net_tensors(f"p{i}", net, lat, heads))
     tensors.update(_net_tensors("px", model.px_net, px, heads))
-    phase_groups = _phase_groups(cfg, px)
     for k, head in enumerate(model.phase_heads, start=1):
         _stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
         _output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
@@ -107,20 +109,20 @@ def _fit_thresholds(head, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gives 1/scale and -bias; channels with fewer than two finite thresholds borrow the median scale.
     """
     y = _inverse_head(head, np.arange(1, head.levels, dtype=np.float64) - 0.5)
+    thr = thr.astype(np.float64)
+    finite = np.abs(thr) < 2.0**37  # the bisection's +-2**38 sentinels mark levels no value reaches
     scales = np.full(thr.shape[0], np.nan)
     biases = np.zeros(thr.shape[0])
-    for c, t in enumerate(thr.astype(np.float64)):
-        ok = np.abs(t) < 2.0**37
-        if ok.sum() >= 2:
-            slope, icpt = np.polyfit(y[ok], t[ok] - 0.5, 1)
-            if slope > 0:
-                scales[c], biases[c] = 1.0 / slope, -icpt
+    for c in np.flatnonzero(finite.sum(1) >= 2):
+        slope, icpt = np.polyfit(y[finite[c]], thr[c, finite[c]] - 0.5, 1)
+        if slope > 0:
+            scales[c], biases[c] = 1.0 / slope, -icpt
     fallback = np.nanmedian(scales) if np.isfinite(scales).any() else 1e-3
-    for c, t in enumerate(thr.astype(np.float64)):
-        if not np.isfinite(scales[c]):
-            scales[c] = fallback
-            ok = np.abs(t) < 2.0**37
-            biases[c] = (y[ok][0] / fallback - t[ok][0]) if ok.any() else 0.0
+    for c in np.flatnonzero(~np.isfinite(scales)):
+        scales[c] = fallback
+        if finite[c].any():
+            i = np.argmax(finite[c])
+            biases[c] = y[i] / fallback - thr[c, i]
     return scales, np.round(biases)
 
 
@@ -170,15 +172,12 @@ def import_tensors(model: BitSwapModel, tensors: dict[str, np.ndarray]) -> None:
     """
     cfg = model.cfg
     heads = heads_for(cfg)
-    zc, xc = cfg.z_channels, cfg.x_channels
-    lat = [("z_mean", zc), ("z_scale", zc)]
-    px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
+    lat, px, phase_groups = _head_groups(cfg)
     for i, net in enumerate(model.q_nets):
         _load_net(tensors, f"q{i}", net, lat, heads)
     for i, net in enumerate(model.p_nets):
         _load_net(tensors, f"p{i}", net, lat, heads)
     _load_net(tensors, "px", model.px_net, px, heads)
-    phase_groups = _phase_groups(cfg, px)
     for k, head in enumerate(model.phase_heads, start=1):
         _load_stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
         _load_output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)

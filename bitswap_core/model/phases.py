@@ -71,7 +71,7 @@ def neighbour_prediction(x, known, phase: int, mean_frac: int):
 
     total = count = 0
     for src, di, dj in NEIGHBOURS_4[phase]:
-        k = known[..., ORDER_4[src][0] :: 2, ORDER_4[src][1] :: 2]
+        k = view(known, 4, src)
         total = total + _shift(view(x, 4, src) * k, di, dj)
         count = count + _shift(k, di, dj)
     return torch.div(total * mean_frac, count.clamp_min(1), rounding_mode="floor")
