@@ -29,7 +29,8 @@ from bitswap_core.registry import resolve  # noqa: E402
 
 
 def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
-    """Sum over full blocks of each position's pixel cost (bits, all channels), and the block count."""
+    """Sum over full blocks of each channel's and position's pixel cost (bits, (C, 32, 32)), and the block
+    count."""
     cfg, m = bc.cfg, bc.net
     blocks, valid = to_blocks(im), valid_sizes(*im.shape[:2])
     full = [i for i, (r, c) in enumerate(valid) if r == BLOCK and c == BLOCK]
@@ -42,16 +43,16 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     rows, bases = bc._latent_codes(*m.q_latent(0, x))
     z1 = np.stack([sampler.pop(rows[j], bases[j], bc.tz) for j in range(n)])
     z1 = torch.from_numpy(z1.reshape(n, cfg.z_channels, BLOCK // 2, BLOCK // 2))
-    cost = np.zeros((BLOCK, BLOCK))
+    cost = np.zeros((cfg.channels, BLOCK, BLOCK))
     symbols = bc.pixel_symbols(x, z1, valid)  # phase by phase, channel by channel, image by image
     for dy, dx in phases.offsets(cfg.pixel_phases):
         step = 2 if cfg.pixel_phases == 4 else 1
-        for _ in range(cfg.channels):
+        for ch in range(cfg.channels):
             for _ in range(n):
                 _, vals, r, b = next(symbols)
                 per = np.array([cost_bits(vals[p : p + 1], r[p : p + 1], b[p : p + 1], bc.tx)
                                 for p in range(len(vals))])
-                cost[dy::step, dx::step] += per.reshape(BLOCK // step, BLOCK // step)
+                cost[ch, dy::step, dx::step] += per.reshape(BLOCK // step, BLOCK // step)
     return cost, n
 
 
@@ -63,13 +64,13 @@ def main() -> None:
     args = ap.parse_args()
     model = resolve(args.model)
     bc = model.block_coder("bitswap")
-    total, count = np.zeros((BLOCK, BLOCK)), 0
+    total, count = np.zeros((bc.cfg.channels, BLOCK, BLOCK)), 0
     for p in sorted(q for q in args.data.iterdir() if q.suffix.lower() == ".png"):
         im = np.asarray(Image.open(p).convert("RGB"))
         im = im[: args.crop, : args.crop] if args.crop else im
         cost, n = position_costs(bc, np.ascontiguousarray(im))
         total, count = total + cost, count + n
-    c = total / (count * bc.cfg.channels)  # bits per subpixel at each position
+    c = total.sum(0) / (count * bc.cfg.channels)  # bits per subpixel at each position
     inner = c[2:-2, 2:-2].mean()
     print(f"model {model.id}, {count} full blocks; p(x|z1) bits per subpixel by position in the block")
     for name, v in (("row 0", c[0]), ("row 1", c[1]), ("rows 2-29", c[2:-2]), ("row 30", c[-2]), ("row 31", c[-1]),
@@ -80,6 +81,14 @@ def main() -> None:
     excess = ((c - inner) * border).sum() / c.sum()
     print(f"  interior (2..29)^2 {inner:.3f}; all {c.mean():.3f}")
     print(f"  the two outermost rows/cols cost {100 * excess:.1f}% of the pixel bits beyond the interior rate")
+    if bc.cfg.pixel_phases == 4:  # which pixels carry the cost: phase 0 has no decoded neighbours
+        per = total / count
+        print("  by pixel phase (row, col offset in each 2x2 cell), bits per subpixel: R G B, mean, share")
+        for dy, dx in phases.offsets(4):
+            ch = per[:, dy::2, dx::2].mean(axis=(1, 2))
+            share = per[:, dy::2, dx::2].sum() / per.sum()
+            colours = " ".join(f"{v:.3f}" for v in ch)
+            print(f"  phase ({dy},{dx})  {colours}  {ch.mean():.3f}  {100 * share:.0f}%")
 
 
 if __name__ == "__main__":
