@@ -97,6 +97,7 @@ class TrainConfig:
     eval_every: int = 500
     ckpt_every_s: float = 300.0
     val_blocks: int = 1024
+    gate_lr_scale: float = 1.0  # learning-rate multiplier for the neighbour predictor's weights (gate_rows)
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -250,6 +251,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     for p in ema.parameters():
         p.requires_grad_(False)
     per_rank = max(1, tc.batch // world)
+    boosted = gate_rows(model) if tc.gate_lr_scale != 1.0 else []
     t0, last_ckpt = time.time(), time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)
     while step < tc.steps:
@@ -268,7 +270,11 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()  # DDP averages the gradients across ranks here
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        before = [p.detach()[rows].clone() for p, rows in boosted]
         opt.step()
+        with torch.no_grad():  # Adam's step size ignores gradient scale, so scale the step itself
+            for (p, rows), b in zip(boosted, before):
+                p[rows] = b + tc.gate_lr_scale * (p[rows] - b)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - tc.ema)
@@ -293,6 +299,19 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return ckpt
+
+
+def gate_rows(model: BitSwapModel) -> list[tuple[torch.nn.Parameter, slice]]:
+    """(parameter, rows) of the neighbour predictor's weight g in each phase head: the last C output rows.
+
+    A warm start from a trained model adds these rows at zero weight. At the small learning rate that
+    suits the trained rest (<= 5e-5), Adam grows them by about lr a step, too slowly to matter within a
+    CPU run; TrainConfig.gate_lr_scale multiplies their steps alone."""
+    if not model.cfg.phase_predictor:
+        return []
+    rows = slice(-model.cfg.channels, None)
+    return [(p, rows) for head in model.phase_heads
+            for p in (head.conv_out.v, head.conv_out.g, head.conv_out.bias)]
 
 
 def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
