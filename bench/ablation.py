@@ -35,8 +35,8 @@ VARIANTS = {
     "1 phase, channel-conditional": ("default", PRESETS["small"]),
     "1 phase, no channel-conditional": ("no", replace(PRESETS["small"], channel_conditional=False)),
     "1 phase, nz=3": ("nz3", replace(PRESETS["small"], nz=3)),
-    "4 pixel phases (default config)": ("phases", PRESETS["default"]),
-    "4 pixel phases + neighbour predictor": ("predictor", PRESETS["predictor"]),
+    "4 pixel phases": ("phases", PRESETS["phases"]),
+    "4 pixel phases + neighbour predictor (default config)": ("predictor", PRESETS["default"]),
 }
 
 

@@ -136,7 +136,7 @@ def main() -> int:
     p.add_argument("--budget-mb", type=float, default=48)
     p.set_defaults(func=pack)
     r = sub.add_parser("run")
-    r.add_argument("--config", default="predictor")
+    r.add_argument("--config", default="default")
     r.add_argument("--init-from", default="bitswap_core/zoo/default.safetensors", help="or none")
     r.add_argument("--batch", type=int, default=256)
     r.add_argument("--lr", type=float, default=3e-4)

@@ -100,9 +100,9 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny-predictor": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
                                   phase_predictor=True),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
-    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second (current) default
-    # an experiment not yet trained to a gain (docs/MODEL_CARD.md): the default plus the neighbour predictor
-    "predictor": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
+    "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
+    # the third (current) default: 4 pixel phases plus the neighbour predictor (docs/MODEL_CARD.md)
+    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),
