@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,14 +66,9 @@ def main() -> int:
                   f"{'identical everywhere' if ok else 'DIFFERS: ' + json.dumps({**same, **decoded})}")
     info = {"devices": args.devices, "model": next(iter(models.values())).id, "failures": failures,
             "rows": rows}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    info["torch"] = torch.__version__
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
     if args.json:
         args.json.write_text(json.dumps(info, indent=1))
     print(f"{'PASS' if not failures else 'FAIL'}: {len(rows)} payloads, devices {args.devices}, "

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -35,8 +36,9 @@ def pack(args: argparse.Namespace) -> int:
     from jobs.training import list_images
 
     out = ROOT / "runs" / "gpu_pack"
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    (out / "val").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a pack made with other settings must not leave files behind
+    (out / "train").mkdir(parents=True)
+    (out / "val").mkdir(parents=True)
     total = 0
     for url in list_images(args.val):
         dst = out / "val" / Path(url).name
@@ -44,18 +46,20 @@ def pack(args: argparse.Namespace) -> int:
         total += dst.stat().st_size
     urls = sorted(list_images(args.train))
     random.Random(0).shuffle(urls)  # over budget, a random subset of every source is left out, not a tail
-    for url in urls:
+    n = 0
+    for n, url in enumerate(urls):
         im = Image.open(url).convert("RGB")
         if max(im.size) > args.max_side:
             im.thumbnail((args.max_side, args.max_side), Image.LANCZOS)
         dst = out / "train" / (Path(url).stem + ".webp")
         im.save(dst, "WEBP", lossless=True, quality=0, method=0)  # lossless: the pixels trained on
-        total += dst.stat().st_size
-        if total > args.budget_mb * 2**20:
+        if total + dst.stat().st_size > args.budget_mb * 2**20:
             dst.unlink()
-            print(f"budget reached: left out {len(urls) - urls.index(url)} of {len(urls)} training images")
+            print(f"budget reached: left out {len(urls) - n} of {len(urls)} training images")
             break
-    n = len(list((out / "train").iterdir()))
+        total += dst.stat().st_size
+    else:
+        n = len(urls)
     print(f"wrote {out}: {n} training images, {total / 2**20:.1f} MiB with validation")
     return 0
 
