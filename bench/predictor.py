@@ -5,8 +5,9 @@
 
 Each model (a training checkpoint's EMA weights, or a model file turned back into float weights) is
 measured with the float model on the training-time validation tiles (1024, seed 0): its -ELBO as is and
-with the predictor's weight g forced to 0 (its output rows' weights and biases zeroed), and the 10th /
-50th / 90th percentile of g (of 64) per later phase and colour on 256 of those tiles. --per-image adds
+with the predictor's weight g (and the colour residual's h) forced to 0 (their output rows' weights and
+biases zeroed), and the 10th / 50th / 90th percentile of g and h (of 64) per later phase and colour on 256
+of those tiles. --per-image adds
 each image's -ELBO over all of its full tiles (one latent sample per tile).
 """
 
@@ -60,7 +61,7 @@ def gate_percentiles(model: BitSwapModel, tiles: torch.Tensor) -> list[np.ndarra
     torch.manual_seed(0)
     model(tiles)
     del model.pixel_pre
-    head = model.heads["gate"]
+    head = model.heads["gate"]  # the colour residual's weights h (rows after g) share its grid
     q = torch.tensor([0.1, 0.5, 0.9])
     return [torch.quantile((head.level(g) - head.levels // 2).transpose(0, 1).flatten(1), q, dim=1).numpy()
             for g in captured[0]]
@@ -86,11 +87,12 @@ def main() -> None:
         print(f"{name}: -ELBO {evaluate(model, tiles)['bpd']:.4f} bpd on the 1024 validation tiles")
         if not model.cfg.phase_predictor:
             continue
+        names = ("R", "G", "B") + (("h G|R", "h B|R", "h B|G") if model.cfg.colour_residual else ())
         for k, q in enumerate(gate_percentiles(model, tiles[:256]), start=1):
-            cols = ", ".join(f"{c} {q[0, i]:.0f}/{q[1, i]:.0f}/{q[2, i]:.0f}" for i, c in enumerate("RGB"))
+            cols = ", ".join(f"{c} {q[0, i]:.0f}/{q[1, i]:.0f}/{q[2, i]:.0f}" for i, c in enumerate(names))
             print(f"  phase {k}: g (of 64) p10/p50/p90: {cols}")
         zeroed = evaluate(without_predictor(float_model(name)), tiles)["bpd"]
-        print(f"  with g forced to 0: {zeroed:.4f} bpd")
+        print(f"  with g{' and h' if model.cfg.colour_residual else ''} forced to 0: {zeroed:.4f} bpd")
     if args.per_image:
         print("per image, -ELBO over all full tiles: " + "  ".join(models))
         total, count = np.zeros(len(models)), 0

@@ -302,14 +302,16 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
 
 
 def gate_rows(model: BitSwapModel) -> list[tuple[torch.nn.Parameter, slice]]:
-    """(parameter, rows) of the neighbour predictor's weight g in each phase head: the last C output rows.
+    """(parameter, rows) of the neighbour predictor's weight g (and the colour residual's h) in each phase
+    head: the last C (2C) output rows.
 
     A warm start from a trained model adds these rows at zero weight. At the small learning rate that
     suits the trained rest (<= 5e-5), Adam grows them by about lr a step, too slowly to matter within a
     CPU run; TrainConfig.gate_lr_scale multiplies their steps alone."""
-    if not model.cfg.phase_predictor:
+    n = model.predictor_channels()
+    if not n:
         return []
-    rows = slice(-model.cfg.channels, None)
+    rows = slice(-n, None)
     return [(p, rows) for head in model.phase_heads
             for p in (head.conv_out.v, head.conv_out.g, head.conv_out.bias)]
 

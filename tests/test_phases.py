@@ -18,7 +18,7 @@ from bitswap_core.model import phases
 from bitswap_core.model.config import PRESETS, ModelConfig
 
 
-@pytest.fixture(scope="module", params=["tiny-phases", "tiny-predictor"])
+@pytest.fixture(scope="module", params=["tiny-phases", "tiny-predictor", "tiny-residual"])
 def phase_model_path(tmp_path_factory, request):
     from bitswap_core.model.export import export_tensors
     from bitswap_core.model.float_model import BitSwapModel
@@ -29,9 +29,10 @@ def phase_model_path(tmp_path_factory, request):
     with torch.no_grad():  # make the pixel context matter a lot, so that a wrong context cannot decode
         for head in model.phase_heads:
             head.ctx_in.g.mul_(20.0)
-            if model.cfg.phase_predictor:  # and the neighbour predictor's weights far from zero
-                head.conv_out.g[-3:].fill_(head.conv_out.g[:-3].mean() * 3.0)
-                head.conv_out.bias[-3:].fill_(0.5)
+            n = model.predictor_channels()
+            if n:  # and the neighbour predictor's (and colour residual's) weights far from zero
+                head.conv_out.g[-n:].fill_(head.conv_out.g[:-n].mean() * 3.0)
+                head.conv_out.bias[-n:].fill_(0.5)
     path = tmp_path_factory.mktemp("models") / f"{request.param}.safetensors"
     save_model(path, model.cfg, export_tensors(model), {"purpose": "tests"})
     return path, model
@@ -169,21 +170,25 @@ def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
                     assert torch.equal(got[b, :, i, j], torch.div(total * 8, len(nb), rounding_mode="floor"))
 
 
-def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path):
-    """Warm-starting a predictor model from a model file without one gives the same -ELBO: the new
-    weights start at zero, so a shipped model can be extended and trained on."""
+@pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])
+def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path, before, after):
+    """Warm-starting a predictor (colour residual) model from a model file without one gives the same
+    -ELBO: the new weights start at zero, so a shipped model can be extended and trained on."""
     from bitswap_core.model.export import export_tensors
     from bitswap_core.model.float_model import BitSwapModel
     from bitswap_core.registry import save_model
     from jobs.training import warm_start
 
     torch.manual_seed(2)
-    base = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    base = BitSwapModel(PRESETS[before]).eval()
+    with torch.no_grad():  # a source whose own predictor is far from neutral
+        for head in base.phase_heads:
+            head.conv_out.g.mul_(3.0)
     path = tmp_path / "base.safetensors"
     save_model(path, base.cfg, export_tensors(base))
-    ext = BitSwapModel(PRESETS["tiny-predictor"]).eval()
+    ext = BitSwapModel(PRESETS[after]).eval()
     warm_start(ext, path)
-    src = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    src = BitSwapModel(PRESETS[before]).eval()
     warm_start(src, path)
     x = torch.from_numpy(np.array(photo_crop(box=(0, 0, 64, 32)))).permute(2, 0, 1).float()
     x = torch.stack([x[:, :, :32], x[:, :, 32:]])
@@ -193,3 +198,32 @@ def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path):
         torch.manual_seed(0)
         b = src(x)["bpd"]
     assert torch.equal(a, b)
+
+
+def test_colour_residual_with_full_weights_predicts_neighbour_colour_differences(phase_model_path):
+    """g = 1 and h = 1 give the classical interpolation of colour differences: mean_G = P_G + (R - P_R)
+    and mean_B = P_B + (G - mean_G), in 1/F pixel units and clamped to [0, 255 F]; the raw-value colour
+    coefficients then no longer matter. h = 0 leaves the predictor's means unchanged."""
+    from bitswap_core.registry import load_model
+
+    path, _ = phase_model_path
+    m = load_model(path).exact
+    if not m.cfg.colour_residual:
+        pytest.skip("no colour residual")
+    f, hi = m.cfg.mean_frac, 255 * m.cfg.mean_frac
+    rng = np.random.default_rng(5)
+    shape = (2, 3, 16, 16)
+    x = torch.from_numpy(rng.integers(0, 256, shape))
+    pred = torch.from_numpy(rng.integers(0, hi + 1, shape))
+    full = torch.full(shape, 64, dtype=torch.int64)
+    params = {"mean": torch.from_numpy(rng.integers(0, hi + 1, shape)), "scale": torch.zeros(shape, dtype=torch.int64),
+              "coef": torch.from_numpy(rng.integers(-64, 65, shape)), "gate": full, "pred": pred,
+              "rcoef": torch.stack([full[:, 0], torch.zeros_like(full[:, 0]), full[:, 0]], 1)}
+    r = m.conditional_mean(params, 0, x)
+    g = m.conditional_mean(params, 1, x)
+    b = m.conditional_mean(params, 2, x)
+    assert torch.equal(r, pred[:, 0])
+    assert torch.equal(g, torch.clamp(pred[:, 1] + f * x[:, 0] - pred[:, 0], 0, hi))
+    assert torch.equal(b, torch.clamp(pred[:, 2] + f * x[:, 1] - g, 0, hi))
+    params["rcoef"] = torch.zeros(shape, dtype=torch.int64)
+    assert torch.equal(m.conditional_mean(params, 2, x), pred[:, 2])

@@ -138,23 +138,25 @@ def test_training_can_start_from_a_model_file(tmp_path):
               log=lambda *_: None)
 
 
-def test_gate_lr_scale_multiplies_only_the_predictor_rows_steps(tmp_path):
-    """One Adam step with gate_lr_scale=10 moves the neighbour predictor's rows 10x as far, nothing else."""
+@pytest.mark.parametrize("preset, n", [("tiny-predictor", 3), ("tiny-residual", 6)])
+def test_gate_lr_scale_multiplies_only_the_predictor_rows_steps(tmp_path, preset, n):
+    """One Adam step with gate_lr_scale=10 moves the neighbour predictor's (and colour residual's) rows
+    10x as far, nothing else."""
     def one_step(name: str, scale: float) -> dict:
         tc = TrainConfig(**{**TC, "steps": 1, "warmup": 1, "gate_lr_scale": scale})
-        return load_checkpoint(train(str(SAMPLES), tmp_path / name, "tiny-predictor", tc, max_side=160,
+        return load_checkpoint(train(str(SAMPLES), tmp_path / name, preset, tc, max_side=160,
                                      log=lambda *_: None))["model"]
 
-    init = load_checkpoint(train(str(SAMPLES), tmp_path / "init", "tiny-predictor",
+    init = load_checkpoint(train(str(SAMPLES), tmp_path / "init", preset,
                                  TrainConfig(**{**TC, "steps": 0}), max_side=160, log=lambda *_: None))["model"]
     plain, boosted = one_step("plain", 1.0), one_step("boosted", 10.0)
     moved = 0
     for name, t0 in init.items():
         gate = name.startswith("phase_heads.") and ".conv_out." in name
         if gate:
-            rest = slice(None, -3)  # tiny-predictor has 3 channels: the last 3 rows are the gate's
+            rest = slice(None, -n)  # 3 channels: the last 3 rows are the gate's (6: and the residual's)
             assert torch.equal(plain[name][rest], boosted[name][rest]), name
-            d1, d10 = plain[name][-3:] - t0[-3:], boosted[name][-3:] - t0[-3:]
+            d1, d10 = plain[name][-n:] - t0[-n:], boosted[name][-n:] - t0[-n:]
             assert torch.allclose(d10, 10 * d1, rtol=1e-3, atol=1e-7), name
             moved += int(d1.abs().max() > 0)
         else:

@@ -24,6 +24,11 @@ class ModelConfig:
     # g in [-1, 1] predicted per pixel (like the colour coefficients). The exact linear path lets flat
     # areas and smooth ramps cost almost nothing, which the quantized activations alone cannot express.
     phase_predictor: bool = False
+    # With the predictor: G's and B's means on later phases also move by the residuals of the channels coded
+    # before them at the same pixel (mean_G += h * (R - mean_R), mean_B += h1 * (R - mean_R) + h2 * (G -
+    # mean_G), h in [-1, 1] per pixel): once the predictor interpolates, the colour term on raw values
+    # (channel_conditional) no longer carries over, while neighbours' colour differences do.
+    colour_residual: bool = False
     # Coding grid (ships with the model; changing it changes the model id).
     z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
     z_range: float = 8.0
@@ -88,21 +93,28 @@ class ModelConfig:
             raise ValueError("pixel_phases must be 1 or 4")
         if self.phase_predictor and self.pixel_phases != 4:
             raise ValueError("phase_predictor needs pixel_phases = 4")
+        if self.colour_residual and not (self.phase_predictor and self.channels == 3):
+            raise ValueError("colour_residual needs phase_predictor and 3 channels")
         if self.block != 32:
             raise ValueError("block must be 32")
 
 
-_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False}
+_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False, "colour_residual": False}
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
     "tiny-phases": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4),  # tests only
     "tiny-predictor": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
                                   phase_predictor=True),  # tests only
+    "tiny-residual": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
+                                 phase_predictor=True, colour_residual=True),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
     "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
     # the third (current) default: 4 pixel phases plus the neighbour predictor (docs/MODEL_CARD.md)
     "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
+    # the third default plus the colour residual (experiment H, docs/MODEL_CARD.md)
+    "residual": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                            colour_residual=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

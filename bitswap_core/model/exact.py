@@ -198,6 +198,8 @@ class ExactModel:
         self.p = [_Net(f"p{i}", tensors, zmax, lat, self.device, lut) for i in range(cfg.nz - 1)]
         self.px = _Net("px", tensors, zmax, px, self.device, lut)
         phase_px = {**px, "gate": levels["gate"]} if cfg.phase_predictor else px
+        if cfg.colour_residual:
+            phase_px = {**phase_px, "rcoef": levels["rcoef"]}
         self.phase_heads = [
             (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device),
              _Output(f"px.phase{k}.conv_out", tensors, phase_px, self.device))
@@ -272,11 +274,14 @@ class ExactModel:
             res["gate"] = out["gate"] - COEF_LEVELS // 2
             res["pred"] = phases.neighbour_prediction(x.to(self.device, torch.int64), known.to(self.device), phase,
                                                       cfg.mean_frac)
+        if "rcoef" in out:  # and the earlier channels' residuals at the same pixel move G's and B's
+            res["rcoef"] = out["rcoef"] - COEF_LEVELS // 2
         return res
 
     def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor) -> torch.Tensor:
         """Mean level of one channel given the already known channels of x at the same pixels (B, C, h, w),
-        then (neighbour predictor) moved by g toward the mean of the coded neighbours."""
+        then (neighbour predictor) moved by g toward the mean of the coded neighbours, then (colour residual)
+        by h times the residuals of the channels before it."""
         mean = params["mean"][:, channel]
         f, hi = self.cfg.mean_frac, 255 * self.cfg.mean_frac
         if "coef" in params and channel > 0:
@@ -289,5 +294,13 @@ class ExactModel:
             mean = torch.clamp(mean + torch.div(d * f + 64, 128, rounding_mode="floor"), 0, hi)
         if "gate" in params:
             d = params["gate"][:, channel] * (params["pred"][:, channel] - mean)
+            mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
+        if "rcoef" in params and channel > 0:  # colour residual: h * (F x_j - final mean_j), j < channel
+            h = params["rcoef"]
+            r0 = f * x[:, 0].to(torch.int64) - self.conditional_mean(params, 0, x)
+            if channel == 1:
+                d = h[:, 0] * r0
+            else:
+                d = h[:, 1] * r0 + h[:, 2] * (f * x[:, 1].to(torch.int64) - self.conditional_mean(params, 1, x))
             mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
         return mean

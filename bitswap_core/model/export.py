@@ -61,11 +61,12 @@ def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], head
 
 def _head_groups(cfg) -> tuple[list, list, list]:
     """(head name, channels) of each output conv, in channel order: latent networks, p(x|z1), and a later
-    pixel phase (p(x|z1)'s groups per colour, then the neighbour predictor's weight)."""
+    pixel phase (p(x|z1)'s groups per colour, then the neighbour predictor's weight and the colour residual's)."""
     zc, xc = cfg.z_channels, cfg.x_channels
     lat = [("z_mean", zc), ("z_scale", zc)]
     px = [("x_mean", xc), ("x_scale", xc)] + ([("coef", xc)] if cfg.channel_conditional else [])
     phase = [(name, cfg.channels) for name, _ in px] + ([("gate", cfg.channels)] if cfg.phase_predictor else [])
+    phase += [("rcoef", cfg.channels)] if cfg.colour_residual else []
     return lat, px, phase
 
 

@@ -153,7 +153,8 @@ class BitSwapModel(nn.Module):
             self.px_net.conv_out.bias[xc : 2 * xc].fill_(math.log(30.0))
         self.phase_heads = nn.ModuleList()
         if cfg.pixel_phases == 4:
-            groups = x_out // xc + (1 if cfg.phase_predictor else 0)  # + the neighbour predictor's weight
+            # + the neighbour predictor's weight, + the colour residual's weights
+            groups = x_out // xc + (1 if cfg.phase_predictor else 0) + (1 if cfg.colour_residual else 0)
             self.phase_heads.extend(PhaseHead(len(phases.context(cfg.channels, k)), groups * cfg.channels, cfg)
                                     for k in range(1, 4))
             self.init_phase_heads_from_base()
@@ -176,13 +177,19 @@ class BitSwapModel(nn.Module):
             head.conv_out.bias[: len(rows)].copy_(src.bias[rows])
             self.init_predictor(head)
 
+    def predictor_channels(self) -> int:
+        """Output rows of each phase head after p(x|z1)'s groups: the neighbour predictor's weight g and,
+        with colour_residual, the residual weights h (C each); see gate_rows in jobs/training.py."""
+        return self.cfg.channels * (int(self.cfg.phase_predictor) + int(self.cfg.colour_residual))
+
     @torch.no_grad()
     def init_predictor(self, head: PhaseHead) -> None:
-        """The neighbour predictor's weight starts at 0 (its rows near zero), so a model extended with it
-        starts as the model it came from."""
-        if self.cfg.phase_predictor:
-            head.conv_out.g[-self.cfg.channels :].fill_(1e-4)
-            head.conv_out.bias[-self.cfg.channels :].zero_()
+        """The neighbour predictor's (and colour residual's) weights start at 0 (their rows near zero), so a
+        model extended with them starts as the model it came from."""
+        n = self.predictor_channels()
+        if n:
+            head.conv_out.g[-n:].fill_(1e-4)
+            head.conv_out.bias[-n:].zero_()
 
     def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """px_net's output for all pixels; with 4 phases, later phases' rows come from their heads, which
@@ -248,8 +255,27 @@ class BitSwapModel(nn.Module):
                 dim=1,
             )
         if len(gates):  # last: the neighbour predictor moves the final (colour-conditioned) mean
-            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms(gates, x, mean_lvl), 0, 255 * f)
+            c = cfg.channels
+            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms([g[:, :c] for g in gates], x, mean_lvl), 0, 255 * f)
+            if cfg.colour_residual:
+                mean_lvl = self.colour_residual_means([g[:, c:] for g in gates], x, mean_lvl)
         return discretized_logistic_logp(x, mean_lvl / f, scale)
+
+    def colour_residual_means(self, pre: list[torch.Tensor], x: torch.Tensor, mean_lvl: torch.Tensor) -> torch.Tensor:
+        """Final means (1/F pixel) after the colour residual, as the exact model computes them channel by
+        channel: G += floor((h0 (F R - mean_R) + 32) / 64), then B += floor((h1 (F R - mean_R) + h2 (F G -
+        mean_G) + 32) / 64) with G's final mean; h = 0 on phase 0."""
+        f, hi = self.cfg.mean_frac, 255 * self.cfg.mean_frac
+        h = torch.zeros_like(x)
+        head = self.heads["rcoef"]
+        for k, p in enumerate(pre, start=1):
+            phases.view(h, 4, k)[:] = head.level(p) - (head.levels // 2)
+        r0 = x[:, 0] * f - mean_lvl[:, 0]
+        d = h[:, 0] * r0
+        mg = torch.clamp(mean_lvl[:, 1] + ste(d / 64.0, torch.floor((d + 32.0) / 64.0)), 0, hi)
+        d = h[:, 1] * r0 + h[:, 2] * (x[:, 1] * f - mg)
+        mb = torch.clamp(mean_lvl[:, 2] + ste(d / 64.0, torch.floor((d + 32.0) / 64.0)), 0, hi)
+        return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float.

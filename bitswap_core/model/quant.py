@@ -137,6 +137,7 @@ def heads_for(cfg) -> dict[str, Head]:
         "x_scale": Head("logscale", cfg.x_scales, a=x_lo, b=x_step),
         "coef": Head("tanh", COEF_LEVELS, a=(COEF_LEVELS - 1) / 2),
         "gate": Head("tanh", COEF_LEVELS, a=(COEF_LEVELS - 1) / 2),  # neighbour predictor weight, same grid
+        "rcoef": Head("tanh", COEF_LEVELS, a=(COEF_LEVELS - 1) / 2),  # colour residual weights, same grid
     }
 
 
