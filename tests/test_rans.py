@@ -115,3 +115,23 @@ def test_bits_back_samples_stay_unbiased_after_a_mismatched_push(table, dithered
         assert abs(middle - 0.2) < 0.02
     else:
         assert middle > 0.3  # the effect dithering removes: samples crowd the middle of their distribution
+
+
+def test_bracketed_search_finds_the_symbol_a_full_search_finds(table):
+    """pop's search starts from the coarse inverse CDF's bracket; it must find the symbol whose interval
+    holds the target under the forced edges C(0) = 0, C(N) = total, at every base and quantile boundary."""
+    from bitswap_core.coding.rans import DITHER_LEVELS, _find
+
+    total, n, w = 1 << table.precision, table.n, table.width
+    rng = np.random.default_rng(11)
+    step = total // DITHER_LEVELS
+    edges = np.concatenate([np.arange(DITHER_LEVELS) * step, np.arange(1, DITHER_LEVELS + 1) * step - 1])
+    for r in range(table.cdf.shape[0]):
+        for b in (0, 1, 5, 128, 250, 254, 255):
+            k = np.arange(n + 1)
+            cdf = np.where(k <= 0, 0, np.where(k >= n, total, table.cdf[r, np.clip(k - b + w, 0, 2 * w)]))
+            targets = np.concatenate([edges, rng.integers(0, total, 64)])
+            want = np.searchsorted(cdf, targets, side="right") - 1
+            got = [_find(table.cdf, table.inv, r, b, w, n, np.uint64(total), np.uint64(t), table.precision)
+                   for t in targets]
+            assert np.array_equal(got, want), (r, b)

@@ -34,7 +34,8 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-DITHER_LEVELS = 64  # rotation targets per distribution: quantiles j / 64
+DITHER_BITS = 6
+DITHER_LEVELS = 1 << DITHER_BITS  # rotation targets per distribution: quantiles j / 64 (also pop's search bracket)
 
 
 @numba.njit(cache=True, inline="always")
@@ -58,9 +59,16 @@ def _rotation_start(i, r, b, inv, n, dithered):
 
 
 @numba.njit(cache=True, inline="always")
-def _find(table, r, b, width, n, total, target):
-    """The symbol k whose interval [C(k), C(k+1)) holds target."""
-    lo_k, hi_k = 0, n
+def _find(table, inv, r, b, width, n, total, target, precision):
+    """The symbol k whose interval [C(k), C(k+1)) holds target.
+
+    The coarse inverse CDF brackets the search: target lies between quantiles j / 64 and (j + 1) / 64, so k
+    lies between the symbols holding them (clamped to the alphabet, as the forced edges C(0) = 0 and
+    C(N) = total demand). A peaked distribution then needs one or two probes instead of log2(N); the
+    symbol found is the same, so this changes no bytes."""
+    j = np.int64(target >> np.uint64(precision - DITHER_BITS))
+    lo_k = min(max(b + inv[r, j], 0), n - 1)
+    hi_k = n if j == DITHER_LEVELS - 1 else min(max(b + inv[r, j + 1], 0), n - 1) + 1
     while hi_k - lo_k > 1:
         mid = (lo_k + hi_k) >> 1
         if _cdf(table, r, mid, b, width, n, total) <= target:
@@ -103,7 +111,7 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
         slot = x & mask
         k0 = _rotation_start(i, r, b, inv, n, dithered)
         c0 = _cdf(table, r, k0, b, width, n, total)
-        k = _find(table, r, b, width, n, total, (slot + c0) & mask)
+        k = _find(table, inv, r, b, width, n, total, (slot + c0) & mask, precision)
         lo = _cdf(table, r, k, b, width, n, total)
         f = _cdf(table, r, k + 1, b, width, n, total) - lo
         c = lo - c0 if k >= k0 else lo + total - c0
