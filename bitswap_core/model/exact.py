@@ -98,9 +98,9 @@ class _Conv:
         return total.to(a.dtype).view(bsz, hp, wp, self.cout)[:, :h, :w]
 
     def stream(self, a: torch.Tensor) -> torch.Tensor:
-        """Requantize to the residual stream: clamp(floor((acc + b) * M / 2**32 + 0.5))."""
-        v = torch.floor((self.acc(a) + self.b) * self.m + 0.5)
-        return torch.clamp(v, -STREAM_MAX, STREAM_MAX)
+        """Requantize to the residual stream: clamp(floor((acc + b) * M / 2**32 + 0.5)), in place on the
+        fresh accumulators (the same IEEE float32 operations in the same order, without four temporaries)."""
+        return self.acc(a).add_(self.b).mul_(self.m).add_(0.5).floor_().clamp_(-STREAM_MAX, STREAM_MAX)
 
 
 class _Head:
