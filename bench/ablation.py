@@ -37,6 +37,7 @@ VARIANTS = {
     "1 phase, nz=3": ("nz3", replace(PRESETS["small"], nz=3)),
     "4 pixel phases": ("phases", PRESETS["phases"]),
     "4 pixel phases + neighbour predictor (default config)": ("predictor", PRESETS["default"]),
+    "4 pixel phases + neighbour predictor + colour residual": ("residual", PRESETS["residual"]),
 }
 
 

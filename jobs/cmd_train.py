@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-min", type=float, default=2e-4, help="end of the cosine schedule")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--free-bits", type=float, default=1.0)
+    p.add_argument("--sensor-noise", type=float, default=0.0,
+                   help="share of training crops given independent per-channel noise (sigma 0.5-4)")
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier for the neighbour predictor's weights (predictor configs), "
                         "e.g. 20 when they start at zero on a trained model continued at a small lr")
@@ -56,7 +58,8 @@ def _train(args) -> int:
         cfg = replace(cfg, pixel_phases=args.pixel_phases)
     workdir = args.workdir or args.out.with_suffix(".run")
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
-                     free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale)
+                     free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale,
+                     sensor_noise=args.sensor_noise)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

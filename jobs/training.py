@@ -50,7 +50,8 @@ def load_rgb(url: str, max_pixels: int = 50_000_000, max_side: int | None = None
 class CropSampler:
     """Random 32x32 crops with flips, chosen by an RNG seeded by (seed, step): resumable exactly."""
 
-    def __init__(self, images: list[np.ndarray], seed: int = 0):
+    def __init__(self, images: list[np.ndarray], seed: int = 0, sensor_noise: float = 0.0):
+        self.sensor_noise = sensor_noise
         self.images = [im for im in images if im.shape[0] >= 32 and im.shape[1] >= 32]
         if not self.images:
             raise ValueError("no training image is at least 32x32")
@@ -70,6 +71,11 @@ class CropSampler:
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             out[j] = crop
+        if self.sensor_noise > 0:  # drawn after the crops, so runs without it keep their exact crops
+            noisy = np.flatnonzero(rng.random(n) < self.sensor_noise)
+            sigma = rng.uniform(0.5, 4.0, (len(noisy), 1, 1, 1))
+            noise = rng.normal(0.0, 1.0, (len(noisy), 32, 32, 3)) * sigma
+            out[noisy] = np.clip(np.rint(out[noisy] + noise), 0, 255).astype(np.uint8)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
 
@@ -98,6 +104,10 @@ class TrainConfig:
     ckpt_every_s: float = 300.0
     val_blocks: int = 1024
     gate_lr_scale: float = 1.0  # learning-rate multiplier for the neighbour predictor's weights (gate_rows)
+    # Share of crops given independent per-channel Gaussian noise (sigma uniform in [0.5, 4] per crop): the
+    # training photos are downscaled JPEGs whose colour residuals are almost perfectly correlated, unlike
+    # scans and sensor data; without noisy examples the colour residual learns h = 1 everywhere.
+    sensor_noise: float = 0.0
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -217,7 +227,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     else:  # hold out every 10th image
         val_images = images[::10]
         images = [im for i, im in enumerate(images) if i % 10]
-    sampler = CropSampler(images, seed=tc.seed)
+    sampler = CropSampler(images, seed=tc.seed, sensor_noise=tc.sensor_noise)
     val = validation_subset(val_images, tc.val_blocks, tc.seed)
 
     step, history = 0, []

@@ -162,3 +162,21 @@ def test_gate_lr_scale_multiplies_only_the_predictor_rows_steps(tmp_path, preset
         else:
             assert torch.equal(plain[name], boosted[name]), name
     assert moved == 9  # v, g and bias of each of the three phase heads
+
+
+def test_sensor_noise_perturbs_a_share_of_crops_and_leaves_the_rest_exact():
+    """--sensor-noise adds independent per-channel noise to about that share of crops, the same on every
+    call for a step (resumable); at 0 the sampler draws exactly the crops it drew before the option."""
+    from jobs.training import CropSampler
+
+    rng = np.random.default_rng(0)
+    images = [np.full((64, 80, 3), 120, dtype=np.uint8), rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)]
+    clean, noisy = CropSampler(images, seed=3), CropSampler(images, seed=3, sensor_noise=0.5)
+    a, b = clean.batch(7, 256), noisy.batch(7, 256)
+    assert torch.equal(b, noisy.batch(7, 256))
+    changed = (a != b).flatten(1).any(1)
+    assert 0.35 < changed.float().mean() < 0.65
+    assert torch.equal(a[~changed], b[~changed])
+    d = (b - a)[changed]
+    assert 0 <= b.min() and b.max() <= 255
+    assert not torch.equal(d[:, 0], d[:, 1])  # independent per channel, not a shared luminance shift
