@@ -35,11 +35,17 @@ def crops(n: int, size: int) -> list[Image.Image]:
     return out
 
 
-def coder_speed(n: int = 2_000_000) -> dict:
+def coder_speed(n: int = 2_000_000, levels: tuple[int, int] | None = None) -> dict:
+    """Push / pop of n pixel symbols: rows of every scale level (levels=None) or of scale levels in
+    [lo, hi) only (20-50: pixel scales 0.5-4, around the 2.2 of a pixel that costs 4 bits), any mean."""
     m = resolve(None)
     tab = Table(m.tensors["table_x"], 256, m.cfg.precision)
     rng = np.random.default_rng(0)
-    rows = rng.integers(0, tab.cdf.shape[0], n)
+    if levels is None:
+        rows = rng.integers(0, tab.cdf.shape[0], n)
+    else:  # table rows are (scale level, mean fraction) pairs
+        f = m.cfg.mean_frac
+        rows = rng.integers(levels[0], levels[1], n) * f + rng.integers(0, f, n)
     bases = rng.integers(0, 256, n)
     sym = AnsCoder(n).pop(rows, bases, tab)  # samples from the distributions
     for _ in range(2):  # second round is warm (numba compiled)
@@ -94,10 +100,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
+    ap.add_argument("--coder-only", action="store_true", help="only the coder without the network")
     args = ap.parse_args()
+    results = {"coder": coder_speed(), "coder_levels_20_50": coder_speed(levels=(20, 50)), "runs": []}
+    for key, label in (("coder", "coder alone"), ("coder_levels_20_50", "coder alone, scale levels 20-50")):
+        print(f"{label}:", json.dumps({k: round(v, 1) for k, v in results[key].items()}))
+    if args.coder_only:
+        return
     images = crops(args.images, args.size)
-    results = {"coder": coder_speed(), "runs": []}
-    print("coder alone:", json.dumps({k: round(v, 1) for k, v in results["coder"].items()}))
     for model in args.models:
         for codec, batch in (("bitswap", True), ("bitswap", False), ("bbans", True), ("bbans", False)):
             r = codec_speed(images, codec, batch, args.threads, model)
