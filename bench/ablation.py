@@ -36,8 +36,8 @@ VARIANTS = {
     "1 phase, no channel-conditional": ("no", replace(PRESETS["small"], channel_conditional=False)),
     "1 phase, nz=3": ("nz3", replace(PRESETS["small"], nz=3)),
     "4 pixel phases": ("phases", PRESETS["phases"]),
-    "4 pixel phases + neighbour predictor (default config)": ("predictor", PRESETS["default"]),
-    "4 pixel phases + neighbour predictor + colour residual": ("residual", PRESETS["residual"]),
+    "4 pixel phases + neighbour predictor": ("predictor", PRESETS["predictor"]),
+    "4 pixel phases + neighbour predictor + colour residual (default config)": ("residual", PRESETS["default"]),
 }
 
 

@@ -14,3 +14,8 @@ $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
 $PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $OUT/pipeline_overhead.txt
 $PY bench/memory.py --megapixels 24 2>&1 | grep -v Warning | tee $OUT/memory.txt
+$PY bench/rans_search.py 2>&1 | grep -v Warning | tee $OUT/rans_search.txt
+$PY bench/patterns.py 2>&1 | grep -v Warning | tee $OUT/patterns.txt
+$PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/block_edges.txt
+$PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
+$PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt

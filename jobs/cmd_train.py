@@ -9,7 +9,8 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Bit-Swap model on a folder, glob or fsspec URL of images")
     p.add_argument("data", help="training images: folder, glob or fsspec URL")
-    p.add_argument("--config", default="default", help="preset name (tiny, small, phases, default, imagenet)")
+    p.add_argument("--config", default="default",
+                   help="preset name (tiny, small, phases, predictor, default, imagenet)")
     p.add_argument("--pixel-phases", type=int, choices=(1, 4), default=None,
                    help="override the preset: code each 2x2 cell's pixels in 1 or 4 steps")
     p.add_argument("--init-from", type=Path, default=None,

@@ -110,11 +110,11 @@ PRESETS: dict[str, ModelConfig] = {
                                  phase_predictor=True, colour_residual=True),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
     "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
-    # the third (current) default: 4 pixel phases plus the neighbour predictor (docs/MODEL_CARD.md)
-    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
-    # the third default plus the colour residual (experiment H, docs/MODEL_CARD.md)
-    "residual": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
-                            colour_residual=True),
+    # the third default: 4 pixel phases plus the neighbour predictor
+    "predictor": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
+    # the fourth (current) default: the third plus the colour residual (docs/MODEL_CARD.md)
+    "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                           colour_residual=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),
