@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     report.update(step_s=round(step_s, 4), planned_steps=steps)
     print(f"{step_s * 1000:.1f} ms a step at batch {args.batch}: planning {steps} steps", flush=True)
     tc = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=min(500, steps // 10),
-                     eval_every=max(100, steps // 10), gate_lr_scale=args.gate_lr_scale)
+                     eval_every=max(100, steps // 10), gate_lr_scale=args.gate_lr_scale,
+                     sensor_noise=args.sensor_noise)
     work = out / "run"
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(ROOT / "runs" / "gpu_pack" / "train"), work, args.config, tc,
@@ -146,6 +147,7 @@ def main() -> int:
     r.add_argument("--lr", type=float, default=3e-4)
     r.add_argument("--lr-min", type=float, default=1e-5)
     r.add_argument("--gate-lr-scale", type=float, default=3.0)
+    r.add_argument("--sensor-noise", type=float, default=0.3, help="as the fourth default's last stage")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")
     r.set_defaults(func=run)
