@@ -86,11 +86,12 @@ class BlockCoder:
         dy, dx = phases.offsets(4)[phase]
         return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
 
-    def _pixel_codes(self, params, channel: int, xk: torch.Tensor):
-        """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w)."""
-        mean = self.model.conditional_mean(params, channel, xk).cpu().numpy()
+    def _pixel_codes(self, params, channel: int, xk: torch.Tensor, means: list[torch.Tensor]):
+        """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w). Channels
+        come in order; means collects their mean levels, which later channels' colour residual reads."""
+        means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
         scale = params["scale"][:, channel].cpu().numpy()
-        return rows_bases(mean, scale, self.cfg.mean_frac)
+        return rows_bases(means[-1].cpu().numpy(), scale, self.cfg.mean_frac)
 
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray):
         """Yield (image index, values, rows, bases) in decoding order for blocks x whose pixels are all
@@ -101,9 +102,9 @@ class BlockCoder:
         for k in range(n_ph):
             params = m.p_pixels(trunk, k, x, known)
             xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
-            xkn = phases.view(xn, n_ph, k)
+            xkn, means = phases.view(xn, n_ph, k), []
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, ch, xk)
+                rows, bases = self._pixel_codes(params, ch, xk, means)
                 for i, (r, c) in enumerate(ext):
                     yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
                            np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
@@ -123,8 +124,9 @@ class BlockCoder:
         for k in range(n_ph):
             params = m.p_pixels(trunk, k, x, known)
             xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
+            means = []
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, ch, xk)
+                rows, bases = self._pixel_codes(params, ch, xk, means)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),

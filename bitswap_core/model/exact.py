@@ -278,10 +278,12 @@ class ExactModel:
             res["rcoef"] = out["rcoef"] - COEF_LEVELS // 2
         return res
 
-    def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor) -> torch.Tensor:
+    def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor,
+                         earlier: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Mean level of one channel given the already known channels of x at the same pixels (B, C, h, w),
         then (neighbour predictor) moved by g toward the mean of the coded neighbours, then (colour residual)
-        by h times the residuals of the channels before it."""
+        by h times the residuals of the channels before it. earlier: those channels' results, if the caller
+        kept them (a coder going through the channels in order), so they are not computed again."""
         mean = params["mean"][:, channel]
         f, hi = self.cfg.mean_frac, 255 * self.cfg.mean_frac
         if "coef" in params and channel > 0:
@@ -297,10 +299,14 @@ class ExactModel:
             mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
         if "rcoef" in params and channel > 0:  # colour residual: h * (F x_j - final mean_j), j < channel
             h = params["rcoef"]
-            r0 = f * x[:, 0].to(torch.int64) - self.conditional_mean(params, 0, x)
+            if earlier is None:
+                earlier = []
+                for j in range(channel):
+                    earlier.append(self.conditional_mean(params, j, x, earlier))
+            r0 = f * x[:, 0].to(torch.int64) - earlier[0]
             if channel == 1:
                 d = h[:, 0] * r0
             else:
-                d = h[:, 1] * r0 + h[:, 2] * (f * x[:, 1].to(torch.int64) - self.conditional_mean(params, 1, x))
+                d = h[:, 1] * r0 + h[:, 2] * (f * x[:, 1].to(torch.int64) - earlier[1])
             mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
         return mean
