@@ -29,21 +29,14 @@ from jobs.training import (  # noqa: E402
     list_images,
     load_rgb,
     model_from_checkpoint,
+    model_from_file,
     tile_blocks,
     validation_tiles,
 )
 
 
 def float_model(path: str) -> BitSwapModel:
-    if path.endswith(".safetensors"):
-        from bitswap_core.model.export import import_tensors
-        from bitswap_core.registry import load_model
-
-        exact = load_model(path)
-        model = BitSwapModel(exact.cfg)
-        import_tensors(model, exact.tensors)
-        return model.eval()
-    return model_from_checkpoint(Path(path))
+    return model_from_file(Path(path)) if path.endswith(".safetensors") else model_from_checkpoint(Path(path))
 
 
 @torch.no_grad()

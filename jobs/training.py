@@ -159,6 +159,18 @@ def model_from_checkpoint(path: Path, use_ema: bool = True) -> BitSwapModel:
     return model.eval()
 
 
+def model_from_file(path: Path) -> BitSwapModel:
+    """An exact model file (.safetensors) turned back into float weights that export to the same model:
+    training checkpoints are not shipped, so warm starts and diagnostics of shipped models start here."""
+    from bitswap_core.model.export import import_tensors
+    from bitswap_core.registry import load_model
+
+    exact = load_model(path)
+    model = BitSwapModel(exact.cfg)
+    import_tensors(model, exact.tensors)
+    return model.eval()
+
+
 def train(
     data: str,
     out_dir: Path,
@@ -334,13 +346,7 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
     heads that grew output rows (the neighbour predictor's weights) keep the source's rows and start
     the new ones at zero weight."""
     if checkpoint.suffix == ".safetensors":
-        from bitswap_core.model.export import import_tensors
-        from bitswap_core.registry import load_model
-
-        exact = load_model(checkpoint)
-        source = BitSwapModel(exact.cfg)
-        import_tensors(source, exact.tensors)
-        src = source.state_dict()
+        src = model_from_file(checkpoint).state_dict()
     else:
         src = load_checkpoint(checkpoint)["ema"]
     own = model.state_dict()

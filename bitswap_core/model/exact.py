@@ -182,6 +182,12 @@ class _Net:
         return self.out(self.act(self.trunk(a)))
 
 
+def _moved(mean: torch.Tensor, d: torch.Tensor, hi: int) -> torch.Tensor:
+    """mean + floor((d + 32) / 64), clamped to [0, hi]: a weight in 1/64 steps (the predictor's g, the
+    colour residual's h) times an offset, in 1/F pixel units."""
+    return torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
+
+
 class ExactModel:
     """Integer Bit-Swap networks. Inputs and outputs are int64 tensors of pixels, latent bins and levels."""
 
@@ -296,7 +302,7 @@ class ExactModel:
             mean = torch.clamp(mean + torch.div(d * f + 64, 128, rounding_mode="floor"), 0, hi)
         if "gate" in params:
             d = params["gate"][:, channel] * (params["pred"][:, channel] - mean)
-            mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
+            mean = _moved(mean, d, hi)
         if "rcoef" in params and channel > 0:  # colour residual: h * (F x_j - final mean_j), j < channel
             h = params["rcoef"]
             if earlier is None:
@@ -308,5 +314,5 @@ class ExactModel:
                 d = h[:, 0] * r0
             else:
                 d = h[:, 1] * r0 + h[:, 2] * (f * x[:, 1].to(torch.int64) - earlier[1])
-            mean = torch.clamp(mean + torch.div(d + 32, 64, rounding_mode="floor"), 0, hi)
+            mean = _moved(mean, d, hi)
         return mean

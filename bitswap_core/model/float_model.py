@@ -115,6 +115,12 @@ class PhaseHead(nn.Module):
         return self.conv_out(fq_act(fq_stream_add(t, fq_stream(self.ctx_in(ctx_int)))))
 
 
+def fq_div64(d: torch.Tensor) -> torch.Tensor:
+    """floor((d + 32) / 64) with a straight-through gradient: a weight in 1/64 steps times a mean offset,
+    rounded as the exact model rounds it (the predictor's g, the colour residual's h)."""
+    return ste(d / 64.0, torch.floor((d + 32.0) / 64.0))
+
+
 def logistic_logpdf(z: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     u = (z - mu) / s
     return -u - torch.log(s) - 2.0 * F.softplus(-u)
@@ -218,7 +224,7 @@ class BitSwapModel(nn.Module):
         for k, gate_pre in enumerate(gates, start=1):
             g = self.heads["gate"].level(gate_pre) - (self.heads["gate"].levels // 2)
             d = g * (phases.neighbour_prediction(x, known, k, f) - phases.view(mean_lvl, 4, k))
-            phases.view(terms, 4, k)[:] = ste(d / 64.0, torch.floor((d + 32.0) / 64.0))
+            phases.view(terms, 4, k)[:] = fq_div64(d)
         return terms
 
     # ---- conversions between real latents, bins and network inputs ----
@@ -272,9 +278,9 @@ class BitSwapModel(nn.Module):
             phases.view(h, 4, k)[:] = head.level(p) - (head.levels // 2)
         r0 = x[:, 0] * f - mean_lvl[:, 0]
         d = h[:, 0] * r0
-        mg = torch.clamp(mean_lvl[:, 1] + ste(d / 64.0, torch.floor((d + 32.0) / 64.0)), 0, hi)
+        mg = torch.clamp(mean_lvl[:, 1] + fq_div64(d), 0, hi)
         d = h[:, 1] * r0 + h[:, 2] * (x[:, 1] * f - mg)
-        mb = torch.clamp(mean_lvl[:, 2] + ste(d / 64.0, torch.floor((d + 32.0) / 64.0)), 0, hi)
+        mb = torch.clamp(mean_lvl[:, 2] + fq_div64(d), 0, hi)
         return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
