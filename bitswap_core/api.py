@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bitswap_core import container, fallback
+from bitswap_core.coding import adapt
 from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
 from bitswap_core.coding.rans import AnsCoder
 from bitswap_core.errors import (
@@ -58,11 +59,13 @@ def compress_batch(
     codec: str = "bitswap",
     smallest: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    adapt_blocks: int = adapt.SAMPLE_BLOCKS,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
     codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
     smallest: also try the classical fallback on those images and keep whichever container is smaller.
+    adapt_blocks: blocks per image the encoder samples to fit its scale adaptation (0: none; coding/adapt.py).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
@@ -80,27 +83,30 @@ def compress_batch(
     if learned:
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in learned]
+        bc = m.block_coder(codec)
+        shifts = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [None] * len(arrays)
         try:
-            coders = encode_images(m.block_coder(codec), arrays)
+            coders = encode_images(bc, arrays, shifts=shifts)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(learned)
-        for i, coder in zip(learned, coders):
+        for i, coder, shift in zip(learned, coders, shifts):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
-            data = _pack(images[i], codec, m.id, coder.to_bytes(), digests[i])
+            data = _pack(images[i], codec, m.id, adapt.to_bytes(shift) + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
     return out  # type: ignore[return-value]
 
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+             max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int = adapt.SAMPLE_BLOCKS) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
-    return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels)[0]
+    return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
+                          adapt_blocks=adapt_blocks)[0]
 
 
 def _model_for(c: container.Container, model: ModelArg) -> Model:
@@ -140,9 +146,14 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         bc = m.block_coder(scheme)
-        coders = [AnsCoder.from_bytes(boxes[i].payload, bc.bed_words, dithered) for i in idx]
+        shifts, coders = [], []
+        for i in idx:
+            shift, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels)
+                          if boxes[i].scale_adapted else (None, boxes[i].payload))
+            shifts.append(shift)
+            coders.append(AnsCoder.from_bytes(ans, bc.bed_words, dithered))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
-        arrays = decode_images(bc, coders, shapes)
+        arrays = decode_images(bc, coders, shapes, shifts)
         for i, arr in zip(idx, arrays):
             out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

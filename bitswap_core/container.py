@@ -5,9 +5,10 @@ were, or whether the bytes are intact. The header answers those before any decod
 and every length is checked against the bytes actually present, so damaged input fails fast with a
 clear error instead of a crash or a huge allocation.
 
-Layout, versions 1 and 2 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The two
-versions share the layout; in version 2 the learned codecs' ANS slots are dithered (coding/rans.py), so
-version 1 learned payloads are decoded without dithering. New containers are always version 2.
+Layout, versions 1 to 3 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
+versions share the layout; from version 2 on the learned codecs' ANS slots are dithered (coding/rans.py),
+so version 1 learned payloads are decoded without dithering; from version 3 on a learned payload starts
+with its per-image scale adaptation header (coding/adapt.py). New containers are always version 3.
 
 
     offset  size  field
@@ -38,8 +39,8 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 DIGEST_SIZE = 32
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01
@@ -99,6 +100,11 @@ class Container:
     def dithered_ans(self) -> bool:
         """Whether a learned payload's ANS slots are dithered (every version from 2 on)."""
         return self.version >= 2
+
+    @property
+    def scale_adapted(self) -> bool:
+        """Whether a learned payload starts with a scale adaptation header (every version from 3 on)."""
+        return self.version >= 3
 
     def __post_init__(self) -> None:
         problem = _field_problem(

@@ -13,6 +13,7 @@ from PIL import Image, ImageCms
 
 import bitswap_core
 from bitswap_core import container
+from bitswap_core.coding import adapt
 from bitswap_core.errors import (
     BitswapError,
     CorruptPayloadError,
@@ -152,11 +153,20 @@ def test_truncated_and_corrupt_learned_payloads_raise(tiny_model):
         with pytest.raises(BitswapError):
             bitswap_core.decompress(data[:cut], tiny_model)
     payload = container.unpack(data).payload
-    for pos in (0, 5, 12, len(payload) // 2, len(payload) - 1):
+    head = len(payload) - len(adapt.from_bytes(payload, tiny_model.cfg.pixel_phases, 3)[1])
+    for pos in (0, 5, 12, (len(payload) - head) // 2, len(payload) - head - 1):  # in the ANS bytes
         bad = bytearray(payload)
-        bad[pos] ^= 0x01
+        bad[head + pos] ^= 0x01
         with pytest.raises(CorruptPayloadError):  # valid CRC, hostile payload: still caught
             bitswap_core.decompress(_repack(data, bytes(bad)), tiny_model)
+    for pos in range(head):  # the scale adaptation header: an error, or (a shift no pixel used) the image
+        bad = bytearray(payload)
+        bad[pos] ^= 0x01
+        try:
+            out = bitswap_core.decompress(_repack(data, bytes(bad)), tiny_model)
+        except CorruptPayloadError:
+            continue
+        assert same(out, img)
 
 
 def test_fuzz_learned_decoder_with_mutated_payloads(tiny_model):

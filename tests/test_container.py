@@ -36,7 +36,7 @@ def _container(icc: bytes | None = b"fake-icc-profile") -> Container:
 def test_round_trip(icc: bytes | None) -> None:
     c = _container(icc)
     data = pack(c)
-    assert data[:4] == MAGIC and data[4] == 2
+    assert data[:4] == MAGIC and data[4] == 3
     assert unpack(data) == c
     assert unpack(bytearray(data)) == c
     assert unpack(memoryview(data)) == c
@@ -65,17 +65,23 @@ def test_wrong_magic_and_version_are_unsupported() -> None:
         unpack(b"\x89PNG" + data[4:])
     with pytest.raises(UnsupportedFormatError, match="magic"):
         unpack(b"X")
-    with pytest.raises(UnsupportedFormatError, match="version 3"):
-        unpack(data[:4] + b"\x03" + data[5:])
+    with pytest.raises(UnsupportedFormatError, match="version 4"):
+        unpack(data[:4] + b"\x04" + data[5:])
 
 
-def test_version_1_is_still_read_and_says_its_ans_is_not_dithered() -> None:
-    data = bytearray(pack(_container()))
-    assert data[4] == 2 and unpack(bytes(data)).dithered_ans
-    data[4] = 1
-    body = bytes(data[:-4])
-    old = unpack(body + zlib.crc32(body).to_bytes(4, "big"))
-    assert old.version == 1 and not old.dithered_ans
+def _as_version(data: bytes, version: int) -> bytes:
+    body = data[:4] + bytes([version]) + data[5:-4]
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_older_versions_are_still_read_and_say_how_their_payloads_differ() -> None:
+    data = pack(_container())
+    new = unpack(data)
+    assert data[4] == 3 and new.dithered_ans and new.scale_adapted
+    v2 = unpack(_as_version(data, 2))
+    assert v2.version == 2 and v2.dithered_ans and not v2.scale_adapted
+    v1 = unpack(_as_version(data, 1))
+    assert v1.version == 1 and not v1.dithered_ans and not v1.scale_adapted
 
 
 def test_every_bit_flip_is_detected() -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, pad_block, to_blocks, valid_sizes
+from bitswap_core.coding import adapt
 from bitswap_core.coding.rans import AnsCoder, Table
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
@@ -86,16 +87,18 @@ class BlockCoder:
         dy, dx = phases.offsets(4)[phase]
         return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
 
-    def _pixel_codes(self, params, channel: int, xk: torch.Tensor, means: list[torch.Tensor]):
+    def _pixel_codes(self, params, channel: int, xk: torch.Tensor, means: list[torch.Tensor], maps=None):
         """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w). Channels
-        come in order; means collects their mean levels, which later channels' colour residual reads."""
+        come in order; means collects their mean levels, which later channels' colour residual reads.
+        maps: (B, scale levels) per-image scale adaptation of this phase and channel (coding/adapt.py)."""
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
-        scale = params["scale"][:, channel].cpu().numpy()
+        scale = adapt.apply(params["scale"][:, channel], maps).cpu().numpy()
         return rows_bases(means[-1].cpu().numpy(), scale, self.cfg.mean_frac)
 
-    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray):
+    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None):
         """Yield (image index, values, rows, bases) in decoding order for blocks x whose pixels are all
-        known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder will."""
+        known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder will.
+        maps: (B, phases, channels, scale levels) from adapt.level_maps, or None for the model as is."""
         m, n_ph = self.net, self.cfg.pixel_phases
         trunk, known = m.px_trunk(z1), self._known(valid)
         xn = x.numpy()
@@ -104,18 +107,18 @@ class BlockCoder:
             xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
             xkn, means = phases.view(xn, n_ph, k), []
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, ch, xk, means)
+                rows, bases = self._pixel_codes(params, ch, xk, means, None if maps is None else maps[:, k, ch])
                 for i, (r, c) in enumerate(ext):
                     yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
                            np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
                            np.ascontiguousarray(bases[i, :r, :c]).reshape(-1))
 
-    def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray) -> None:
+    def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None) -> None:
         # the decoder pops first phase, first channel first: push everything in reverse
-        for i, vals, rows, bases in reversed(list(self.pixel_symbols(x, z1, valid))):
+        for i, vals, rows, bases in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
             coders[i].push(vals, rows, bases, self.tx)
 
-    def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray) -> torch.Tensor:
+    def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None) -> torch.Tensor:
         m, n_ph = self.net, self.cfg.pixel_phases
         n, ch_count = len(coders), self.cfg.channels
         trunk, known = m.px_trunk(z1), self._known(valid)
@@ -126,7 +129,7 @@ class BlockCoder:
             xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
             means = []
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, ch, xk, means)
+                rows, bases = self._pixel_codes(params, ch, xk, means, None if maps is None else maps[:, k, ch])
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
@@ -137,9 +140,10 @@ class BlockCoder:
         return x
 
     # ---- one block of each image ----
-    def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None) -> None:
+    def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None,
+                    maps=None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
-        batch it over many steps)."""
+        batch it over many steps). maps: the images' scale adaptation (adapt.level_maps rows) or None."""
         m, nz = self.net, self.cfg.nz
         x = torch.from_numpy(blocks.astype(np.int64))
         z: list[torch.Tensor] = []
@@ -148,16 +152,16 @@ class BlockCoder:
             z.append(self.pop_latents(coders, dist))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
-                    self.push_pixels(coders, x, z[0], valid)
+                    self.push_pixels(coders, x, z[0], valid, maps)
                 else:
                     self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         if self.scheme == "bbans":
-            self.push_pixels(coders, x, z[0], valid)
+            self.push_pixels(coders, x, z[0], valid, maps)
             for i in range(1, nz):
                 self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         self.push_latents(coders, z[-1], m.top_prior(len(coders)))
 
-    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray) -> np.ndarray:
+    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps=None) -> np.ndarray:
         m, nz = self.net, self.cfg.nz
         z: list[torch.Tensor | None] = [None] * nz
         z[-1] = self.pop_latents(coders, m.top_prior(len(coders)))
@@ -167,23 +171,30 @@ class BlockCoder:
                 if i > 0:
                     z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
                 else:
-                    x = self.pop_pixels(coders, z[0], valid)
+                    x = self.pop_pixels(coders, z[0], valid, maps)
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         else:
             for i in range(nz - 1, 0, -1):
                 z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
-            x = self.pop_pixels(coders, z[0], valid)
+            x = self.pop_pixels(coders, z[0], valid, maps)
             for i in range(nz - 1, -1, -1):
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         return x.numpy().astype(np.uint8)
 
 
-def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None
-                  ) -> list[AnsCoder]:
+def _maps(block_coder: BlockCoder, shifts) -> torch.Tensor | None:
+    cfg = block_coder.cfg
+    return None if shifts is None else adapt.level_maps(shifts, cfg.pixel_phases, cfg.channels, cfg.x_scales)
+
+
+def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
+                  shifts: Sequence[np.ndarray | None] | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
+    shifts: per image, its scale adaptation (coding/adapt.py) or None; the decoder needs the same.
     """
+    maps = _maps(block_coder, shifts)
     blocks = [to_blocks(im) for im in images]
     valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
@@ -203,16 +214,18 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 q1.append((mean[k : k + len(js)], scale[k : k + len(js)]))
                 k += len(js)
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
-                                np.stack([valid[j][t] for j in act]), q1=q1[t % ahead])
+                                np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
+                                maps=None if maps is None else maps[act])
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
     return coders
 
 
-def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]]
-                  ) -> list[np.ndarray]:
+def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
+                  shifts: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
+    maps = _maps(block_coder, shifts)
     from bitswap_core.blocks import from_blocks, grid
 
     counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
@@ -221,7 +234,8 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
         idx = [counts[j] - 1 - t for j in act]
-        x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]))
+        x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
+                                   maps=None if maps is None else maps[act])
         for row, (j, k) in enumerate(zip(act, idx)):
             out[j][k] = x[row]
     for c in coders:
@@ -229,18 +243,21 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     return [from_blocks(b, h, w) for b, (h, w, _) in zip(out, shapes)]
 
 
-def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int = 0) -> list[float]:
+def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int = 0,
+              shifts: Sequence[np.ndarray | None] | None = None) -> list[float]:
     """The exact model's negative ELBO in bits per image (one latent sample per block), without ANS.
 
     Same networks and tables as the codec, so compressed size minus this is the coding overhead
     (initial bits, ANS state, rounding). Latents are sampled by popping from a coder on random bits.
+    shifts: per image, the scale adaptation the codec would use (coding/adapt.py), or None.
     """
+    maps = _maps(block_coder, shifts)
     from bitswap_core.coding.rans import cost_bits
 
     cfg, m = block_coder.cfg, block_coder.net
     rng = np.random.default_rng(seed)
     totals = []
-    for im in images:
+    for j_im, im in enumerate(images):
         blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
         bits = 0.0
         for s in range(0, len(blocks), 64):
@@ -260,7 +277,8 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 dist = m.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else m.top_prior(n)
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
-            for _, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb):
+            mb = None if maps is None else maps[j_im : j_im + 1].expand(n, -1, -1, -1)
+            for _, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb, mb):
                 bits += cost_bits(vals, rows, bases, block_coder.tx)
         totals.append(bits)
     return totals

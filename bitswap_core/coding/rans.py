@@ -230,6 +230,23 @@ class AnsCoder:
         return 8 * (12 + 4 * (self.m - self.min_m))
 
 
+def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
+    """-log2 P(symbol) of each symbol under its table distribution (float64 array)."""
+    out = np.empty(len(symbols), dtype=np.float64)
+    if len(symbols):
+        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _cost_bits_each(symbols, rows, bases, table, width, n, precision, out):
+    total = 1 << precision
+    for i in range(symbols.shape[0]):
+        k, r, b = symbols[i], rows[i], bases[i]
+        f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
+        out[i] = precision - np.log2(np.float64(f))
+
+
 @numba.njit(cache=True)
 def _cost_bits(symbols, rows, bases, table, width, n, precision):
     total = 1 << precision

@@ -1,0 +1,121 @@
+"""Per-image scale adaptation: the encoder widens or narrows the model's pixel scales for one image.
+
+Why: a model is over- or under-confident on images unlike its training data (scanner noise, smooth
+renders), and no amount of training on one set fixes that for every user's set. The encoder knows the
+image, so it picks, for each (pixel phase, channel, band of the model's own scale level), an integer shift
+of the scale level (one level is about 7% in scale), estimated on a sample of the image's blocks, and
+stores the shifts in the payload. The decoder maps every pixel's scale level through the same table before
+the same CDF tables are looked up, so coding stays exact; a zero shift is the model unchanged.
+
+Payload header (container version 3 on): u8 bands (0 = no adaptation), then phases x channels x bands
+int8 shifts in C order. Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bitswap_core.blocks import to_blocks, valid_sizes
+from bitswap_core.errors import CorruptPayloadError
+
+BANDS = 3  # what the encoder writes; the decoder takes any count up to MAX_BANDS
+MAX_BANDS = 16
+MAX_SHIFT = 24
+SAMPLE_BLOCKS = 16  # blocks per image the encoder looks at (evenly spread over the image)
+_BATCH_BLOCKS = 256  # sample blocks per network call
+# candidate shifts, smallest first, so that ties keep the smaller change
+_CANDIDATES = np.array(sorted(range(-MAX_SHIFT, MAX_SHIFT + 1), key=lambda s: (abs(s), s)), dtype=np.int64)
+
+
+def to_bytes(shifts: np.ndarray | None) -> bytes:
+    """The payload header for shifts of shape (phases, channels, bands), or for no adaptation."""
+    if shifts is None or not shifts.any():
+        return b"\0"
+    return bytes([shifts.shape[2]]) + shifts.astype(np.int8).tobytes()
+
+
+def from_bytes(payload: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, bytes]:
+    """(shifts or None, the rest of the payload); raises CorruptPayloadError on a malformed header."""
+    if not payload:
+        raise CorruptPayloadError("learned payload is empty: no scale adaptation header")
+    bands = payload[0]
+    if bands == 0:
+        return None, payload[1:]
+    n = phases * channels * bands
+    if bands > MAX_BANDS or len(payload) < 1 + n:
+        raise CorruptPayloadError(f"scale adaptation header declares {bands} bands ({n} shifts) in a "
+                                  f"{len(payload)}-byte payload")
+    shifts = np.frombuffer(payload, dtype=np.int8, count=n, offset=1).astype(np.int64)
+    if np.abs(shifts).max() > MAX_SHIFT:
+        raise CorruptPayloadError(f"scale adaptation shift {int(np.abs(shifts).max())} exceeds {MAX_SHIFT}")
+    return shifts.reshape(phases, channels, bands), payload[1 + n :]
+
+
+def level_maps(shifts: Sequence[np.ndarray | None], phases: int, channels: int, levels: int
+               ) -> torch.Tensor | None:
+    """(images, phases, channels, levels) int64: each scale level's adapted level; None if all are None."""
+    if all(s is None for s in shifts):
+        return None
+    base = np.arange(levels, dtype=np.int64)
+    out = np.broadcast_to(base, (len(shifts), phases, channels, levels)).copy()
+    for i, s in enumerate(shifts):
+        if s is not None:
+            band = base * s.shape[2] // levels
+            out[i] = np.clip(base + s[:, :, band], 0, levels - 1)
+    return torch.from_numpy(out)
+
+
+def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+    """scale: (B, h, w) levels of one phase and channel; maps: (B, levels) from level_maps, or None."""
+    if maps is None:
+        return scale
+    b = scale.shape[0]
+    return torch.gather(maps, 1, scale.reshape(b, -1)).reshape(scale.shape)
+
+
+def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0
+           ) -> list[np.ndarray | None]:
+    """Shifts for each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its blocks
+    under every candidate shift (one latent sample per block from a fixed-seed sampler, so the choice,
+    and the bytes, depend on the image alone). None where the estimated saving does not pay the header."""
+    from bitswap_core.coding.rans import AnsCoder, cost_bits_each
+
+    cfg, m = block_coder.cfg, block_coder.net
+    ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
+    out: list[np.ndarray | None] = []
+    for im in images:
+        blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
+        total = len(blocks)
+        pick = np.unique(np.linspace(0, total - 1, min(total, sample_blocks)).round().astype(np.int64))
+        # cost[phase, channel, band, candidate] summed over the picked blocks
+        cost = np.zeros((ph, ch, BANDS, len(_CANDIDATES)))
+        rng = np.random.default_rng(seed)
+        for s in range(0, len(pick), _BATCH_BLOCKS):
+            idx = pick[s : s + _BATCH_BLOCKS]
+            n = len(idx)
+            x = torch.from_numpy(blocks[idx].astype(np.int64))
+            sampler = AnsCoder(0, words=rng.integers(0, 2**32, 4 * cfg.z_dims * n, dtype=np.uint32),
+                               state=int(rng.integers(2**32, 2**63)), bed_kept=0)
+            dist = m.q_latent(0, x)
+            rows, bases = block_coder._latent_codes(*dist)
+            z1 = np.stack([sampler.pop(rows[j], bases[j], block_coder.tz) for j in range(n)])
+            z1 = torch.from_numpy(z1.reshape(dist[0].shape))
+            groups: dict[tuple[int, int], list] = {}
+            for g, (_, vals, r, b) in enumerate(block_coder.pixel_symbols(x, z1, valid[idx])):
+                groups.setdefault(divmod(g // n, ch), []).append((vals, r, b))
+            for (k, c), parts in groups.items():
+                vals, r, b = (np.concatenate(a) for a in zip(*parts))
+                level, frac = r // mf, r % mf
+                band = level * BANDS // levels
+                for j, shift in enumerate(_CANDIDATES):
+                    bits = cost_bits_each(vals, np.clip(level + shift, 0, levels - 1) * mf + frac, b,
+                                          block_coder.tx)
+                    cost[k, c, :, j] += np.bincount(band, weights=bits, minlength=BANDS)
+        best = cost.argmin(axis=3)
+        saving = (cost[..., 0].sum() - np.take_along_axis(cost, best[..., None], 3).sum()) * total / len(pick)
+        header_bits = 8 * (1 + ph * ch * BANDS)
+        out.append(_CANDIDATES[best] if saving > 2 * header_bits else None)
+    return out
