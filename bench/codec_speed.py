@@ -1,6 +1,7 @@
 """Codec throughput with the default model: compress/decompress KB/s of raw pixels per core, the split
 between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
-(--models A B ... measures several model files side by side in one run.)
+(--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16 measures the
+encoder without and with the per-image scale adaptation, bitswap_core/coding/adapt.py.)
 
 Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
 """
@@ -19,6 +20,7 @@ from PIL import Image
 
 import bitswap_core
 from bitswap_core import container
+from bitswap_core.coding import adapt
 from bitswap_core.coding.rans import AnsCoder, Table
 from bitswap_core.registry import resolve
 
@@ -60,7 +62,8 @@ def coder_speed(n: int = 2_000_000, levels: tuple[int, int] | None = None) -> di
     return {"encode_msym_s": n / te / 1e6, "decode_msym_s": n / td / 1e6}
 
 
-def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None) -> dict:
+def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None,
+                adapt_blocks: int = adapt.SAMPLE_BLOCKS) -> dict:
     torch.set_num_threads(threads)
     m = resolve(model)
     bc = m.block_coder(codec)
@@ -69,9 +72,10 @@ def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int
     bc.net.seconds = 0.0
     t0 = time.perf_counter()
     if batch:
-        datas = bitswap_core.compress_batch(images, m, codec=codec, smallest=False)
+        datas = bitswap_core.compress_batch(images, m, codec=codec, smallest=False, adapt_blocks=adapt_blocks)
     else:
-        datas = [bitswap_core.compress(im, m, codec=codec, smallest=False) for im in images]
+        datas = [bitswap_core.compress(im, m, codec=codec, smallest=False, adapt_blocks=adapt_blocks)
+                 for im in images]
     te, net_e = time.perf_counter() - t0, bc.net.seconds
     bc.net.seconds = 0.0
     t0 = time.perf_counter()
@@ -84,7 +88,8 @@ def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int
     assert all(container.unpack(d).codec == codec for d in datas)
     bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
     return {
-        "model": m.id[:8], "codec": codec, "batch": batch, "threads": threads, "images": len(images),
+        "model": m.id[:8], "codec": codec, "batch": batch, "adapt_blocks": adapt_blocks, "threads": threads,
+        "images": len(images),
         "raw_kb": raw / 1000,
         "bpd": bits / raw,
         "encode_kb_s_per_core": raw / 1000 / te / threads, "decode_kb_s_per_core": raw / 1000 / td / threads,
@@ -101,6 +106,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
     ap.add_argument("--coder-only", action="store_true", help="only the coder without the network")
+    ap.add_argument("--adapt-blocks", type=int, nargs="+", default=[adapt.SAMPLE_BLOCKS],
+                    help="scale adaptation sample sizes to measure (0: none; bitswap_core/coding/adapt.py)")
     args = ap.parse_args()
     results = {"coder": coder_speed(), "coder_levels_20_50": coder_speed(levels=(20, 50)), "runs": []}
     for key, label in (("coder", "coder alone"), ("coder_levels_20_50", "coder alone, scale levels 20-50")):
@@ -110,9 +117,10 @@ def main() -> None:
     images = crops(args.images, args.size)
     for model in args.models:
         for codec, batch in (("bitswap", True), ("bitswap", False), ("bbans", True), ("bbans", False)):
-            r = codec_speed(images, codec, batch, args.threads, model)
-            results["runs"].append(r)
-            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+            for blocks in args.adapt_blocks if codec == "bitswap" else args.adapt_blocks[-1:]:
+                r = codec_speed(images, codec, batch, args.threads, model, blocks)
+                results["runs"].append(r)
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
