@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--learned-only", action="store_true",
                    help="use the learned codec even where a classical lossless codec would be smaller")
+    p.add_argument("--adapt-blocks", type=int, default=None, metavar="N",
+                   help="blocks the encoder samples to fit the per-image scale adaptation (default: the "
+                        "codec's, 16; 0: the model as is)")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -92,7 +95,8 @@ def _compress(args: argparse.Namespace) -> int:
 
     try:
         image = _open_image(args.input)
-        data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only)
+        extra = {} if args.adapt_blocks is None else {"adapt_blocks": args.adapt_blocks}
+        data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only, **extra)
     except (ValueError, BitswapError) as exc:
         return _fail(str(exc))
     except ImportError as exc:

@@ -121,6 +121,9 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     assert main(["compress", str(src), str(packed), *args]) == 0
     box = container.unpack(packed.read_bytes())
     assert box.model_id == tiny_model.id and box.codec == "bbans"
+    plain = tmp_path / "plain.bsw"
+    assert main(["compress", str(src), str(plain), *args, "--adapt-blocks", "0"]) == 0
+    assert container.unpack(plain.read_bytes()).payload[0] == 0  # no scale adaptation header
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:
         assert (restored.mode, restored.tobytes()) == (source.mode, source.tobytes())
