@@ -110,3 +110,14 @@ def test_a_tiny_image_keeps_the_model_as_is(tiny_model):
     """Too few pixels to pay for the header: no adaptation, one header byte."""
     (shifts,) = adapt.choose(tiny_model.block_coder("bitswap"), _arrays(photo_crop(box=(0, 0, 3, 2))))
     assert shifts is None
+
+
+def test_the_choice_depends_on_the_image_alone_not_on_the_batch(tiny_model, monkeypatch):
+    bc = tiny_model.block_coder("bitswap")
+    imgs = _arrays(photo_crop(box=(0, 0, 70, 45)), photo_crop(box=(3, 1, 40, 40)), photo_crop(box=(0, 0, 64, 64)))
+    together = adapt.choose(bc, imgs, sample_blocks=3)
+    alone = [adapt.choose(bc, [im], sample_blocks=3)[0] for im in imgs]
+    assert all(a is not None for a in together)  # random weights: far from calibrated on photos
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    monkeypatch.setattr(adapt, "_BATCH_BLOCKS", 4)  # network calls split between images
+    assert all(np.array_equal(a, b) for a, b in zip(adapt.choose(bc, imgs, sample_blocks=3), alone))

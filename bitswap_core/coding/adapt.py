@@ -76,46 +76,64 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(maps, 1, scale.reshape(b, -1)).reshape(scale.shape)
 
 
+def _sample(images: Sequence[np.ndarray], sample_blocks: int):
+    """Per image: (its block count, the picked blocks, their valid sizes), blocks evenly spread."""
+    for im in images:
+        blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
+        pick = np.unique(np.linspace(0, len(blocks) - 1, min(len(blocks), sample_blocks)).round().astype(np.int64))
+        yield len(blocks), blocks[pick], valid[pick]
+
+
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0
            ) -> list[np.ndarray | None]:
     """Shifts for each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its blocks
-    under every candidate shift (one latent sample per block from a fixed-seed sampler, so the choice,
-    and the bytes, depend on the image alone). None where the estimated saving does not pay the header."""
+    under every candidate shift (one latent sample per block from a sampler seeded alike for every image,
+    so the choice, and the bytes, depend on the image alone, not on the batch). The networks see the
+    samples of several images at once. None where the estimated saving does not pay the header."""
     from bitswap_core.coding.rans import AnsCoder, cost_bits_each
 
     cfg, m = block_coder.cfg, block_coder.net
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
-    out: list[np.ndarray | None] = []
-    for im in images:
-        blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
-        total = len(blocks)
-        pick = np.unique(np.linspace(0, total - 1, min(total, sample_blocks)).round().astype(np.int64))
-        # cost[phase, channel, band, candidate] summed over the picked blocks
-        cost = np.zeros((ph, ch, BANDS, len(_CANDIDATES)))
-        rng = np.random.default_rng(seed)
-        for s in range(0, len(pick), _BATCH_BLOCKS):
-            idx = pick[s : s + _BATCH_BLOCKS]
-            n = len(idx)
-            x = torch.from_numpy(blocks[idx].astype(np.int64))
+    samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
+    # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
+    cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
+    start = 0
+    while start < len(samples):
+        group, n_blocks = [], 0
+        while start + len(group) < len(samples) and (
+                not group or n_blocks + len(samples[start + len(group)][1]) <= _BATCH_BLOCKS):
+            n_blocks += len(samples[start + len(group)][1])
+            group.append(start + len(group))
+        x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
+        valid = np.concatenate([samples[j][2] for j in group])
+        owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
+        dist = m.q_latent(0, x)
+        rows, bases = block_coder._latent_codes(*dist)
+        z1, at = [], 0
+        for j in group:
+            n = len(samples[j][1])
+            rng = np.random.default_rng(seed)
             sampler = AnsCoder(0, words=rng.integers(0, 2**32, 4 * cfg.z_dims * n, dtype=np.uint32),
                                state=int(rng.integers(2**32, 2**63)), bed_kept=0)
-            dist = m.q_latent(0, x)
-            rows, bases = block_coder._latent_codes(*dist)
-            z1 = np.stack([sampler.pop(rows[j], bases[j], block_coder.tz) for j in range(n)])
-            z1 = torch.from_numpy(z1.reshape(dist[0].shape))
-            groups: dict[tuple[int, int], list] = {}
-            for g, (_, vals, r, b) in enumerate(block_coder.pixel_symbols(x, z1, valid[idx])):
-                groups.setdefault(divmod(g // n, ch), []).append((vals, r, b))
-            for (k, c), parts in groups.items():
-                vals, r, b = (np.concatenate(a) for a in zip(*parts))
-                level, frac = r // mf, r % mf
-                band = level * BANDS // levels
-                for j, shift in enumerate(_CANDIDATES):
-                    bits = cost_bits_each(vals, np.clip(level + shift, 0, levels - 1) * mf + frac, b,
-                                          block_coder.tx)
-                    cost[k, c, :, j] += np.bincount(band, weights=bits, minlength=BANDS)
-        best = cost.argmin(axis=3)
-        saving = (cost[..., 0].sum() - np.take_along_axis(cost, best[..., None], 3).sum()) * total / len(pick)
-        header_bits = 8 * (1 + ph * ch * BANDS)
+            z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
+            at += n
+        z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
+        parts: dict[tuple[int, int, int], list] = {}
+        for g, (i, vals, r, b) in enumerate(block_coder.pixel_symbols(x, z1, valid)):
+            k, c = divmod(g // len(x), ch)
+            parts.setdefault((int(owner[i]), k, c), []).append((vals, r, b))
+        for (j, k, c), items in parts.items():
+            vals, r, b = (np.concatenate(a) for a in zip(*items))
+            level, frac = r // mf, r % mf
+            band = level * BANDS // levels
+            for t, shift in enumerate(_CANDIDATES):
+                bits = cost_bits_each(vals, np.clip(level + shift, 0, levels - 1) * mf + frac, b, block_coder.tx)
+                cost[j, k, c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
+        start += len(group)
+    out: list[np.ndarray | None] = []
+    header_bits = 8 * (1 + ph * ch * BANDS)
+    for j, (total, picked, _) in enumerate(samples):
+        best = cost[j].argmin(axis=3)
+        saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * total / len(picked)
         out.append(_CANDIDATES[best] if saving > 2 * header_bits else None)
     return out
