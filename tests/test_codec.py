@@ -204,10 +204,11 @@ def test_default_model_round_trip_on_a_sample():
     assert len(data) < 128 * 128 * 3  # smaller than raw pixels, first-block overhead included
 
 
-@pytest.mark.parametrize("model_id", ["b369ef88", "f7567cc2", "19e3b86f", "96e1b9a5"])
+@pytest.mark.parametrize("model_id", ["b369ef88", "f7567cc2", "19e3b86f", "96e1b9a5", "653383b7"])
 def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     """A stored payload of each shipped default model (tests/data: the first default's in container v1,
-    the second's, the third's and the fourth's, the current default, in v2) decodes with model=None: the
+    the second's, the third's and the fourth's in v2, the fifth's, the current default, in v3 with a scale
+    adaptation header) decodes with model=None: the
     zoo keeps every shipped model, found by the id the payload records, and the decoder stays able to read
     what it wrote before."""
     from pathlib import Path
