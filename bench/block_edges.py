@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.blocks import BLOCK, to_blocks, valid_sizes  # noqa: E402
-from bitswap_core.coding.rans import AnsCoder, cost_bits  # noqa: E402
+from bitswap_core.coding.rans import cost_bits, random_coder  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
@@ -37,8 +37,7 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     blocks, valid = blocks[full], valid[full]
     n = len(blocks)
     rng = np.random.default_rng(seed)
-    sampler = AnsCoder(0, words=rng.integers(0, 2**32, 4 * cfg.z_dims * n, dtype=np.uint32),
-                       state=int(rng.integers(2**32, 2**63)), bed_kept=0)
+    sampler = random_coder(rng, 4 * cfg.z_dims * n)
     x = torch.from_numpy(blocks.astype(np.int64))
     rows, bases = bc._latent_codes(*m.q_latent(0, x))
     z1 = np.stack([sampler.pop(rows[j], bases[j], bc.tz) for j in range(n)])

@@ -84,26 +84,33 @@ def _sample(images: Sequence[np.ndarray], sample_blocks: int):
         yield len(blocks), blocks[pick], valid[pick]
 
 
+def _groups(sizes: Sequence[int], limit: int):
+    """Consecutive index groups whose sizes add up to at most limit (a larger item goes alone)."""
+    group, total = [], 0
+    for j, size in enumerate(sizes):
+        if group and total + size > limit:
+            yield group
+            group, total = [], 0
+        group.append(j)
+        total += size
+    if group:
+        yield group
+
+
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0
            ) -> list[np.ndarray | None]:
     """Shifts for each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its blocks
     under every candidate shift (one latent sample per block from a sampler seeded alike for every image,
     so the choice, and the bytes, depend on the image alone, not on the batch). The networks see the
     samples of several images at once. None where the estimated saving does not pay the header."""
-    from bitswap_core.coding.rans import AnsCoder, cost_bits_each
+    from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     cfg, m = block_coder.cfg, block_coder.net
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
-    start = 0
-    while start < len(samples):
-        group, n_blocks = [], 0
-        while start + len(group) < len(samples) and (
-                not group or n_blocks + len(samples[start + len(group)][1]) <= _BATCH_BLOCKS):
-            n_blocks += len(samples[start + len(group)][1])
-            group.append(start + len(group))
+    for group in _groups([len(picked) for _, picked, _ in samples], _BATCH_BLOCKS):
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
@@ -112,9 +119,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
         z1, at = [], 0
         for j in group:
             n = len(samples[j][1])
-            rng = np.random.default_rng(seed)
-            sampler = AnsCoder(0, words=rng.integers(0, 2**32, 4 * cfg.z_dims * n, dtype=np.uint32),
-                               state=int(rng.integers(2**32, 2**63)), bed_kept=0)
+            sampler = random_coder(np.random.default_rng(seed), 4 * cfg.z_dims * n)
             z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
@@ -129,7 +134,6 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             for t, shift in enumerate(_CANDIDATES):
                 bits = cost_bits_each(vals, np.clip(level + shift, 0, levels - 1) * mf + frac, b, block_coder.tx)
                 cost[j, k, c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
-        start += len(group)
     out: list[np.ndarray | None] = []
     header_bits = 8 * (1 + ph * ch * BANDS)
     for j, (total, picked, _) in enumerate(samples):

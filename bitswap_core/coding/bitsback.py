@@ -15,7 +15,7 @@ import torch
 
 from bitswap_core.blocks import BLOCK, pad_block, to_blocks, valid_sizes
 from bitswap_core.coding import adapt
-from bitswap_core.coding.rans import AnsCoder, Table
+from bitswap_core.coding.rans import AnsCoder, Table, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
 from bitswap_core.model.exact import ExactModel
@@ -87,12 +87,14 @@ class BlockCoder:
         dy, dx = phases.offsets(4)[phase]
         return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
 
-    def _pixel_codes(self, params, channel: int, xk: torch.Tensor, means: list[torch.Tensor], maps=None):
+    def _pixel_codes(self, params, phase: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
+                     maps=None):
         """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w). Channels
         come in order; means collects their mean levels, which later channels' colour residual reads.
-        maps: (B, scale levels) per-image scale adaptation of this phase and channel (coding/adapt.py)."""
+        maps: (B, phases, channels, scale levels) per-image scale adaptation (coding/adapt.py) or None."""
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
-        scale = adapt.apply(params["scale"][:, channel], maps).cpu().numpy()
+        scale = adapt.apply(params["scale"][:, channel], None if maps is None else maps[:, phase, channel])
+        scale = scale.cpu().numpy()
         return rows_bases(means[-1].cpu().numpy(), scale, self.cfg.mean_frac)
 
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None):
@@ -107,7 +109,7 @@ class BlockCoder:
             xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
             xkn, means = phases.view(xn, n_ph, k), []
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, ch, xk, means, None if maps is None else maps[:, k, ch])
+                rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
                 for i, (r, c) in enumerate(ext):
                     yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
                            np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
@@ -129,7 +131,7 @@ class BlockCoder:
             xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
             means = []
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, ch, xk, means, None if maps is None else maps[:, k, ch])
+                rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
@@ -263,8 +265,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
         for s in range(0, len(blocks), 64):
             xb, vb = blocks[s : s + 64], valid[s : s + 64]
             n = len(xb)
-            sampler = AnsCoder(0, words=rng.integers(0, 2**32, 4 * cfg.nz * cfg.z_dims * n, dtype=np.uint32),
-                               state=int(rng.integers(2**32, 2**63)), bed_kept=0)
+            sampler = random_coder(rng, 4 * cfg.nz * cfg.z_dims * n)
             x = torch.from_numpy(xb.astype(np.int64))
             z = []
             for i in range(cfg.nz):

@@ -230,6 +230,20 @@ class AnsCoder:
         return 8 * (12 + 4 * (self.m - self.min_m))
 
 
+def random_coder(rng: np.random.Generator, words: int) -> AnsCoder:
+    """A coder on `words` random words and a random state: popping from it draws samples (bits-back cost
+    accounting without a real message). Same rng, same draws."""
+    return AnsCoder(0, words=rng.integers(0, 2**32, words, dtype=np.uint32), state=int(rng.integers(2**32, 2**63)),
+                    bed_kept=0)
+
+
+@numba.njit(cache=True, inline="always")
+def _symbol_bits(table, r, k, b, width, n, precision):
+    total = 1 << precision
+    f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
+    return precision - np.log2(np.float64(f))
+
+
 def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
     """-log2 P(symbol) of each symbol under its table distribution (float64 array)."""
     out = np.empty(len(symbols), dtype=np.float64)
@@ -240,21 +254,15 @@ def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, tab
 
 @numba.njit(cache=True)
 def _cost_bits_each(symbols, rows, bases, table, width, n, precision, out):
-    total = 1 << precision
     for i in range(symbols.shape[0]):
-        k, r, b = symbols[i], rows[i], bases[i]
-        f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
-        out[i] = precision - np.log2(np.float64(f))
+        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision)
 
 
 @numba.njit(cache=True)
 def _cost_bits(symbols, rows, bases, table, width, n, precision):
-    total = 1 << precision
     bits = 0.0
     for i in range(symbols.shape[0]):
-        k, r, b = symbols[i], rows[i], bases[i]
-        f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
-        bits += precision - np.log2(np.float64(f))
+        bits += _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision)
     return bits
 
 
