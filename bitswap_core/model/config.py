@@ -112,7 +112,7 @@ PRESETS: dict[str, ModelConfig] = {
     "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
     # the third default: 4 pixel phases plus the neighbour predictor
     "predictor": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True),
-    # the fourth (current) default: the third plus the colour residual (docs/MODEL_CARD.md)
+    # the fourth and fifth (current) defaults: the third plus the colour residual (docs/MODEL_CARD.md)
     "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                            colour_residual=True),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
