@@ -65,7 +65,8 @@ def compress_batch(
 
     codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
     smallest: also try the classical fallback on those images and keep whichever container is smaller.
-    adapt_blocks: blocks per image the encoder samples to fit its scale adaptation (0: none; coding/adapt.py).
+    adapt_blocks: blocks per image the encoder samples to fit its adaptation, scale shifts and spikes (0: none;
+    coding/adapt.py).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
@@ -84,19 +85,19 @@ def compress_batch(
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in learned]
         bc = m.block_coder(codec)
-        shifts = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [None] * len(arrays)
+        adaptations = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [adapt.NONE] * len(arrays)
         try:
-            coders = encode_images(bc, arrays, shifts=shifts)
+            coders = encode_images(bc, arrays, adaptations=adaptations)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(learned)
-        for i, coder, shift in zip(learned, coders, shifts):
+        for i, coder, adaptation in zip(learned, coders, adaptations):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
-            data = _pack(images[i], codec, m.id, adapt.to_bytes(shift) + coder.to_bytes(), digests[i])
+            data = _pack(images[i], codec, m.id, adapt.to_bytes(adaptation) + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
     return out  # type: ignore[return-value]
@@ -146,14 +147,15 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         bc = m.block_coder(scheme)
-        shifts, coders = [], []
+        adaptations, coders = [], []
         for i in idx:
-            shift, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels)
-                          if boxes[i].scale_adapted else (None, boxes[i].payload))
-            shifts.append(shift)
+            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels,
+                                                boxes[i].spike_adapted)
+                               if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
+            adaptations.append(adaptation)
             coders.append(AnsCoder.from_bytes(ans, bc.bed_words, dithered))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
-        arrays = decode_images(bc, coders, shapes, shifts)
+        arrays = decode_images(bc, coders, shapes, adaptations)
         for i, arr in zip(idx, arrays):
             out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

@@ -1,4 +1,5 @@
-"""Per-image scale adaptation (coding/adapt.py): exact for any shifts, chosen per image, stored compactly."""
+"""Per-image adaptation (coding/adapt.py): exact for any scale shifts and spike levels, chosen per image,
+stored compactly."""
 
 from __future__ import annotations
 
@@ -34,23 +35,45 @@ def _arrays(*imgs):
     return [np.asarray(im, dtype=np.uint8) for im in imgs]
 
 
-def test_header_round_trip_and_no_adaptation_is_one_byte():
+def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
+    return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+               for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes)))
+
+
+def _spikes(rng, channels=3, high=256):
+    s = rng.integers(0, high, (4, channels, adapt.SPIKE_CLASSES))
+    s[0] = 0  # phase 0 has no decoded neighbours
+    return s
+
+
+def test_header_round_trip_and_no_adaptation_is_two_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
-    got, rest = adapt.from_bytes(adapt.to_bytes(shifts) + b"ans", 4, 3)
-    assert np.array_equal(got, shifts) and rest == b"ans"
-    assert adapt.to_bytes(None) == adapt.to_bytes(np.zeros((4, 3, 3), np.int64)) == b"\0"
-    assert adapt.from_bytes(b"\0ans", 4, 3) == (None, b"ans")
+    spikes = _spikes(np.random.default_rng(0))
+    for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes)):
+        got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
+        assert _same(got, a) and rest == b"ans"
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 2 + 36 + 27
+    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((4, 3, 3), np.int64))
+    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0"
+    assert _same(adapt.from_bytes(b"\0\0ans", 4, 3)[0], adapt.NONE)
+    # container version 3: the header ends after the shifts
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-1] + b"ans", 4, 3, with_spikes=False)
+    assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
-@pytest.mark.parametrize("payload, problem", [
-    (b"", "empty"),
-    (bytes([3]) + bytes(35), "36 shifts"),  # truncated
-    (bytes([17]) + bytes(12 * 17), "17 bands"),  # too many bands
-    (bytes([1]) + bytes([25]) + bytes(11), "exceeds"),  # shift out of range
+@pytest.mark.parametrize("payload, phases, problem", [
+    (b"", 4, "empty"),
+    (bytes([3]) + bytes(35), 4, "36 shifts"),  # truncated
+    (bytes([17]) + bytes(12 * 17), 4, "17 bands"),  # too many bands
+    (bytes([1]) + bytes([25]) + bytes(11), 4, "exceeds"),  # shift out of range
+    (b"\0", 4, "before its spike header"),  # version 4 without the spike section
+    (b"\0" + bytes([3]) + bytes(26), 4, "3 classes"),  # truncated spike levels
+    (b"\0" + bytes([2]) + bytes(18), 4, "2 classes"),  # a class count the decoder does not know
+    (b"\0" + bytes([3]) + bytes(27), 1, "1-phase model"),  # spikes need decoded neighbours
 ])
-def test_malformed_headers_are_clear_errors(payload, problem):
+def test_malformed_headers_are_clear_errors(payload, phases, problem):
     with pytest.raises(CorruptPayloadError, match=problem):
-        adapt.from_bytes(payload, 4, 3)
+        adapt.from_bytes(payload, phases, 3)
 
 
 def test_level_maps_shift_each_band_and_clamp_at_the_grid_ends():
@@ -67,22 +90,34 @@ def test_level_maps_shift_each_band_and_clamp_at_the_grid_ends():
 
 
 @pytest.mark.parametrize("which", ["tiny", "residual"])
-def test_any_shifts_decode_exactly_and_batches_match_alone(which, tiny_model, residual_model):
+def test_any_adaptation_decodes_exactly_and_batches_match_alone(which, tiny_model, residual_model):
     model = tiny_model if which == "tiny" else residual_model
     bc, cfg = model.block_coder("bitswap"), model.cfg
+    flat = np.full((40, 50, 3), 90, np.uint8)  # equal neighbours everywhere: every spike class is used
+    flat[10:30, 20:45] = (200, 10, 30)
+    flat[::7, ::5] = 17
     imgs = _arrays(photo_crop(box=(0, 0, 40, 40)), photo_crop(box=(5, 3, 75, 40)), photo_crop(box=(0, 0, 9, 33)))
+    imgs.append(flat)
     rng = np.random.default_rng(0)
-    shifts = [rng.integers(-adapt.MAX_SHIFT, adapt.MAX_SHIFT + 1, (cfg.pixel_phases, cfg.channels, 3)),
-              None, rng.integers(-3, 4, (cfg.pixel_phases, cfg.channels, 2))]
-    together = [c.to_bytes() for c in encode_images(bc, imgs, shifts=shifts)]
-    alone = [encode_images(bc, [im], shifts=[s])[0].to_bytes() for im, s in zip(imgs, shifts)]
+    spikes = which == "residual"  # spikes need 4 phases
+    adaptations = [
+        adapt.Adaptation(rng.integers(-adapt.MAX_SHIFT, adapt.MAX_SHIFT + 1, (cfg.pixel_phases, cfg.channels, 3)),
+                         _spikes(rng) if spikes else None),
+        adapt.NONE,
+        adapt.Adaptation(rng.integers(-3, 4, (cfg.pixel_phases, cfg.channels, 2))),
+        adapt.Adaptation(None, _spikes(rng) if spikes else None),
+    ]
+    together = [c.to_bytes() for c in encode_images(bc, imgs, adaptations=adaptations)]
+    alone = [encode_images(bc, [im], adaptations=[a])[0].to_bytes() for im, a in zip(imgs, adaptations)]
     assert together == alone
-    assert together[1] == encode_images(bc, [imgs[1]])[0].to_bytes()  # None is the model unchanged
+    assert together[1] == encode_images(bc, [imgs[1]])[0].to_bytes()  # NONE is the model unchanged
     assert together[0] != encode_images(bc, [imgs[0]])[0].to_bytes()  # a shift changes the coding
+    if spikes:  # a spike on a flat image changes (and shortens) the coding
+        assert len(together[3]) < len(encode_images(bc, [flat])[0].to_bytes())
     from bitswap_core.coding.rans import AnsCoder
 
     coders = [AnsCoder.from_bytes(d, bc.bed_words) for d in together]
-    back = decode_images(bc, coders, [im.shape for im in imgs], shifts)
+    back = decode_images(bc, coders, [im.shape for im in imgs], adaptations)
     assert all(np.array_equal(a, b) for a, b in zip(imgs, back))
 
 
@@ -94,7 +129,8 @@ def test_the_default_model_widens_its_scales_on_a_noisier_image_and_saves_bits()
     rng = np.random.default_rng(0)
     clean = np.asarray(photo_crop("usc-4.2.07.png", box=(100, 100, 196, 164)), dtype=np.int64)
     noisy = np.clip(clean + rng.normal(0, 8, clean.shape).round(), 0, 255).astype(np.uint8)
-    (shifts,) = adapt.choose(bc, [noisy])
+    (adaptation,) = adapt.choose(bc, [noisy])
+    shifts = adaptation.shifts
     assert shifts is not None and shifts.shape == (m.cfg.pixel_phases, 3, adapt.BANDS)
     assert shifts.mean() > 1
     image = Image.fromarray(noisy)
@@ -103,21 +139,42 @@ def test_the_default_model_widens_its_scales_on_a_noisier_image_and_saves_bits()
     assert container.unpack(plain).payload[0] == 0 and container.unpack(adapted).payload[0] == adapt.BANDS
     assert len(adapted) < 0.97 * len(plain)
     assert np.array_equal(np.asarray(bitswap_core.decompress(adapted)), noisy)
-    assert elbo_bits(bc, [noisy], shifts=[shifts])[0] < 0.97 * elbo_bits(bc, [noisy])[0]
+    assert elbo_bits(bc, [noisy], adaptations=[adaptation])[0] < 0.97 * elbo_bits(bc, [noisy])[0]
 
 
-def test_a_tiny_image_keeps_the_model_as_is(tiny_model):
-    """Too few pixels to pay for the header: no adaptation, one header byte."""
-    (shifts,) = adapt.choose(tiny_model.block_coder("bitswap"), _arrays(photo_crop(box=(0, 0, 3, 2))))
-    assert shifts is None
+def test_the_default_model_puts_spikes_on_a_flat_graphic_and_saves_bits():
+    """A drawing with large flat areas (waterloo-serrano's frame): the later phases' pixels mostly equal
+    the value their neighbours agree on, which the smooth logistic alone cannot say; the chosen spikes
+    make the payload far smaller and it still decodes exactly. A photo keeps (almost) no spikes."""
+    m = resolve(None)
+    bc = m.block_coder("bitswap")
+    graphic = np.asarray(photo_crop("waterloo-serrano.png", box=(0, 0, 128, 96)))
+    (a,) = adapt.choose(bc, [graphic])
+    assert a.spikes is not None and a.spikes[1:].min() > 0 and not a.spikes[0].any()
+    scales_only = adapt.Adaptation(a.shifts)
+    assert elbo_bits(bc, [graphic], adaptations=[a])[0] < 0.75 * elbo_bits(bc, [graphic], adaptations=[scales_only])[0]
+    data = bitswap_core.compress(Image.fromarray(graphic), smallest=False)
+    assert np.array_equal(np.asarray(bitswap_core.decompress(data)), graphic)
+    (photo,) = adapt.choose(bc, [np.asarray(photo_crop("usc-4.2.07.png", box=(100, 100, 196, 164)))])
+    assert photo.spikes is None or photo.spikes.mean() < 32
 
 
-def test_the_choice_depends_on_the_image_alone_not_on_the_batch(tiny_model, monkeypatch):
-    bc = tiny_model.block_coder("bitswap")
-    imgs = _arrays(photo_crop(box=(0, 0, 70, 45)), photo_crop(box=(3, 1, 40, 40)), photo_crop(box=(0, 0, 64, 64)))
+def test_a_tiny_image_keeps_the_model_as_is(tiny_model, residual_model):
+    """Too few pixels to pay for the header: no adaptation, two header bytes."""
+    for model in (tiny_model, residual_model):
+        (a,) = adapt.choose(model.block_coder("bitswap"), _arrays(photo_crop(box=(0, 0, 3, 2))))
+        assert _same(a, adapt.NONE)
+
+
+@pytest.mark.parametrize("which", ["tiny", "residual"])
+def test_the_choice_depends_on_the_image_alone_not_on_the_batch(which, tiny_model, residual_model, monkeypatch):
+    bc = (tiny_model if which == "tiny" else residual_model).block_coder("bitswap")
+    imgs = _arrays(photo_crop(box=(0, 0, 70, 45)), photo_crop(box=(3, 1, 40, 40)), photo_crop(box=(0, 0, 64, 64)),
+                   photo_crop("waterloo-serrano.png", box=(0, 0, 96, 64)))
     together = adapt.choose(bc, imgs, sample_blocks=3)
     alone = [adapt.choose(bc, [im], sample_blocks=3)[0] for im in imgs]
-    assert all(a is not None for a in together)  # random weights: far from calibrated on photos
-    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    assert sum(a.shifts is not None for a in together) >= 2  # random weights: far from calibrated on photos
+    assert (together[3].spikes is not None) == (which == "residual")  # the flat graphic, if 4 phases
+    assert all(_same(a, b) for a, b in zip(together, alone))
     monkeypatch.setattr(adapt, "_BATCH_BLOCKS", 4)  # network calls split between images
-    assert all(np.array_equal(a, b) for a, b in zip(adapt.choose(bc, imgs, sample_blocks=3), alone))
+    assert all(_same(a, b) for a, b in zip(adapt.choose(bc, imgs, sample_blocks=3), alone))

@@ -216,3 +216,21 @@ def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     data = (Path(__file__).parent / "data" / f"default-{model_id}-48x40.bsw").read_bytes()
     assert container.unpack(data).model_id.startswith(model_id)
     assert same(bitswap_core.decompress(data), photo_crop(box=(0, 0, 48, 40)))
+
+
+def test_a_spiked_payload_of_container_v4_decodes_and_the_encoder_still_writes_it():
+    """tests/data: the fifth default's payload of a flat-graphic crop, container v4 with scale shifts and
+    spikes in its header. It decodes exactly, and encoding the crop again with the model it names gives
+    the same bytes (the encoder's choice and coding are deterministic; a change shows here)."""
+    from pathlib import Path
+
+    from bitswap_core.registry import find_by_id
+
+    data = (Path(__file__).parent / "data" / "default-653383b7-serrano-64x48-v4.bsw").read_bytes()
+    box = container.unpack(data)
+    assert box.version == 4
+    adaptation, _ = adapt.from_bytes(box.payload, 4, 3)
+    assert adaptation.shifts is not None and adaptation.spikes is not None
+    img = photo_crop("waterloo-serrano.png", box=(0, 0, 64, 48))
+    assert same(bitswap_core.decompress(data), img)
+    assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False) == data

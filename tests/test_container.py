@@ -36,7 +36,7 @@ def _container(icc: bytes | None = b"fake-icc-profile") -> Container:
 def test_round_trip(icc: bytes | None) -> None:
     c = _container(icc)
     data = pack(c)
-    assert data[:4] == MAGIC and data[4] == 3
+    assert data[:4] == MAGIC and data[4] == 4
     assert unpack(data) == c
     assert unpack(bytearray(data)) == c
     assert unpack(memoryview(data)) == c
@@ -65,8 +65,8 @@ def test_wrong_magic_and_version_are_unsupported() -> None:
         unpack(b"\x89PNG" + data[4:])
     with pytest.raises(UnsupportedFormatError, match="magic"):
         unpack(b"X")
-    with pytest.raises(UnsupportedFormatError, match="version 4"):
-        unpack(data[:4] + b"\x04" + data[5:])
+    with pytest.raises(UnsupportedFormatError, match="version 5"):
+        unpack(data[:4] + b"\x05" + data[5:])
 
 
 def _as_version(data: bytes, version: int) -> bytes:
@@ -77,7 +77,9 @@ def _as_version(data: bytes, version: int) -> bytes:
 def test_older_versions_are_still_read_and_say_how_their_payloads_differ() -> None:
     data = pack(_container())
     new = unpack(data)
-    assert data[4] == 3 and new.dithered_ans and new.scale_adapted
+    assert data[4] == 4 and new.dithered_ans and new.scale_adapted and new.spike_adapted
+    v3 = unpack(_as_version(data, 3))
+    assert v3.version == 3 and v3.dithered_ans and v3.scale_adapted and not v3.spike_adapted
     v2 = unpack(_as_version(data, 2))
     assert v2.version == 2 and v2.dithered_ans and not v2.scale_adapted
     v1 = unpack(_as_version(data, 1))

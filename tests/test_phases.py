@@ -170,6 +170,39 @@ def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
                     assert torch.equal(got[b, :, i, j], torch.div(total * 8, len(nb), rounding_mode="floor"))
 
 
+def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
+    """Reference loop: the spike value is the first neighbour (in NEIGHBOURS_4 order) whose value the most
+    real earlier neighbours share, its class the number of real neighbours that differ, -1 below two."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.integers(0, 3, (2, 3, 32, 32)))  # few values: agreements of every kind
+    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
+    known[1, :, 21:] = 0
+    known[1, :, :, 27:] = 0
+    order = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
+             3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
+    seen = set()
+    for k in range(1, 4):
+        value, cls = phases.neighbour_spikes(x, known, k)
+        dy, dx = phases.offsets(4)[k]
+        for b in range(2):
+            for i in range(16):
+                for j in range(16):
+                    r, c = 2 * i + dy, 2 * j + dx
+                    if not known[b, 0, r, c]:
+                        continue
+                    for ch in range(3):
+                        nb = [int(x[b, ch, r + a, c + e]) for a, e in order[k]
+                              if 0 <= r + a < 32 and 0 <= c + e < 32 and known[b, 0, r + a, c + e]]
+                        counts = [nb.count(v) for v in nb]
+                        best = nb[counts.index(max(counts))]
+                        want = len(nb) - max(counts) if max(counts) >= 2 else -1
+                        assert int(cls[b, ch, i, j]) == want, (k, b, ch, i, j)
+                        if want >= 0:
+                            assert int(value[b, ch, i, j]) == best
+                        seen.add(want)
+    assert seen == {-1, 0, 1, 2}
+
+
 @pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])
 def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path, before, after):
     """Warm-starting a predictor (colour residual) model from a model file without one gives the same

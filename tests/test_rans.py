@@ -135,3 +135,64 @@ def test_bracketed_search_finds_the_symbol_a_full_search_finds(table):
             got = [_find(table.cdf, table.inv, r, b, w, n, np.uint64(total), np.uint64(t), table.precision)
                    for t in targets]
             assert np.array_equal(got, want), (r, b)
+
+
+def _random_spikes(table, symbols, seed):
+    """Spike symbols (half of them the coded symbol, as on a graphic) and levels, including the extremes."""
+    rng = np.random.default_rng(seed)
+    n = len(symbols)
+    value = np.where(rng.random(n) < 0.5, symbols, rng.integers(0, table.n, n))
+    level = rng.integers(0, 256, n)
+    value[:4], level[:4] = (0, table.n - 1, 0, 7), 255
+    return value, level
+
+
+@pytest.mark.parametrize("dithered", [True, False])
+def test_spiked_distributions_round_trip_and_bits_back_restores_the_stack(table, dithered):
+    symbols, rows, bases = _random_codes(table, 5000, 4)
+    spikes = _random_spikes(table, symbols, 5)
+    enc = AnsCoder(64, dithered=dithered)
+    enc.push(symbols, rows, bases, table, spikes)
+    dec = AnsCoder.from_bytes(enc.to_bytes(), 64, dithered=dithered)
+    assert np.array_equal(dec.pop(rows, bases, table, spikes), symbols)
+    dec.check_finished()
+    before = enc.to_bytes()  # pop then push with the same spikes is the identity
+    flip = tuple(t[::-1].copy() for t in spikes)
+    sample = enc.pop(rows[::-1].copy(), bases[::-1].copy(), table, flip)
+    enc.push(sample, rows[::-1].copy(), bases[::-1].copy(), table, flip)
+    assert enc.to_bytes() == before
+
+
+def test_a_spike_moves_its_share_of_the_mass_and_keeps_every_symbol_codable(table):
+    """P'(k) = (1 - L/256) P(k) + L/256 [k = v] up to integer rounding; every symbol keeps a frequency
+    >= 1 (so any pixel value can still be coded), and the probabilities still sum to one."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    k = np.arange(table.n)
+    for row, base, v in ((0, 100, 100), (40, 3, 250), (63, 255, 0), (20, 0, 255)):
+        r, b = np.full(table.n, row), np.full(table.n, base)
+        plain = 2.0 ** -cost_bits_each(k, r, b, table)
+        for level in (0, 1, 128, 255):
+            p = 2.0 ** -cost_bits_each(k, r, b, table, (np.full(table.n, v), np.full(table.n, level)))
+            assert abs(p.sum() - 1) < 1e-9 and p.min() >= 2.0**-table.precision
+            want = (1 - level / 256) * plain + np.where(k == v, level / 256, 0)
+            assert np.allclose(p, want, rtol=0, atol=table.n * 2.0**-table.precision)
+
+
+def test_spiked_search_finds_the_symbol_a_full_search_finds(table):
+    from bitswap_core.coding.rans import SPIKE_BITS, _cdf_mixed, _find_mixed, _spike_extra
+
+    total, n, w = np.uint64(1 << table.precision), table.n, table.width
+    rng = np.random.default_rng(12)
+    for r in range(0, table.cdf.shape[0], 5):
+        for b, v, level in ((0, 0, 255), (128, 128, 200), (250, 3, 1), (5, 255, 128), (77, 80, 0)):
+            a = (1 << SPIKE_BITS) - level
+            extra = _spike_extra(n, total, a)
+            cdf = np.array([_cdf_mixed(table.cdf, r, k, b, w, n, total, v, a, extra) for k in range(n + 1)],
+                           dtype=np.int64)
+            assert cdf[0] == 0 and cdf[-1] == total and np.all(np.diff(cdf) >= 1)
+            targets = np.concatenate([cdf[:-1], cdf[1:] - 1, rng.integers(0, int(total), 64)])
+            want = np.searchsorted(cdf, targets, side="right") - 1
+            got = [_find_mixed(table.cdf, table.inv, r, b, w, n, total, np.uint64(t), table.precision, v, a, extra)
+                   for t in targets]
+            assert np.array_equal(got, want), (r, b, v, level)

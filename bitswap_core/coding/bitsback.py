@@ -88,19 +88,38 @@ class BlockCoder:
         return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
 
     def _pixel_codes(self, params, phase: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
-                     maps=None):
+                     maps: adapt.CodingMaps | None = None):
         """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w). Channels
         come in order; means collects their mean levels, which later channels' colour residual reads.
-        maps: (B, phases, channels, scale levels) per-image scale adaptation (coding/adapt.py) or None."""
+        maps: the blocks' per-image adaptation (coding/adapt.py) or None."""
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
-        scale = adapt.apply(params["scale"][:, channel], None if maps is None else maps[:, phase, channel])
-        scale = scale.cpu().numpy()
+        levels = None if maps is None or maps.levels is None else maps.levels[:, phase, channel]
+        scale = adapt.apply(params["scale"][:, channel], levels).cpu().numpy()
         return rows_bases(means[-1].cpu().numpy(), scale, self.cfg.mean_frac)
 
+    def _spikes(self, x: torch.Tensor, known: torch.Tensor, phase: int, maps: adapt.CodingMaps | None):
+        """Per channel, (spike values, spike levels) numpy arrays (B, 16, 16) of one phase, or None."""
+        if maps is None or maps.spikes is None or phase == 0:
+            return [None] * self.cfg.channels
+        value, cls = phases.neighbour_spikes(x, known, phase)
+        out = []
+        for ch in range(self.cfg.channels):
+            lv = adapt.spike_levels(maps.spikes[:, phase, ch], cls[:, ch])
+            out.append(None if lv is None else (value[:, ch].numpy(), lv.numpy()))
+        return out
+
+    @staticmethod
+    def _block_spikes(spikes, i: int, r: int, c: int):
+        """Block i's flat (values, levels) over its r x c real pixels, or None if it has no spike."""
+        if spikes is None or not spikes[1][i, :r, :c].any():
+            return None
+        return tuple(np.ascontiguousarray(t[i, :r, :c]).reshape(-1) for t in spikes)
+
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None):
-        """Yield (image index, values, rows, bases) in decoding order for blocks x whose pixels are all
-        known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder will.
-        maps: (B, phases, channels, scale levels) from adapt.level_maps, or None for the model as is."""
+        """Yield (image index, values, rows, bases, spikes) in decoding order for blocks x whose pixels are
+        all known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder
+        will. maps: adapt.CodingMaps of these blocks, or None for the model as is; spikes is None or the
+        (spike values, levels) the coder mixes in."""
         m, n_ph = self.net, self.cfg.pixel_phases
         trunk, known = m.px_trunk(z1), self._known(valid)
         xn = x.numpy()
@@ -108,17 +127,19 @@ class BlockCoder:
             params = m.p_pixels(trunk, k, x, known)
             xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
             xkn, means = phases.view(xn, n_ph, k), []
+            spikes = self._spikes(x, known, k, maps)
             for ch in range(x.shape[1]):
                 rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
                 for i, (r, c) in enumerate(ext):
                     yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
                            np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
-                           np.ascontiguousarray(bases[i, :r, :c]).reshape(-1))
+                           np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
+                           self._block_spikes(spikes[ch], i, r, c))
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None) -> None:
         # the decoder pops first phase, first channel first: push everything in reverse
-        for i, vals, rows, bases in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
-            coders[i].push(vals, rows, bases, self.tx)
+        for i, vals, rows, bases, spikes in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
+            coders[i].push(vals, rows, bases, self.tx, spikes)
 
     def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None) -> torch.Tensor:
         m, n_ph = self.net, self.cfg.pixel_phases
@@ -130,12 +151,14 @@ class BlockCoder:
             params = m.p_pixels(trunk, k, x, known)
             xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
             means = []
+            spikes = self._spikes(x, known, k, maps)  # from the earlier phases, already decoded
             for ch in range(ch_count):
                 rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
-                                 np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx)
+                                 np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
+                                 self._block_spikes(spikes[ch], i, r, w))
                     xkn[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])
@@ -143,9 +166,9 @@ class BlockCoder:
 
     # ---- one block of each image ----
     def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None,
-                    maps=None) -> None:
+                    maps: adapt.CodingMaps | None = None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
-        batch it over many steps). maps: the images' scale adaptation (adapt.level_maps rows) or None."""
+        batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None."""
         m, nz = self.net, self.cfg.nz
         x = torch.from_numpy(blocks.astype(np.int64))
         z: list[torch.Tensor] = []
@@ -163,7 +186,8 @@ class BlockCoder:
                 self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         self.push_latents(coders, z[-1], m.top_prior(len(coders)))
 
-    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps=None) -> np.ndarray:
+    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None
+                   ) -> np.ndarray:
         m, nz = self.net, self.cfg.nz
         z: list[torch.Tensor | None] = [None] * nz
         z[-1] = self.pop_latents(coders, m.top_prior(len(coders)))
@@ -184,19 +208,14 @@ class BlockCoder:
         return x.numpy().astype(np.uint8)
 
 
-def _maps(block_coder: BlockCoder, shifts) -> torch.Tensor | None:
-    cfg = block_coder.cfg
-    return None if shifts is None else adapt.level_maps(shifts, cfg.pixel_phases, cfg.channels, cfg.x_scales)
-
-
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
-                  shifts: Sequence[np.ndarray | None] | None = None) -> list[AnsCoder]:
+                  adaptations: Sequence[adapt.Adaptation] | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
-    shifts: per image, its scale adaptation (coding/adapt.py) or None; the decoder needs the same.
+    adaptations: per image, its adaptation (coding/adapt.py), or None; the decoder needs the same.
     """
-    maps = _maps(block_coder, shifts)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg)
     blocks = [to_blocks(im) for im in images]
     valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
@@ -225,9 +244,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
-                  shifts: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+                  adaptations: Sequence[adapt.Adaptation] | None = None) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
-    maps = _maps(block_coder, shifts)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg)
     from bitswap_core.blocks import from_blocks, grid
 
     counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
@@ -246,14 +265,14 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
 
 
 def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int = 0,
-              shifts: Sequence[np.ndarray | None] | None = None) -> list[float]:
+              adaptations: Sequence[adapt.Adaptation] | None = None) -> list[float]:
     """The exact model's negative ELBO in bits per image (one latent sample per block), without ANS.
 
     Same networks and tables as the codec, so compressed size minus this is the coding overhead
     (initial bits, ANS state, rounding). Latents are sampled by popping from a coder on random bits.
-    shifts: per image, the scale adaptation the codec would use (coding/adapt.py), or None.
+    adaptations: per image, the adaptation the codec would use (coding/adapt.py), or None.
     """
-    maps = _maps(block_coder, shifts)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg)
     from bitswap_core.coding.rans import cost_bits
 
     cfg, m = block_coder.cfg, block_coder.net
@@ -278,8 +297,8 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 dist = m.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else m.top_prior(n)
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
-            mb = None if maps is None else maps[j_im : j_im + 1].expand(n, -1, -1, -1)
-            for _, vals, rows, bases in block_coder.pixel_symbols(x, z[0], vb, mb):
-                bits += cost_bits(vals, rows, bases, block_coder.tx)
+            mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
+            for _, vals, rows, bases, spikes in block_coder.pixel_symbols(x, z[0], vb, mb):
+                bits += cost_bits(vals, rows, bases, block_coder.tx, spikes)
         totals.append(bits)
     return totals

@@ -1,7 +1,9 @@
 """A stack rANS coder (64-bit state, 32-bit words) over shift-invariant CDF tables, compiled with numba.
 
 push() encodes symbols so that a later pop() with the same distributions returns them in array order; pop()
-on fresh bits *samples* from the distribution, which is what bits-back coding needs. The stack starts on a
+on fresh bits *samples* from the distribution, which is what bits-back coding needs. A distribution can carry
+a *spike*: a symbol v and a weight level L (1..255) that moves L/256 of the probability mass onto v (the
+mixture of coding/spike.py), in exact integer arithmetic, so push and pop agree on every machine. The stack starts on a
 deterministic pseudo-random bed of "initial bits" so the same image always gives the same bytes; the bed's
 untouched bottom is not stored (its length is), and the decoder checks that it gets the bed back exactly.
 """
@@ -27,6 +29,31 @@ def _cdf(table, r, k, base, width, n, total):
     if k >= n:
         return np.uint64(total)
     return np.uint64(table[r, k - base + width])
+
+
+SPIKE_BITS = 8  # spike weight levels L in [0, 256): L / 256 of the mass moves onto the spike symbol
+_SPIKE_ONE = 1 << SPIKE_BITS
+
+
+@numba.njit(cache=True, inline="always")
+def _spike_extra(n, total, a):
+    """The mass the spike symbol gains beyond its scaled share, so that the mixed CDF ends at total."""
+    return np.uint64(total - np.uint64(n) - (((total - np.uint64(n)) * np.uint64(a)) >> np.uint64(SPIKE_BITS)))
+
+
+@numba.njit(cache=True, inline="always")
+def _cdf_mixed(table, r, k, base, width, n, total, v, a, extra):
+    """C'(k) = floor((C(k) - k) * a / 256) + k (+ extra past the spike symbol v), a = 256 - L.
+
+    Every symbol keeps frequency >= 1 (C(k) - k is non-decreasing because C's steps are >= 1), C'(0) = 0,
+    C'(n) = total, and the spike symbol gets the freed mass: an exact integer mixture of the table's
+    distribution with a point mass on v. a = 256 is the table's distribution unchanged."""
+    c = _cdf(table, r, k, base, width, n, total)
+    if a == _SPIKE_ONE:
+        return c
+    kk = np.uint64(k)
+    out = (((c - kk) * np.uint64(a)) >> np.uint64(SPIKE_BITS)) + kk
+    return out + extra if k > v else out
 
 
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -78,18 +105,42 @@ def _find(table, inv, r, b, width, n, total, target, precision):
     return lo_k
 
 
+@numba.njit(cache=True, inline="always")
+def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, extra):
+    """_find under the spiked CDF C': the spike's interval first, then a plain binary search on its side."""
+    if a == _SPIKE_ONE:
+        return _find(table, inv, r, b, width, n, total, target, precision)
+    if target < _cdf_mixed(table, r, v, b, width, n, total, v, a, extra):
+        lo_k, hi_k = 0, v
+    elif target >= _cdf_mixed(table, r, v + 1, b, width, n, total, v, a, extra):
+        lo_k, hi_k = v + 1, n
+    else:
+        return v
+    while hi_k - lo_k > 1:
+        mid = (lo_k + hi_k) >> 1
+        if _cdf_mixed(table, r, mid, b, width, n, total, v, a, extra) <= target:
+            lo_k = mid
+        else:
+            hi_k = mid
+    return lo_k
+
+
 @numba.njit(cache=True)
-def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered):
+def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spike_v, spike_a, mixed):
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     shift = np.uint64(64 - precision)
     p = np.uint64(precision)
+    v, a, extra = 0, _SPIKE_ONE, np.uint64(0)
     for i in range(symbols.shape[0] - 1, -1, -1):
         k, r, b = symbols[i], rows[i], bases[i]
-        lo = _cdf(table, r, k, b, width, n, total)
-        f = _cdf(table, r, k + 1, b, width, n, total) - lo
+        if mixed:
+            v, a = spike_v[i], spike_a[i]
+            extra = _spike_extra(n, total, a)
+        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, extra)
+        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra) - lo
         k0 = _rotation_start(i, r, b, inv, n, dithered)
-        c0 = _cdf(table, r, k0, b, width, n, total)
+        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, extra)
         c = lo - c0 if k >= k0 else lo + total - c0
         if x >= (f << shift):
             buf[m] = np.uint32(x & _LOW)
@@ -100,20 +151,25 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
 
 
 @numba.njit(cache=True)
-def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered):
+def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spike_v, spike_a,
+         mixed):
     """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     mask = total - np.uint64(1)
     p = np.uint64(precision)
+    v, a, extra = 0, _SPIKE_ONE, np.uint64(0)
     for i in range(out.shape[0]):
         r, b = rows[i], bases[i]
+        if mixed:
+            v, a = spike_v[i], spike_a[i]
+            extra = _spike_extra(n, total, a)
         slot = x & mask
         k0 = _rotation_start(i, r, b, inv, n, dithered)
-        c0 = _cdf(table, r, k0, b, width, n, total)
-        k = _find(table, inv, r, b, width, n, total, (slot + c0) & mask, precision)
-        lo = _cdf(table, r, k, b, width, n, total)
-        f = _cdf(table, r, k + 1, b, width, n, total) - lo
+        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, extra)
+        k = _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, extra)
+        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, extra)
+        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra) - lo
         c = lo - c0 if k >= k0 else lo + total - c0
         x = f * (x >> p) + slot - c
         if x < _L:
@@ -125,6 +181,19 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
                 min_m = m
         out[i] = k
     return x, m, min_m, True
+
+
+_NO_SPIKE = np.zeros(1, dtype=np.int64)
+
+
+def _spike_arrays(spikes, count: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(spike symbols, a = 256 - level, mixed?) for the kernels from spikes = (symbols, levels) or None."""
+    if spikes is None:
+        return _NO_SPIKE, _NO_SPIKE, False
+    v, level = (np.ascontiguousarray(t, dtype=np.int64) for t in spikes)
+    if v.shape != (count,) or level.shape != (count,):
+        raise ValueError("spike symbols and levels must have one entry per symbol")
+    return v, _SPIKE_ONE - level, True
 
 
 def _splitmix_words(n: int, seed: int = 0x5EED_B175_A4C0_DE00) -> np.ndarray:
@@ -184,21 +253,24 @@ class AnsCoder:
             new[: self.m] = self.buf[: self.m]
             self.buf = new
 
-    def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> None:
+    def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> None:
+        """spikes: None, or (spike symbols, weight levels 0..255) per symbol: the spiked distributions."""
         if len(symbols) == 0:
             return
         self._reserve(len(symbols))
+        sv, sa, mixed = _spike_arrays(spikes, len(symbols))
         state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf, table.inv,
-                              table.width, table.n, table.precision, self.dithered)
+                              table.width, table.n, table.precision, self.dithered, sv, sa, mixed)
         self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
 
-    def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
+    def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
         if len(rows) == 0:
             return out
+        sv, sa, mixed = _spike_arrays(spikes, len(rows))
         state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
                                              table.cdf, table.inv, table.width, table.n, table.precision,
-                                             self.dithered)
+                                             self.dithered, sv, sa, mixed)
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
@@ -238,36 +310,33 @@ def random_coder(rng: np.random.Generator, words: int) -> AnsCoder:
 
 
 @numba.njit(cache=True, inline="always")
-def _symbol_bits(table, r, k, b, width, n, precision):
-    total = 1 << precision
-    f = _cdf(table, r, k + 1, b, width, n, total) - _cdf(table, r, k, b, width, n, total)
+def _symbol_bits(table, r, k, b, width, n, precision, v, a):
+    total = np.uint64(1 << precision)
+    extra = _spike_extra(n, total, a)
+    f = (_cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra)
+         - _cdf_mixed(table, r, k, b, width, n, total, v, a, extra))
     return precision - np.log2(np.float64(f))
 
 
-def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> np.ndarray:
-    """-log2 P(symbol) of each symbol under its table distribution (float64 array)."""
+@numba.njit(cache=True)
+def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spike_v, spike_a, mixed, out):
+    v, a = 0, _SPIKE_ONE
+    for i in range(symbols.shape[0]):
+        if mixed:
+            v, a = spike_v[i], spike_a[i]
+        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision, v, a)
+
+
+def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None
+                   ) -> np.ndarray:
+    """-log2 P(symbol) of each symbol under its table distribution, spiked as in push (float64 array)."""
     out = np.empty(len(symbols), dtype=np.float64)
     if len(symbols):
-        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, out)
+        sv, sa, mixed = _spike_arrays(spikes, len(symbols))
+        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sv, sa, mixed, out)
     return out
 
 
-@numba.njit(cache=True)
-def _cost_bits_each(symbols, rows, bases, table, width, n, precision, out):
-    for i in range(symbols.shape[0]):
-        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision)
-
-
-@numba.njit(cache=True)
-def _cost_bits(symbols, rows, bases, table, width, n, precision):
-    bits = 0.0
-    for i in range(symbols.shape[0]):
-        bits += _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision)
-    return bits
-
-
-def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table) -> float:
-    """Ideal code length, -sum log2 P(symbol), of symbols under their table distributions."""
-    if len(symbols) == 0:
-        return 0.0
-    return float(_cost_bits(symbols, rows, bases, table.cdf, table.width, table.n, table.precision))
+def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> float:
+    """Ideal code length, -sum log2 P(symbol), of symbols under their (spiked) table distributions."""
+    return float(cost_bits_each(symbols, rows, bases, table, spikes).sum())

@@ -75,3 +75,31 @@ def neighbour_prediction(x, known, phase: int, mean_frac: int):
         total = total + _shift(view(x, 4, src) * k, di, dj)
         count = count + _shift(k, di, dj)
     return torch.div(total * mean_frac, count.clamp_min(1), rounding_mode="floor")
+
+
+# ---- the spike of a later phase: the value most of its already coded neighbours agree on ----
+SPIKE_CLASSES = 3  # class = how many real neighbours disagree with the agreed value (0, 1 or 2)
+
+
+def neighbour_spikes(x, known, phase: int):
+    """(value, class) of phase `phase`'s pixels, both (B, C, 16, 16) int64: value is the neighbour value
+    (NEIGHBOURS_4) that most real neighbours share (the first such neighbour on a tie), class the number of
+    real neighbours that differ from it, or -1 where fewer than two agree (no spike).
+
+    Graphics, screenshots and saturated areas repeat exact values; a smooth logistic cannot say "exactly the
+    neighbours' value", a spike can (coding/adapt.py). Integer comparisons only, so encoder and decoder agree.
+    """
+    import torch
+
+    vals, knowns = [], []
+    for src, di, dj in NEIGHBOURS_4[phase]:
+        vals.append(_shift(view(x, 4, src), di, dj))
+        knowns.append(_shift(view(known, 4, src), di, dj).expand_as(vals[-1]) > 0)
+    v, k = torch.stack(vals), torch.stack(knowns)  # (4, B, C, 16, 16)
+    agree = torch.stack([((v == v[j]) & k).sum(0) * k[j] for j in range(len(vals))])
+    count = agree.max(0).values
+    order = torch.arange(len(vals)).view(-1, 1, 1, 1, 1)
+    best = torch.where(agree == count, order, len(vals)).min(0).values  # the first, on every device
+    value = torch.gather(v, 0, best[None])[0].to(torch.int64)
+    cls = k.sum(0) - count
+    return value, torch.where(count >= 2, cls, torch.full_like(cls, -1)).to(torch.int64)
