@@ -1,11 +1,12 @@
-"""What the per-image scale adaptation (bitswap_core/coding/adapt.py) saves, and what it costs the encoder.
+"""What the per-image adaptation (bitswap_core/coding/adapt.py) saves, and what it costs encoder and decoder.
 
-    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 8 32 all
+    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16 32 all
 
-For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image) this
-compresses every image with the learned path (smallest=False), decodes and verifies it, and prints bits per
-subpixel per image and in total, and the encode time relative to adapt_blocks=0, all in one run (the
-settings alternate image by image, so machine noise hits them alike).
+For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image; a trailing
+"s" = scale shifts only, no spikes) this compresses every image with the learned path (smallest=False),
+decodes and verifies it, and prints bits per subpixel per image and in total, and the encode and decode
+times relative to the first setting, all in one run (the settings alternate image by image, so machine
+noise hits them alike).
 """
 
 from __future__ import annotations
@@ -22,23 +23,39 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core import api  # noqa: E402
+from bitswap_core.coding import adapt  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
+
+_CHOOSE = adapt.choose
+
+
+def _compress(im, model, setting: str) -> bytes:
+    """api.compress with adapt_blocks from the setting; "...s" switches the spikes off."""
+    blocks = setting.rstrip("s")
+    blocks = 10**9 if blocks == "all" else int(blocks)
+    spikes = not setting.endswith("s")
+    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes)
+    try:
+        return api.compress(im, model, smallest=False, adapt_blocks=blocks)
+    finally:
+        api.adapt.choose = _CHOOSE
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["0", "8", "32", "all"])
+    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16", "32", "all"])
     ap.add_argument("--crop", type=int, default=0, help="top-left crop of each image (0: whole image)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = resolve(args.model)
-    settings = [10**9 if b == "all" else int(b) for b in args.blocks]
+    settings = args.blocks
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() == ".png")
     bits = np.zeros(len(settings))
     secs = np.zeros(len(settings))
+    dsecs = np.zeros(len(settings))
     dims = 0
     api.compress(Image.new("RGB", (40, 40)), model, smallest=False)  # warm-up (JIT, tables)
     print(f"model {model.id}; bits per subpixel with adapt_blocks = {args.blocks}")
@@ -50,16 +67,20 @@ def main() -> None:
         row = []
         for j, b in enumerate(settings):
             t = time.perf_counter()
-            data = api.compress(im, model, smallest=False, adapt_blocks=b)
+            data = _compress(im, model, b)
             secs[j] += time.perf_counter() - t
-            if api.decompress(data, model).tobytes() != im.tobytes():
+            t = time.perf_counter()
+            back = api.decompress(data, model)
+            dsecs[j] += time.perf_counter() - t
+            if back.tobytes() != im.tobytes():
                 raise SystemExit(f"{p.name}: adapt_blocks={b} did not decode exactly")
             bits[j] += 8 * len(data)
             row.append(8 * len(data) / n)
         print(f"  {p.name:<26} " + " ".join(f"{v:7.4f}" for v in row), flush=True)
     print(f"total ({dims / 3e6:.2f} MP)".ljust(29) + " ".join(f"{v:7.4f}" for v in bits / dims))
-    print("encode time vs 0".ljust(29) + " ".join(f"{v:7.3f}" for v in secs / secs[0]))
-    print("saving vs 0".ljust(29) + " ".join(f"{100 * (1 - v):6.2f}%" for v in bits / bits[0]))
+    print(f"encode time vs {settings[0]}".ljust(29) + " ".join(f"{v:7.3f}" for v in secs / secs[0]))
+    print(f"decode time vs {settings[0]}".ljust(29) + " ".join(f"{v:7.3f}" for v in dsecs / dsecs[0]))
+    print(f"saving vs {settings[0]}".ljust(29) + " ".join(f"{100 * (1 - v):6.2f}%" for v in bits / bits[0]))
 
 
 if __name__ == "__main__":

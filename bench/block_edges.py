@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.blocks import BLOCK, to_blocks, valid_sizes  # noqa: E402
-from bitswap_core.coding.rans import cost_bits, random_coder  # noqa: E402
+from bitswap_core.coding.rans import cost_bits_each, random_coder  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
@@ -43,15 +43,9 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     z1 = np.stack([sampler.pop(rows[j], bases[j], bc.tz) for j in range(n)])
     z1 = torch.from_numpy(z1.reshape(n, cfg.z_channels, BLOCK // 2, BLOCK // 2))
     cost = np.zeros((cfg.channels, BLOCK, BLOCK))
-    symbols = bc.pixel_symbols(x, z1, valid)  # phase by phase, channel by channel, image by image
-    for dy, dx in phases.offsets(cfg.pixel_phases):
-        step = 2 if cfg.pixel_phases == 4 else 1
-        for ch in range(cfg.channels):
-            for _ in range(n):
-                _, vals, r, b = next(symbols)
-                per = np.array([cost_bits(vals[p : p + 1], r[p : p + 1], b[p : p + 1], bc.tx)
-                                for p in range(len(vals))])
-                cost[ch, dy::step, dx::step] += per.reshape(BLOCK // step, BLOCK // step)
+    for s in bc.pixel_symbols(x, z1, valid):  # step by step, channel by channel, block by block (all full)
+        grid = bc.step_view(cost, s.step)[s.channel]
+        grid += cost_bits_each(s.values, s.rows, s.bases, bc.tx).reshape(grid.shape)
     return cost, n
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     for which, q in VARIANTS:
         quarters.update(h=4, g=4)
         quarters[which] = q
-        bits = elbo_bits(bc, ims, shifts=adapt.choose(bc, ims))
+        bits = elbo_bits(bc, ims, adaptations=adapt.choose(bc, ims))
         res[(which, q)] = np.array(bits) / sizes
         print(f"{which} x {q}/4: " + " ".join(f"{v:.3f}" for v in res[(which, q)]), flush=True)
     for (which, q), r in res.items():

@@ -5,7 +5,7 @@
 Prints total bits per dimension and percent of raw for gzip, bzip2, LZMA, PNG, WebP lossless, JPEG-XL
 lossless, BB-ANS and Bit-Swap (each decoded and verified), and the exact model's negative ELBO, so the
 coding overhead (Bit-Swap size / ELBO - 1) is measured on the same images. The ELBO is given twice: for the
-model as is, and with each image's scale adaptation (bitswap_core/coding/adapt.py) as the codec chooses it;
+model as is, and with each image's adaptation (bitswap_core/coding/adapt.py) as the codec chooses it;
 the overhead is measured against the latter, which is what the codec codes with.
 """
 
@@ -48,7 +48,7 @@ def main() -> None:
     dims = sum(im.width * im.height * 3 for _, im in images)
     bc, arrays = model.block_coder("bitswap"), [np.asarray(im) for _, im in images]
     elbo_plain = sum(elbo_bits(bc, arrays))
-    elbo = sum(elbo_bits(bc, arrays, shifts=adapt.choose(bc, arrays)))
+    elbo = sum(elbo_bits(bc, arrays, adaptations=adapt.choose(bc, arrays)))
     print(f"\n{len(images)} images, {dims / 3e6:.2f} MP, model {model.id} ({time.perf_counter() - t0:.0f} s)")
     print(f"{'codec':<22} {'bpd':>7} {'% of raw':>9} {'enc s':>8} {'dec s':>8}")
     table = []

@@ -49,13 +49,14 @@ class Model:
 
         return ExactModel(self.cfg, self.tensors, self.device)
 
-    def block_coder(self, scheme: str):
+    def block_coder(self, scheme: str, split_first: bool = True):
+        """The model's BlockCoder for a scheme; split_first=False codes as container versions 1-3 did."""
         from bitswap_core.coding.bitsback import BlockCoder
 
         cache = self.__dict__.setdefault("_coders", {})
-        if scheme not in cache:
-            cache[scheme] = BlockCoder(self.exact, scheme)
-        return cache[scheme]
+        if (scheme, split_first) not in cache:
+            cache[scheme, split_first] = BlockCoder(self.exact, scheme, split_first)
+        return cache[scheme, split_first]
 
 
 def save_model(path: str | Path, cfg: ModelConfig, tensors: dict[str, np.ndarray], info: dict | None = None) -> str:

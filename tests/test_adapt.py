@@ -41,8 +41,8 @@ def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
 
 
 def _spikes(rng, channels=3, high=256):
-    s = rng.integers(0, high, (4, channels, adapt.SPIKE_CLASSES))
-    s[0] = 0  # phase 0 has no decoded neighbours
+    s = rng.integers(0, high, adapt.spike_shape(4, channels))
+    s[0] = 0  # the first coding step (a quarter of phase 0) has no decoded neighbours
     return s
 
 
@@ -52,8 +52,8 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes)):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 2 + 36 + 27
-    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((4, 3, 3), np.int64))
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 2 + 36 + 54
+    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64))
     assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0"
     assert _same(adapt.from_bytes(b"\0\0ans", 4, 3)[0], adapt.NONE)
     # container version 3: the header ends after the shifts
@@ -67,9 +67,9 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     (bytes([17]) + bytes(12 * 17), 4, "17 bands"),  # too many bands
     (bytes([1]) + bytes([25]) + bytes(11), 4, "exceeds"),  # shift out of range
     (b"\0", 4, "before its spike header"),  # version 4 without the spike section
-    (b"\0" + bytes([3]) + bytes(26), 4, "3 classes"),  # truncated spike levels
-    (b"\0" + bytes([2]) + bytes(18), 4, "2 classes"),  # a class count the decoder does not know
-    (b"\0" + bytes([3]) + bytes(27), 1, "1-phase model"),  # spikes need decoded neighbours
+    (b"\0" + bytes([3]) + bytes(53), 4, "3 classes"),  # truncated spike levels
+    (b"\0" + bytes([2]) + bytes(36), 4, "2 classes"),  # a class count the decoder does not know
+    (b"\0" + bytes([3]) + bytes(54), 1, "1-phase model"),  # spikes need decoded neighbours
 ])
 def test_malformed_headers_are_clear_errors(payload, phases, problem):
     with pytest.raises(CorruptPayloadError, match=problem):
@@ -150,7 +150,7 @@ def test_the_default_model_puts_spikes_on_a_flat_graphic_and_saves_bits():
     bc = m.block_coder("bitswap")
     graphic = np.asarray(photo_crop("waterloo-serrano.png", box=(0, 0, 128, 96)))
     (a,) = adapt.choose(bc, [graphic])
-    assert a.spikes is not None and a.spikes[1:].min() > 0 and not a.spikes[0].any()
+    assert a.spikes is not None and a.spikes[1:, :, 0].min() > 128 and not a.spikes[0].any()
     scales_only = adapt.Adaptation(a.shifts)
     assert elbo_bits(bc, [graphic], adaptations=[a])[0] < 0.75 * elbo_bits(bc, [graphic], adaptations=[scales_only])[0]
     data = bitswap_core.compress(Image.fromarray(graphic), smallest=False)

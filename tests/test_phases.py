@@ -260,3 +260,32 @@ def test_colour_residual_with_full_weights_predicts_neighbour_colour_differences
     assert torch.equal(b, torch.clamp(pred[:, 2] + f * x[:, 1] - g, 0, hi))
     params["rcoef"] = torch.zeros(shape, dtype=torch.int64)
     assert torch.equal(m.conditional_mean(params, 2, x), pred[:, 2])
+
+
+@pytest.mark.parametrize("split_first", [True, False])
+def test_coding_steps_visit_every_real_pixel_once(phase_model_path, split_first):
+    """The steps' views and extents partition each block's real pixels (any valid size): nothing is coded
+    twice or left out, with phase (0,0) whole (container v1-v3) or in sub-phases (v4)."""
+    from bitswap_core.registry import load_model
+
+    bc = load_model(phase_model_path[0]).block_coder("bitswap", split_first)
+    assert len(bc.steps) == (7 if split_first else 4)
+    valid = np.array([(32, 32), (1, 1), (7, 32), (32, 5), (3, 2), (17, 30)])
+    seen = np.zeros((len(valid), 32, 32), dtype=int)
+    for step in range(len(bc.steps)):
+        for i, (r, c) in enumerate(bc._extents(step, valid)):
+            bc.step_view(seen, step)[i, :r, :c] += 1
+    for i, (r, c) in enumerate(valid):
+        assert (seen[i, :r, :c] == 1).all() and seen[i].sum() == r * c
+
+
+def test_the_order_inside_phase_0_does_not_change_the_model_cost(phase_model_path):
+    """Phase (0,0)'s distributions depend on z1 alone, so coding it in sub-phases is free: the same -ELBO
+    (up to float summation order) without spikes."""
+    from bitswap_core.coding.bitsback import elbo_bits
+    from bitswap_core.registry import load_model
+
+    m = load_model(phase_model_path[0])
+    img = [np.asarray(photo_crop(box=(0, 0, 45, 37)))]
+    whole, split = (elbo_bits(m.block_coder("bitswap", s), img)[0] for s in (False, True))
+    assert abs(whole - split) < 1e-6 * whole

@@ -9,14 +9,16 @@ stores the shifts in the payload. The decoder maps every pixel's scale level thr
 the same CDF tables are looked up, so coding stays exact; a zero shift is the model unchanged.
 
 Spikes (container version 4 on): graphics, screenshots and saturated areas repeat exact values, which a
-smooth logistic cannot predict however narrow. A later phase's pixel whose already coded neighbours agree
-on a value (phases.neighbour_spikes) gets a mixture: L/256 of its mass moves onto that value (coding/rans.py
-does it in exact integers). The encoder picks L per (later phase, channel, agreement class) on the same
+smooth logistic cannot predict however narrow. A pixel whose already coded neighbours agree on a value
+(phases.neighbour_spikes; phase (0,0) is coded in four sub-phases so that most of it has such neighbours)
+gets a mixture: L/256 of its mass moves onto that value (coding/rans.py
+does it in exact integers). The encoder picks L per (coding step, channel, agreement class) on the same
 sampled blocks; photos mostly keep L = 0.
 
 Payload header: u8 bands (0 = no scale shifts), then phases x channels x bands int8 shifts in C order;
-from container version 4 on, then u8 spike classes (0 = no spikes), then (phases - 1) x channels x classes
-u8 levels. Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
+from container version 4 on, then u8 spike classes (0 = no spikes), then, for each coding step with decoded
+neighbours (phase 0's sub-phases 1-3, phases 1-3: phases.coding_steps), channels x classes u8 levels.
+Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ _SPIKE_LEVELS = np.array([0, 2, 8, 16, 32, 64, 96, 128, 160, 192, 224, 240, 248,
 
 @dataclass(frozen=True)
 class Adaptation:
-    """One image's corrections: scale shifts (phases, channels, bands) and spike levels (phases, channels,
-    classes; phase 0 has no decoded neighbours, so its row is 0). None = the model as is."""
+    """One image's corrections: scale shifts (phases, channels, bands) and spike levels (coding steps,
+    channels, classes; rows of steps without decoded neighbours are 0). None = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
@@ -60,8 +62,18 @@ def to_bytes(a: Adaptation) -> bytes:
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
-        bytes([a.spikes.shape[2]]) + a.spikes[1:].astype(np.uint8).tobytes())
+        bytes([a.spikes.shape[2]]) + a.spikes[_spike_rows(a.spikes.shape[0])].astype(np.uint8).tobytes())
     return shifts + spikes
+
+
+def _spike_rows(steps: int) -> list[int]:
+    """The spike-capable steps of a model with this many coding steps (container v4 layout)."""
+    return pixel_phases.spike_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
+
+
+def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
+    """Shape of Adaptation.spikes for a model (container v4 layout: phase 0 split in four sub-phases)."""
+    return len(pixel_phases.coding_steps(phases, True)), channels, SPIKE_CLASSES
 
 
 def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True) -> tuple[Adaptation, bytes]:
@@ -86,12 +98,14 @@ def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = T
         raise CorruptPayloadError("learned payload ends before its spike header")
     classes, spikes = rest[0], None
     if classes:
-        n = (phases - 1) * channels * classes
-        if phases != 4 or classes != SPIKE_CLASSES or len(rest) < 1 + n:
+        shape = spike_shape(phases, channels)
+        rows = _spike_rows(shape[0])
+        n = len(rows) * channels * classes
+        if not rows or classes != SPIKE_CLASSES or len(rest) < 1 + n:
             raise CorruptPayloadError(f"spike header declares {classes} classes for a {phases}-phase model in "
                                       f"a {len(rest)}-byte remainder (expected {SPIKE_CLASSES} classes, 4 phases)")
-        levels = np.frombuffer(rest, dtype=np.uint8, count=n, offset=1).astype(np.int64)
-        spikes = np.concatenate([np.zeros((1, channels, classes), np.int64), levels.reshape(-1, channels, classes)])
+        spikes = np.zeros(shape, np.int64)
+        spikes[rows] = np.frombuffer(rest, dtype=np.uint8, count=n, offset=1).reshape(len(rows), channels, classes)
         rest = rest[1 + n :]
     else:
         rest = rest[1:]
@@ -101,7 +115,7 @@ def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = T
 @dataclass(frozen=True)
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
-    levels) and spike levels (B, phases, channels, classes), either None when no block has one."""
+    levels) and spike levels (B, coding steps, channels, classes), either None when no block has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
@@ -121,7 +135,7 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
     levels = level_maps([a.shifts for a in adaptations], cfg.pixel_phases, cfg.channels, cfg.x_scales)
     spikes = None
     if any(a.spikes is not None for a in adaptations):
-        spikes = torch.zeros((len(adaptations), cfg.pixel_phases, cfg.channels, SPIKE_CLASSES), dtype=torch.int64)
+        spikes = torch.zeros((len(adaptations), *spike_shape(cfg.pixel_phases, cfg.channels)), dtype=torch.int64)
         for i, a in enumerate(adaptations):
             if a.spikes is not None:
                 spikes[i] = torch.from_numpy(a.spikes)
@@ -129,7 +143,7 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
 
 
 def spike_levels(spikes: torch.Tensor | None, cls: torch.Tensor) -> torch.Tensor | None:
-    """Per-pixel spike level of one phase and channel: spikes (B, classes) levels, cls (B, h, w) classes
+    """Per-pixel spike level of one coding step and channel: spikes (B, classes) levels, cls (B, h, w) classes
     (-1 = no spike); None when no pixel gets a spike."""
     if spikes is None or not spikes.any():
         return None
@@ -203,7 +217,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
 
     cfg, m = block_coder.cfg, block_coder.net
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
-    spikes = spikes and ph == 4
+    steps = block_coder.steps
+    spiky = pixel_phases.spike_steps(steps) if spikes and len(steps) == 7 else []
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
@@ -222,17 +237,18 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
         known = block_coder._known(valid)
-        agreed = {k: pixel_phases.neighbour_spikes(x, known, k) for k in range(1, ph)} if spikes else {}
-        for g, (i, vals, r, b, _) in enumerate(block_coder.pixel_symbols(x, z1, valid)):
-            k, c = divmod(g // len(x), ch)
-            item = (vals, r, b)
-            if k in agreed:  # the spike value and class of each of these pixels, in the same order
-                rr, cc = block_coder._extents(k, valid[i : i + 1])[0]
-                item += tuple(t[i, c, :rr, :cc].reshape(-1).numpy() for t in agreed[k])
-            parts.setdefault((int(owner[i]), k, c), []).append(item)
+        agreed = {s: pixel_phases.step_spikes(steps[s], x, known) for s in spiky}
+        for sym in block_coder.pixel_symbols(x, z1, valid):
+            i, s, c = sym.image, sym.step, sym.channel
+            item = (sym.values, sym.rows, sym.bases)
+            if s in agreed:  # the spike value and class of each of these pixels, in the same order
+                rr, cc = block_coder._extents(s, valid[i : i + 1])[0]
+                item += tuple(t[i, c, :rr, :cc].reshape(-1).numpy() for t in agreed[s])
+            parts.setdefault((int(owner[i]), s, c), []).append(item)
     for key, items in parts.items():
         parts[key] = [np.concatenate(a) for a in zip(*items)]
-        j, k, c = key
+        j, s, c = key
+        k = steps[s][0]
         vals, r, b = parts[key][:3]
         level, frac = r // mf, r % mf
         band = level * BANDS // levels
@@ -245,11 +261,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
         best = cost[j].argmin(axis=3)
         saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
         shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
-        levels_j = np.zeros((ph, ch, SPIKE_CLASSES), dtype=np.int64)
+        levels_j = np.zeros(spike_shape(ph, ch), dtype=np.int64)
         saving = 0.0
-        for k in range(1, ph) if spikes else ():
+        for s in spiky:
+            k = steps[s][0]
             for c in range(ch):
-                vals, r, b, value, cls = parts[(j, k, c)]
+                if (j, s, c) not in parts:  # an image too small to have pixels in this step
+                    continue
+                vals, r, b, value, cls = parts[(j, s, c)]
                 level, frac = r // mf, r % mf
                 if shifts is not None:
                     level = np.clip(level + shifts[k, c, level * BANDS // levels], 0, levels - 1)
@@ -258,8 +277,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                     sel = cls == q
                     if sel.any():
                         est = _spike_costs(bits[sel], vals[sel] == value[sel])
-                        levels_j[k, c, q] = _SPIKE_LEVELS[est.argmin()]
+                        levels_j[s, c, q] = _SPIKE_LEVELS[est.argmin()]
                         saving += (est[0] - est.min()) * scale_up
-        keep = saving > 2 * 8 * (1 + (ph - 1) * ch * SPIKE_CLASSES) and levels_j.any()
+        keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and levels_j.any()
         out.append(Adaptation(shifts, levels_j if keep else None))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,14 +43,30 @@ class _Timed:
         return timed
 
 
-class BlockCoder:
-    """push_blocks / pop_blocks: one bits-back step for one block of each of several images."""
+class PixelSymbols(NamedTuple):
+    """One block's symbols of one channel in one coding step, as the coder takes them."""
 
-    def __init__(self, model: ExactModel, scheme: str = "bitswap"):
+    image: int  # index of the block (its image's coder) in the batch
+    step: int  # index into BlockCoder.steps
+    channel: int
+    values: np.ndarray
+    rows: np.ndarray
+    bases: np.ndarray
+    spikes: tuple[np.ndarray, np.ndarray] | None  # (spike values, levels) the coder mixes in, or None
+
+
+class BlockCoder:
+    """push_blocks / pop_blocks: one bits-back step for one block of each of several images.
+
+    split_first: phase (0,0) is coded in four sub-phases (phases.coding_steps), as container v4 on does;
+    False for older payloads."""
+
+    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
         cfg = model.cfg
         self.model, self.scheme, self.cfg = model, scheme, cfg
+        self.steps = phases.coding_steps(cfg.pixel_phases, split_first)
         self.tz = Table(model.table_z, cfg.z_bins, cfg.precision)
         self.tx = Table(model.table_x, 256, cfg.precision)
         # enough initial bits for the largest run of pops before any push (BB-ANS: all layers)
@@ -73,7 +90,7 @@ class BlockCoder:
         for i, c in enumerate(coders):
             c.push(zf[i], rows[i], bases[i], self.tz)
 
-    # ---- pixels: phase by phase, channel by channel (R, then G|R, then B|R,G); only real pixels ----
+    # ---- pixels: step by step (coding_steps), channel by channel (R, then G|R, then B|R,G); real pixels ----
     def _known(self, valid: np.ndarray) -> torch.Tensor:
         """(B, 1, 32, 32) 1 where a block's pixel is real, 0 on padding (which is never coded)."""
         known = torch.zeros((len(valid), 1, BLOCK, BLOCK), dtype=torch.int64)
@@ -81,30 +98,40 @@ class BlockCoder:
             known[i, 0, :r, :k] = 1
         return known
 
-    def _extents(self, phase: int, valid: np.ndarray) -> list[tuple[int, int]]:
+    def _extents(self, step: int, valid: np.ndarray) -> list[tuple[int, int]]:
+        """Rows and columns of each block's real pixels in one coding step's grid."""
         if self.cfg.pixel_phases == 1:
             return [(int(r), int(k)) for r, k in valid]
-        dy, dx = phases.offsets(4)[phase]
-        return [phases.valid_extent(int(r), int(k), dy, dx) for r, k in valid]
+        phase, sub = self.steps[step]
+        out = [phases.valid_extent(int(r), int(k), *phases.offsets(4)[phase]) for r, k in valid]
+        return out if sub < 0 else [phases.valid_extent(r, k, *phases.offsets(4)[sub]) for r, k in out]
 
-    def _pixel_codes(self, params, phase: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
+    def step_view(self, x, step: int):
+        """One coding step's pixels of (..., 32, 32) blocks (a strided view)."""
+        return phases.step_view(x, self.cfg.pixel_phases, *self.steps[step])
+
+    def _pixel_codes(self, params, step: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
                      maps: adapt.CodingMaps | None = None):
-        """(rows, bases) of one channel's distributions; xk: this phase's pixels (B, C, h, w). Channels
-        come in order; means collects their mean levels, which later channels' colour residual reads.
-        maps: the blocks' per-image adaptation (coding/adapt.py) or None."""
+        """(rows, bases) of one channel's distributions in one step's grid; xk: the step's phase's pixels
+        (B, C, 16, 16). Channels come in order; means collects their mean levels, which later channels'
+        colour residual reads. maps: the blocks' per-image adaptation (coding/adapt.py) or None."""
+        phase, sub = self.steps[step]
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
         levels = None if maps is None or maps.levels is None else maps.levels[:, phase, channel]
-        scale = adapt.apply(params["scale"][:, channel], levels).cpu().numpy()
-        return rows_bases(means[-1].cpu().numpy(), scale, self.cfg.mean_frac)
+        scale = adapt.apply(params["scale"][:, channel], levels)
+        mean = means[-1]
+        if sub >= 0:
+            mean, scale = phases.view(mean, 4, sub), phases.view(scale, 4, sub)
+        return rows_bases(mean.cpu().numpy(), scale.cpu().numpy(), self.cfg.mean_frac)
 
-    def _spikes(self, x: torch.Tensor, known: torch.Tensor, phase: int, maps: adapt.CodingMaps | None):
-        """Per channel, (spike values, spike levels) numpy arrays (B, 16, 16) of one phase, or None."""
-        if maps is None or maps.spikes is None or phase == 0:
+    def _spikes(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
+        """Per channel, (spike values, spike levels) numpy arrays in one step's grid, or None."""
+        if maps is None or maps.spikes is None or not maps.spikes[:, step].any():
             return [None] * self.cfg.channels
-        value, cls = phases.neighbour_spikes(x, known, phase)
+        value, cls = phases.step_spikes(self.steps[step], x, known)
         out = []
         for ch in range(self.cfg.channels):
-            lv = adapt.spike_levels(maps.spikes[:, phase, ch], cls[:, ch])
+            lv = adapt.spike_levels(maps.spikes[:, step, ch], cls[:, ch])
             out.append(None if lv is None else (value[:, ch].numpy(), lv.numpy()))
         return out
 
@@ -115,51 +142,53 @@ class BlockCoder:
             return None
         return tuple(np.ascontiguousarray(t[i, :r, :c]).reshape(-1) for t in spikes)
 
+    def _phase_params(self, trunk, x, known):
+        """Yield (step, the step's phase's pixel tensor, that phase's network outputs), computing each
+        phase's networks once (phase 0's sub-phases share them)."""
+        last, params = None, None
+        for step, (phase, _) in enumerate(self.steps):
+            if phase != last:
+                params, last = self.net.p_pixels(trunk, phase, x, known), phase
+            yield step, phases.view(x, self.cfg.pixel_phases, phase), params
+
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None):
-        """Yield (image index, values, rows, bases, spikes) in decoding order for blocks x whose pixels are
-        all known (encoder, cost accounting): every phase sees the true earlier phases, as the decoder
-        will. maps: adapt.CodingMaps of these blocks, or None for the model as is; spikes is None or the
-        (spike values, levels) the coder mixes in."""
-        m, n_ph = self.net, self.cfg.pixel_phases
-        trunk, known = m.px_trunk(z1), self._known(valid)
+        """Yield PixelSymbols in decoding order for blocks x whose pixels are all known (encoder, cost
+        accounting): every step sees the true earlier ones, as the decoder will. maps: adapt.CodingMaps of
+        these blocks, or None for the model as is."""
+        trunk, known = self.net.px_trunk(z1), self._known(valid)
         xn = x.numpy()
-        for k in range(n_ph):
-            params = m.p_pixels(trunk, k, x, known)
-            xk, ext = phases.view(x, n_ph, k), self._extents(k, valid)
-            xkn, means = phases.view(xn, n_ph, k), []
-            spikes = self._spikes(x, known, k, maps)
+        for step, xk, params in self._phase_params(trunk, x, known):
+            ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
+            spikes = self._spikes(x, known, step, maps)
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps)
                 for i, (r, c) in enumerate(ext):
-                    yield (i, np.ascontiguousarray(xkn[i, ch, :r, :c]).reshape(-1).astype(np.int64),
-                           np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
-                           np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
-                           self._block_spikes(spikes[ch], i, r, c))
+                    values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
+                    yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
+                                       np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
+                                       self._block_spikes(spikes[ch], i, r, c))
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None) -> None:
-        # the decoder pops first phase, first channel first: push everything in reverse
-        for i, vals, rows, bases, spikes in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
-            coders[i].push(vals, rows, bases, self.tx, spikes)
+        # the decoder pops first step, first channel first: push everything in reverse
+        for s in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
+            coders[s.image].push(s.values, s.rows, s.bases, self.tx, s.spikes)
 
     def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None) -> torch.Tensor:
-        m, n_ph = self.net, self.cfg.pixel_phases
         n, ch_count = len(coders), self.cfg.channels
-        trunk, known = m.px_trunk(z1), self._known(valid)
+        trunk, known = self.net.px_trunk(z1), self._known(valid)
         x = torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64)
         xn = x.numpy()  # shares memory with x
-        for k in range(n_ph):
-            params = m.p_pixels(trunk, k, x, known)
-            xk, xkn, ext = phases.view(x, n_ph, k), phases.view(xn, n_ph, k), self._extents(k, valid)
-            means = []
-            spikes = self._spikes(x, known, k, maps)  # from the earlier phases, already decoded
+        for step, xk, params in self._phase_params(trunk, x, known):
+            ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
+            spikes = self._spikes(x, known, step, maps)  # from the earlier steps, already decoded
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, k, ch, xk, means, maps)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
                                  np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
                                  self._block_spikes(spikes[ch], i, r, w))
-                    xkn[i, ch, :r, :w] = vals.reshape(r, w)
+                    xs[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])
         return x
@@ -298,7 +327,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
             mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
-            for _, vals, rows, bases, spikes in block_coder.pixel_symbols(x, z[0], vb, mb):
-                bits += cost_bits(vals, rows, bases, block_coder.tx, spikes)
+            for s in block_coder.pixel_symbols(x, z[0], vb, mb):
+                bits += cost_bits(s.values, s.rows, s.bases, block_coder.tx, s.spikes)
         totals.append(bits)
     return totals

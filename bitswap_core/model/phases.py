@@ -16,6 +16,25 @@ def offsets(pixel_phases: int) -> tuple[tuple[int, int], ...]:
     return ORDER_4 if pixel_phases == 4 else ((0, 0),)
 
 
+def coding_steps(pixel_phases: int, split_first: bool) -> tuple[tuple[int, int], ...]:
+    """(phase, sub-phase) of each coding step, in order; sub-phase -1 is the whole phase.
+
+    With split_first (4 phases, container v4 on), phase (0,0)'s 16x16 grid is itself coded in the same
+    four-phase order: the network sees no pixel of it either way (its distributions depend on z1 alone),
+    so the order is free, and coding it in sub-phases lets three quarters of its pixels take spikes from
+    already decoded ones two pixels away (coding/adapt.py)."""
+    if pixel_phases == 1:
+        return ((0, -1),)
+    first = tuple((0, s) for s in range(4)) if split_first else ((0, -1),)
+    return first + tuple((k, -1) for k in range(1, 4))
+
+
+def step_view(x, pixel_phases: int, phase: int, sub: int):
+    """The pixels of one coding step of (..., 32, 32) blocks: the phase's view, or its sub-phase's."""
+    v = view(x, pixel_phases, phase)
+    return v if sub < 0 else view(v, 4, sub)
+
+
 def squeezed(channels: int, phase: int) -> list[int]:
     """Squeezed channel indices of the colours of one phase (4-phase models)."""
     dy, dx = ORDER_4[phase]
@@ -33,7 +52,8 @@ def valid_extent(rows: int, cols: int, dy: int, dx: int) -> tuple[int, int]:
 
 
 def view(x, pixel_phases: int, phase: int):
-    """The pixels of one phase of (..., 32, 32) blocks: a strided view (..., 16, 16), or x itself."""
+    """The pixels of one phase of (..., 32, 32) blocks: a strided view (..., 16, 16), or x itself (on a
+    (..., 16, 16) phase grid, the same split gives its (..., 8, 8) sub-phases)."""
     if pixel_phases == 1:
         return x
     dy, dx = ORDER_4[phase]
@@ -82,7 +102,8 @@ SPIKE_CLASSES = 3  # class = how many real neighbours disagree with the agreed v
 
 
 def neighbour_spikes(x, known, phase: int):
-    """(value, class) of phase `phase`'s pixels, both (B, C, 16, 16) int64: value is the neighbour value
+    """(value, class) of phase `phase`'s pixels, both (B, C, 16, 16) int64 (x and known (..., 32, 32); on
+    a phase-0 grid (..., 16, 16), its sub-phases' (..., 8, 8)): value is the neighbour value
     (NEIGHBOURS_4) that most real neighbours share (the first such neighbour on a tie), class the number of
     real neighbours that differ from it, or -1 where fewer than two agree (no spike).
 
@@ -103,3 +124,18 @@ def neighbour_spikes(x, known, phase: int):
     value = torch.gather(v, 0, best[None])[0].to(torch.int64)
     cls = k.sum(0) - count
     return value, torch.where(count >= 2, cls, torch.full_like(cls, -1)).to(torch.int64)
+
+
+def spike_steps(steps) -> list[int]:
+    """Indices of the coding steps whose pixels have decoded neighbours to take a spike from."""
+    return [s for s, (phase, sub) in enumerate(steps) if phase > 0 or sub > 0]
+
+
+def step_spikes(step: tuple[int, int], x, known):
+    """neighbour_spikes of one coding step (phase, sub-phase) of (B, C, 32, 32) blocks, in its grid."""
+    phase, sub = step
+    if phase > 0:
+        return neighbour_spikes(x, known, phase)
+    if sub > 0:
+        return neighbour_spikes(view(x, 4, 0), view(known, 4, 0), sub)
+    raise ValueError(f"coding step {step} has no decoded neighbours")
