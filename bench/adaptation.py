@@ -1,12 +1,12 @@
 """What the per-image adaptation (bitswap_core/coding/adapt.py) saves, and what it costs encoder and decoder.
 
-    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16 32 all
+    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16
 
 For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image; a trailing
-"s" = scale shifts only, no spikes) this compresses every image with the learned path (smallest=False),
-decodes and verifies it, and prints bits per subpixel per image and in total, and the encode and decode
-times relative to the first setting, all in one run (the settings alternate image by image, so machine
-noise hits them alike).
+"s" = scale shifts only, no spikes; "o" = one spike per pixel, no second spikes) this compresses every
+image with the learned path (smallest=False), decodes and verifies it, and prints bits per subpixel per
+image and in total, and the encode and decode times relative to the first setting, all in one run (the
+settings alternate image by image, so machine noise hits them alike).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ _CHOOSE = adapt.choose
 
 
 def _compress(im, model, setting: str) -> bytes:
-    """api.compress with adapt_blocks from the setting; "...s" switches the spikes off."""
-    blocks = setting.rstrip("s")
+    """api.compress with adapt_blocks from the setting; "...s" switches the spikes off, "...o" the second."""
+    blocks = setting.rstrip("so")
     blocks = 10**9 if blocks == "all" else int(blocks)
-    spikes = not setting.endswith("s")
+    spikes = {"s": 0, "o": 1}.get(setting[-1], 2)
     api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes)
     try:
         return api.compress(im, model, smallest=False, adapt_blocks=blocks)
@@ -45,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16", "32", "all"])
+    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16o", "16", "32"])
     ap.add_argument("--crop", type=int, default=0, help="top-left crop of each image (0: whole image)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -19,5 +19,5 @@ $PY bench/patterns.py 2>&1 | grep -v Warning | tee $OUT/patterns.txt
 $PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/block_edges.txt
 $PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
 $PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt
-$PY bench/adaptation.py "$VAL" --blocks 0 16s 16 32 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
+$PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
 $PY bench/mean_adaptation.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/mean_adaptation_crop256.txt

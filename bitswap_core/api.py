@@ -137,10 +137,10 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         if c.codec.startswith("fallback:"):
             out[i] = fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height), max_pixels=max_pixels)
         elif c.codec in SCHEMES:
-            groups.setdefault((c.model_id, c.codec, c.dithered_ans, c.spike_adapted), []).append(i)
+            groups.setdefault((c.model_id, c.codec, c.dithered_ans, c.spike_adapted, c.second_spikes), []).append(i)
         else:
             raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
-    for (_, scheme, dithered, split_first), idx in groups.items():
+    for (_, scheme, dithered, split_first, second), idx in groups.items():
         m = _model_for(boxes[idx[0]], model)
         for i in idx:
             if boxes[i].mode != _learned_mode(m):
@@ -149,8 +149,8 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         bc = m.block_coder(scheme, split_first)  # phase 0 in sub-phases from container v4 on
         adaptations, coders = [], []
         for i in idx:
-            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, split_first)
-                               if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
+            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, split_first,
+                                                second) if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             adaptations.append(adaptation)
             coders.append(AnsCoder.from_bytes(ans, bc.bed_words, dithered))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]

@@ -37,7 +37,7 @@ def _arrays(*imgs):
 
 def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
-               for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes)))
+               for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes), (a.spikes2, b.spikes2)))
 
 
 def _spikes(rng, channels=3, high=256):
@@ -46,18 +46,32 @@ def _spikes(rng, channels=3, high=256):
     return s
 
 
+def _second_spikes(rng, first):
+    """Second-spike levels that add up with the first's to at most 255; class 0 (no dissent) has none."""
+    s = (rng.random(first.shape) * (256 - first)).astype(np.int64)
+    s[0], s[..., 0] = 0, 0
+    return s
+
+
 def test_header_round_trip_and_no_adaptation_is_two_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
-    spikes = _spikes(np.random.default_rng(0))
-    for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes)):
+    rng = np.random.default_rng(0)
+    spikes = _spikes(rng)
+    second = _second_spikes(rng, spikes)
+    for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes),
+              adapt.Adaptation(shifts, spikes, second), adapt.Adaptation(spikes2=second)):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 2 + 36 + 54
-    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64))
-    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0"
-    assert _same(adapt.from_bytes(b"\0\0ans", 4, 3)[0], adapt.NONE)
-    # container version 3: the header ends after the shifts
-    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-1] + b"ans", 4, 3, with_spikes=False)
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 3 + 36 + 54
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 3 + 36 + 54 + 36
+    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64))
+    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0\0"
+    assert _same(adapt.from_bytes(b"\0\0\0ans", 4, 3)[0], adapt.NONE)
+    # container version 4: the header ends after the spikes; version 3: after the shifts
+    one = adapt.Adaptation(shifts, spikes)
+    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-1] + b"ans", 4, 3, with_second=False)
+    assert _same(got, one) and rest == b"ans"
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-2] + b"ans", 4, 3, with_spikes=False)
     assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
@@ -70,6 +84,11 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     (b"\0" + bytes([3]) + bytes(53), 4, "3 classes"),  # truncated spike levels
     (b"\0" + bytes([2]) + bytes(36), 4, "2 classes"),  # a class count the decoder does not know
     (b"\0" + bytes([3]) + bytes(54), 1, "1-phase model"),  # spikes need decoded neighbours
+    (b"\0\0", 4, "before its second-spike header"),  # version 5 without the second-spike section
+    (b"\0\0" + bytes([2]) + bytes(35), 4, "2 classes"),  # truncated second-spike levels
+    (b"\0\0" + bytes([3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
+    (b"\0" + bytes([3, 0, 200]) + bytes(52) + bytes([2, 56]) + bytes(35), 4,
+     "more than 255"),  # step 1, channel 0, class 1: 200 + 56
 ])
 def test_malformed_headers_are_clear_errors(payload, phases, problem):
     with pytest.raises(CorruptPayloadError, match=problem):
@@ -107,6 +126,11 @@ def test_any_adaptation_decodes_exactly_and_batches_match_alone(which, tiny_mode
         adapt.Adaptation(rng.integers(-3, 4, (cfg.pixel_phases, cfg.channels, 2))),
         adapt.Adaptation(None, _spikes(rng) if spikes else None),
     ]
+    if spikes:  # and both spikes on a photo and the flat image
+        first = _spikes(rng)
+        adaptations[2] = adapt.Adaptation(adaptations[2].shifts, first, _second_spikes(rng, first))
+        imgs.append(flat)
+        adaptations.append(adapt.Adaptation(None, *(lambda f: (f, _second_spikes(rng, f)))(_spikes(rng, high=128))))
     together = [c.to_bytes() for c in encode_images(bc, imgs, adaptations=adaptations)]
     alone = [encode_images(bc, [im], adaptations=[a])[0].to_bytes() for im, a in zip(imgs, adaptations)]
     assert together == alone

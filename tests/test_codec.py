@@ -218,19 +218,30 @@ def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     assert same(bitswap_core.decompress(data), photo_crop(box=(0, 0, 48, 40)))
 
 
-def test_a_spiked_payload_of_container_v4_decodes_and_the_encoder_still_writes_it():
-    """tests/data: the fifth default's payload of a flat-graphic crop, container v4 with scale shifts and
-    spikes in its header. It decodes exactly, and encoding the crop again with the model it names gives
-    the same bytes (the encoder's choice and coding are deterministic; a change shows here)."""
+def test_spiked_payloads_of_container_v4_and_v5_decode_and_the_encoder_still_writes_them():
+    """tests/data: the fifth default's payloads of a flat-graphic crop: container v4 (scale shifts and
+    spikes in its header) and v5 (and second spikes). Both decode exactly; encoding the crop again with the
+    model they name gives the v5 bytes, and with the second spikes off the v4 coding, with one more header
+    byte (the encoder's choice and coding are deterministic; a change shows here)."""
     from pathlib import Path
 
+    from bitswap_core.coding.bitsback import encode_images
     from bitswap_core.registry import find_by_id
 
-    data = (Path(__file__).parent / "data" / "default-653383b7-serrano-64x48-v4.bsw").read_bytes()
-    box = container.unpack(data)
-    assert box.version == 4
-    adaptation, _ = adapt.from_bytes(box.payload, 4, 3)
-    assert adaptation.shifts is not None and adaptation.spikes is not None
     img = photo_crop("waterloo-serrano.png", box=(0, 0, 64, 48))
-    assert same(bitswap_core.decompress(data), img)
-    assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False) == data
+    v4, v5 = ((Path(__file__).parent / "data" / f"default-653383b7-serrano-64x48-v{v}.bsw").read_bytes()
+              for v in (4, 5))
+    box4, box5 = container.unpack(v4), container.unpack(v5)
+    assert (box4.version, box5.version) == (4, 5)
+    one, ans4 = adapt.from_bytes(box4.payload, 4, 3, with_second=False)
+    two, _ = adapt.from_bytes(box5.payload, 4, 3)
+    assert one.shifts is not None and one.spikes is not None and one.spikes2 is None
+    assert two.spikes2 is not None and two.spikes2.any()
+    assert same(bitswap_core.decompress(v4), img) and same(bitswap_core.decompress(v5), img)
+    model = find_by_id(box5.model_id)
+    assert bitswap_core.compress(img, model, smallest=False) == v5
+    arr = np.asarray(img, dtype=np.uint8)
+    bc = model.block_coder("bitswap")
+    (a,) = adapt.choose(bc, [arr], spikes=1)
+    assert adapt.to_bytes(a) == box4.payload[: len(box4.payload) - len(ans4)] + b"\0"
+    assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans4

@@ -172,7 +172,8 @@ def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
 
 def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
     """Reference loop: the spike value is the first neighbour (in NEIGHBOURS_4 order) whose value the most
-    real earlier neighbours share, its class the number of real neighbours that differ, -1 below two."""
+    real earlier neighbours share, its class the number of real neighbours that differ, -1 below two; the
+    runner-up likewise among the neighbours that differ from it, -1 where none do or there is no spike."""
     rng = np.random.default_rng(4)
     x = torch.from_numpy(rng.integers(0, 3, (2, 3, 32, 32)))  # few values: agreements of every kind
     known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
@@ -182,7 +183,7 @@ def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
              3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
     seen = set()
     for k in range(1, 4):
-        value, cls = phases.neighbour_spikes(x, known, k)
+        value, cls, runner_up = phases.neighbour_spikes(x, known, k)
         dy, dx = phases.offsets(4)[k]
         for b in range(2):
             for i in range(16):
@@ -199,8 +200,11 @@ def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
                         assert int(cls[b, ch, i, j]) == want, (k, b, ch, i, j)
                         if want >= 0:
                             assert int(value[b, ch, i, j]) == best
-                        seen.add(want)
-    assert seen == {-1, 0, 1, 2}
+                        rest = [v for v in nb if v != best]
+                        second = max(rest, key=lambda v: (rest.count(v), -rest.index(v))) if rest else -1
+                        assert int(runner_up[b, ch, i, j]) == (second if want >= 0 else -1), (k, b, ch, i, j)
+                        seen.add((want, second >= 0 and want >= 0))
+    assert seen == {(-1, False), (0, False), (1, True), (2, True)}
 
 
 @pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])

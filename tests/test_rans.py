@@ -147,10 +147,24 @@ def _random_spikes(table, symbols, seed):
     return value, level
 
 
+def _random_two_spikes(table, symbols, seed):
+    """As _random_spikes, plus a second spike (a third of them the coded symbol, some absent: -1) whose
+    level keeps the sum <= 255."""
+    rng = np.random.default_rng(seed + 1)
+    value, level = _random_spikes(table, symbols, seed)
+    n = len(symbols)
+    value2 = np.where(rng.random(n) < 0.33, symbols, rng.integers(-1, table.n, n))
+    value2 = np.where(value2 == value, -1, value2)
+    level2 = (rng.random(n) * (256 - level)).astype(np.int64).clip(0, 255 - level)
+    value2[4:8], level[4:8], level2[4:8] = (1, table.n - 2, 9, 3), 0, 255
+    return value, level, value2, level2
+
+
 @pytest.mark.parametrize("dithered", [True, False])
-def test_spiked_distributions_round_trip_and_bits_back_restores_the_stack(table, dithered):
+@pytest.mark.parametrize("two", [False, True])
+def test_spiked_distributions_round_trip_and_bits_back_restores_the_stack(table, dithered, two):
     symbols, rows, bases = _random_codes(table, 5000, 4)
-    spikes = _random_spikes(table, symbols, 5)
+    spikes = (_random_two_spikes if two else _random_spikes)(table, symbols, 5)
     enc = AnsCoder(64, dithered=dithered)
     enc.push(symbols, rows, bases, table, spikes)
     dec = AnsCoder.from_bytes(enc.to_bytes(), 64, dithered=dithered)
@@ -179,20 +193,42 @@ def test_a_spike_moves_its_share_of_the_mass_and_keeps_every_symbol_codable(tabl
             assert np.allclose(p, want, rtol=0, atol=table.n * 2.0**-table.precision)
 
 
+def test_two_spikes_share_the_freed_mass_by_their_levels(table):
+    """P'(k) = (1 - (L1 + L2)/256) P(k) + L1/256 [k = v1] + L2/256 [k = v2] up to integer rounding; a
+    second spike of level 0, or with no symbol (-1), leaves the one-spike distribution bit for bit."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    k = np.arange(table.n)
+    for row, base, v, v2 in ((0, 100, 100, 101), (40, 3, 250, 3), (63, 255, 0, 255)):
+        r, b = np.full(table.n, row), np.full(table.n, base)
+        plain = 2.0 ** -cost_bits_each(k, r, b, table)
+        for l1, l2 in ((0, 200), (128, 127), (1, 1), (200, 30)):
+            full = lambda t: np.full(table.n, t)  # noqa: E731
+            p = 2.0 ** -cost_bits_each(k, r, b, table, (full(v), full(l1), full(v2), full(l2)))
+            assert abs(p.sum() - 1) < 1e-9 and p.min() >= 2.0**-table.precision
+            want = (1 - (l1 + l2) / 256) * plain + np.where(k == v, l1 / 256, 0) + np.where(k == v2, l2 / 256, 0)
+            assert np.allclose(p, want, rtol=0, atol=table.n * 2.0**-table.precision)
+            one = cost_bits_each(k, r, b, table, (full(v), full(l1)))
+            assert np.array_equal(cost_bits_each(k, r, b, table, (full(v), full(l1), full(v2), full(0))), one)
+            assert np.array_equal(cost_bits_each(k, r, b, table, (full(v), full(l1), full(-1), full(l2))), one)
+    with pytest.raises(ValueError, match="add up"):
+        cost_bits_each(k, r, b, table, (full(v), full(200), full(v2), full(56)))
+
+
 def test_spiked_search_finds_the_symbol_a_full_search_finds(table):
-    from bitswap_core.coding.rans import SPIKE_BITS, _cdf_mixed, _find_mixed, _spike_extra
+    from bitswap_core.coding.rans import _cdf_mixed, _find_mixed, _spike_masses
 
     total, n, w = np.uint64(1 << table.precision), table.n, table.width
     rng = np.random.default_rng(12)
     for r in range(0, table.cdf.shape[0], 5):
-        for b, v, level in ((0, 0, 255), (128, 128, 200), (250, 3, 1), (5, 255, 128), (77, 80, 0)):
-            a = (1 << SPIKE_BITS) - level
-            extra = _spike_extra(n, total, a)
-            cdf = np.array([_cdf_mixed(table.cdf, r, k, b, w, n, total, v, a, extra) for k in range(n + 1)],
+        for b, v, level, v2, level2 in ((0, 0, 255, -1, 0), (128, 128, 200, 127, 55), (250, 3, 1, 250, 200),
+                                        (5, 255, 128, 0, 1), (77, 80, 0, -1, 0), (77, 80, 0, 81, 254)):
+            a, e1, e2 = _spike_masses(n, total, level, level2)
+            cdf = np.array([_cdf_mixed(table.cdf, r, k, b, w, n, total, v, a, e1, v2, e2) for k in range(n + 1)],
                            dtype=np.int64)
             assert cdf[0] == 0 and cdf[-1] == total and np.all(np.diff(cdf) >= 1)
             targets = np.concatenate([cdf[:-1], cdf[1:] - 1, rng.integers(0, int(total), 64)])
             want = np.searchsorted(cdf, targets, side="right") - 1
-            got = [_find_mixed(table.cdf, table.inv, r, b, w, n, total, np.uint64(t), table.precision, v, a, extra)
-                   for t in targets]
-            assert np.array_equal(got, want), (r, b, v, level)
+            got = [_find_mixed(table.cdf, table.inv, r, b, w, n, total, np.uint64(t), table.precision, v, a, e1,
+                               v2, e2) for t in targets]
+            assert np.array_equal(got, want), (r, b, v, level, v2, level2)

@@ -12,12 +12,17 @@ Spikes (container version 4 on): graphics, screenshots and saturated areas repea
 smooth logistic cannot predict however narrow. A pixel whose already coded neighbours agree on a value
 (phases.neighbour_spikes; phase (0,0) is coded in four sub-phases so that most of it has such neighbours)
 gets a mixture: L/256 of its mass moves onto that value (coding/rans.py
-does it in exact integers). The encoder picks L per (coding step, channel, agreement class) on the same
-sampled blocks; photos mostly keep L = 0.
+does it in exact integers). From container version 5 on, a pixel whose neighbours disagree also gets a
+second spike, L2/256 on the value the dissenting neighbours share (the other side of an edge between two
+flat areas). The encoder picks the levels per (coding step, channel, agreement class) on the same sampled
+blocks; photos mostly keep them 0.
 
 Payload header: u8 bands (0 = no scale shifts), then phases x channels x bands int8 shifts in C order;
 from container version 4 on, then u8 spike classes (0 = no spikes), then, for each coding step with decoded
-neighbours (phase 0's sub-phases 1-3, phases 1-3: phases.coding_steps), channels x classes u8 levels.
+neighbours (phase 0's sub-phases 1-3, phases 1-3: phases.coding_steps), channels x classes u8 levels;
+from version 5 on, then u8 second-spike classes (0 = none, else 2: agreement classes 1 and 2, the ones
+with dissenting neighbours), then, for the same steps, channels x 2 u8 levels (each adds up with its
+first spike's level to at most 255).
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -47,23 +52,29 @@ _SPIKE_LEVELS = np.array([0, 2, 8, 16, 32, 64, 96, 128, 160, 192, 224, 240, 248,
 
 @dataclass(frozen=True)
 class Adaptation:
-    """One image's corrections: scale shifts (phases, channels, bands) and spike levels (coding steps,
-    channels, classes; rows of steps without decoded neighbours are 0). None = the model as is."""
+    """One image's corrections: scale shifts (phases, channels, bands), spike levels and second-spike
+    levels (coding steps, channels, classes; rows of steps without decoded neighbours are 0, and so is
+    class 0 of the second spikes). None = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
+    spikes2: np.ndarray | None = None
 
 
 NONE = Adaptation()
+_SECOND_CLASSES = list(range(1, SPIKE_CLASSES))  # agreement classes that have dissenting neighbours
 
 
 def to_bytes(a: Adaptation) -> bytes:
-    """The payload header (container version 4) of an adaptation."""
+    """The payload header (container version 5) of an adaptation."""
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
         bytes([a.spikes.shape[2]]) + a.spikes[_spike_rows(a.spikes.shape[0])].astype(np.uint8).tobytes())
-    return shifts + spikes
+    second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
+        bytes([len(_SECOND_CLASSES)])
+        + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
+    return shifts + spikes + second
 
 
 def _spike_rows(steps: int) -> list[int]:
@@ -76,9 +87,11 @@ def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
     return len(pixel_phases.coding_steps(phases, True)), channels, SPIKE_CLASSES
 
 
-def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True) -> tuple[Adaptation, bytes]:
+def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True, with_second: bool = True
+               ) -> tuple[Adaptation, bytes]:
     """(adaptation, the rest of the payload); raises CorruptPayloadError on a malformed header.
-    with_spikes: whether the header has the spike section (container version 4 on)."""
+    with_spikes: whether the header has the spike section (container version 4 on); with_second: whether it
+    has the second-spike section too (version 5 on)."""
     if not payload:
         raise CorruptPayloadError("learned payload is empty: no scale adaptation header")
     bands, shifts = payload[0], None
@@ -109,23 +122,49 @@ def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = T
         rest = rest[1 + n :]
     else:
         rest = rest[1:]
-    return Adaptation(shifts, spikes), rest
+    if not with_second:
+        return Adaptation(shifts, spikes), rest
+    if not rest:
+        raise CorruptPayloadError("learned payload ends before its second-spike header")
+    classes, second = rest[0], None
+    if classes:
+        shape = spike_shape(phases, channels)
+        rows = _spike_rows(shape[0])
+        n = len(rows) * channels * classes
+        if not rows or classes != len(_SECOND_CLASSES) or len(rest) < 1 + n:
+            raise CorruptPayloadError(f"second-spike header declares {classes} classes for a {phases}-phase model "
+                                      f"in a {len(rest)}-byte remainder (expected {len(_SECOND_CLASSES)}, 4 phases)")
+        second = np.zeros(shape, np.int64)
+        second[np.ix_(rows, range(channels), _SECOND_CLASSES)] = np.frombuffer(
+            rest, dtype=np.uint8, count=n, offset=1).reshape(len(rows), channels, classes)
+        first = np.zeros(shape, np.int64) if spikes is None else spikes
+        if (first + second).max() > 255:
+            raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
+        rest = rest[1 + n :]
+    else:
+        rest = rest[1:]
+    return Adaptation(shifts, spikes, second), rest
 
 
 @dataclass(frozen=True)
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
-    levels) and spike levels (B, coding steps, channels, classes), either None when no block has one."""
+    levels), spike and second-spike levels (B, coding steps, channels, classes), each None when no block
+    has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
+    spikes2: torch.Tensor | None = None
+
+    def _parts(self):
+        return self.levels, self.spikes, self.spikes2
 
     def __getitem__(self, idx) -> CodingMaps:
-        return CodingMaps(*(None if t is None else t[idx] for t in (self.levels, self.spikes)))
+        return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
 
     def repeat(self, n: int) -> CodingMaps:
         """The maps of one image for n of its blocks."""
-        return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in (self.levels, self.spikes)))
+        return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()))
 
 
 def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | None:
@@ -133,23 +172,27 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
     if adaptations is None:
         return None
     levels = level_maps([a.shifts for a in adaptations], cfg.pixel_phases, cfg.channels, cfg.x_scales)
-    spikes = None
-    if any(a.spikes is not None for a in adaptations):
-        spikes = torch.zeros((len(adaptations), *spike_shape(cfg.pixel_phases, cfg.channels)), dtype=torch.int64)
-        for i, a in enumerate(adaptations):
-            if a.spikes is not None:
-                spikes[i] = torch.from_numpy(a.spikes)
-    return None if levels is None and spikes is None else CodingMaps(levels, spikes)
+
+    def stacked(parts):
+        if all(t is None for t in parts):
+            return None
+        out = torch.zeros((len(parts), *spike_shape(cfg.pixel_phases, cfg.channels)), dtype=torch.int64)
+        for i, t in enumerate(parts):
+            if t is not None:
+                out[i] = torch.from_numpy(t)
+        return out
+
+    maps = CodingMaps(levels, stacked([a.spikes for a in adaptations]), stacked([a.spikes2 for a in adaptations]))
+    return None if all(t is None for t in maps._parts()) else maps
 
 
-def spike_levels(spikes: torch.Tensor | None, cls: torch.Tensor) -> torch.Tensor | None:
+def spike_levels(spikes: np.ndarray | None, cls: np.ndarray) -> np.ndarray | None:
     """Per-pixel spike level of one coding step and channel: spikes (B, classes) levels, cls (B, h, w) classes
-    (-1 = no spike); None when no pixel gets a spike."""
+    (-1 = no spike); None when no pixel gets a spike. numpy: these are a few hundred pixels per block."""
     if spikes is None or not spikes.any():
         return None
-    b = cls.shape[0]
-    lv = torch.gather(spikes, 1, cls.clamp_min(0).reshape(b, -1)).reshape(cls.shape)
-    return torch.where(cls >= 0, lv, torch.zeros_like(lv))
+    lv = spikes[np.arange(len(cls))[:, None, None], np.maximum(cls, 0)]
+    return np.where(cls >= 0, lv, 0)
 
 
 def level_maps(shifts: Sequence[np.ndarray | None], phases: int, channels: int, levels: int
@@ -195,21 +238,42 @@ def _groups(sizes: Sequence[int], limit: int):
         yield group
 
 
-def _spike_costs(bits: np.ndarray, hit: np.ndarray) -> np.ndarray:
-    """Estimated bits of pixels costing `bits` under the model, hit = equal to their spike value, for each
-    candidate level; plus one virtual miss, so that a few sampled hits never buy full confidence."""
-    w = _SPIKE_LEVELS / 256.0
-    p = 2.0 ** -bits[hit]
-    hits = -np.log2((1 - w)[None, :] * p[:, None] + w[None, :]).sum(0)
-    misses = bits[~hit].sum() - (np.count_nonzero(~hit) + 1) * np.log2(1 - w)
-    return hits + misses
+def _spike_costs(bits: np.ndarray, hit: np.ndarray, hit2: np.ndarray, l1: np.ndarray, l2: np.ndarray
+                 ) -> np.ndarray:
+    """Estimated bits of pixels costing `bits` under the model, hit / hit2 = equal to their spike / second
+    spike value, for each candidate pair of levels (l1[i], l2[i]); plus one virtual miss, so that a few
+    sampled hits never buy full confidence."""
+    w1, w2 = l1 / 256.0, l2 / 256.0
+    keep = 1 - w1 - w2
+    cost = bits[~(hit | hit2)].sum() - (np.count_nonzero(~(hit | hit2)) + 1) * np.log2(keep)
+    for h, w in ((hit, w1), (hit2, w2)):
+        cost = cost - np.log2(keep[None, :] * 2.0 ** -bits[h][:, None] + w[None, :]).sum(0)
+    return cost
+
+
+def _fit_spikes(bits: np.ndarray, hit: np.ndarray, hit2: np.ndarray | None) -> tuple[int, int, int, float, float]:
+    """(level, the level with a second spike, second level, estimated saving of one spike, further saving
+    of the second) for one (step, channel, class): the first level over every candidate alone, then the
+    second given it and the first again given the second (coordinate descent, smallest levels on ties)."""
+    zero = np.zeros(len(_SPIKE_LEVELS), np.int64)
+    none = np.zeros_like(hit)
+    est = _spike_costs(bits, hit, none, _SPIKE_LEVELS, zero)
+    l1 = int(_SPIKE_LEVELS[est.argmin()])
+    if hit2 is None or not hit2.any():
+        return l1, l1, 0, float(est[0] - est.min()), 0.0
+    cand = _SPIKE_LEVELS[_SPIKE_LEVELS + l1 <= 255]
+    est2 = _spike_costs(bits, hit, hit2, np.full(len(cand), l1), cand)
+    l2 = int(cand[est2.argmin()])
+    cand = _SPIKE_LEVELS[_SPIKE_LEVELS + l2 <= 255]
+    est3 = _spike_costs(bits, hit, hit2, cand, np.full(len(cand), l2))
+    return l1, int(cand[est3.argmin()]), l2, float(est[0] - est.min()), float(est.min() - est3.min())
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: bool = True) -> list[Adaptation]:
+           spikes: int = 2) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
-    blocks: first the scale shifts (every candidate shift), then, given them, the spike levels (every
-    candidate level, 4-phase models only, unless spikes is False). One latent sample per block from a
+    blocks: first the scale shifts (every candidate shift), then, given them, the spike levels (4-phase
+    models only; spikes = 2: both spikes, 1: the first only, 0: none; _fit_spikes). One latent sample per block from a
     sampler seeded alike for every image, so the choice, and the bytes, depend on the image alone, not on
     the batch; the networks see the samples of several images at once. A part is left out (None) where its
     estimated saving does not pay for its header twice."""
@@ -218,6 +282,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     cfg, m = block_coder.cfg, block_coder.net
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
     steps = block_coder.steps
+    if spikes not in (0, 1, 2):
+        raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
     spiky = pixel_phases.spike_steps(steps) if spikes and len(steps) == 7 else []
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
@@ -261,14 +327,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
         best = cost[j].argmin(axis=3)
         saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
         shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
-        levels_j = np.zeros(spike_shape(ph, ch), dtype=np.int64)
-        saving = 0.0
+        one, first, second = (np.zeros(spike_shape(ph, ch), dtype=np.int64) for _ in range(3))
+        saving, saving2 = 0.0, 0.0
         for s in spiky:
             k = steps[s][0]
             for c in range(ch):
                 if (j, s, c) not in parts:  # an image too small to have pixels in this step
                     continue
-                vals, r, b, value, cls = parts[(j, s, c)]
+                vals, r, b, value, cls, value2 = parts[(j, s, c)]
                 level, frac = r // mf, r % mf
                 if shifts is not None:
                     level = np.clip(level + shifts[k, c, level * BANDS // levels], 0, levels - 1)
@@ -276,9 +342,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                 for q in range(SPIKE_CLASSES):
                     sel = cls == q
                     if sel.any():
-                        est = _spike_costs(bits[sel], vals[sel] == value[sel])
-                        levels_j[s, c, q] = _SPIKE_LEVELS[est.argmin()]
-                        saving += (est[0] - est.min()) * scale_up
-        keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and levels_j.any()
-        out.append(Adaptation(shifts, levels_j if keep else None))
+                        hit2 = vals[sel] == value2[sel] if spikes == 2 and q in _SECOND_CLASSES else None
+                        one[s, c, q], first[s, c, q], second[s, c, q], gain, gain2 = _fit_spikes(
+                            bits[sel], vals[sel] == value[sel], hit2)
+                        saving, saving2 = saving + gain * scale_up, saving2 + gain2 * scale_up
+        keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and one.any()
+        keep2 = keep and saving2 > 2 * 8 * (1 + len(spiky) * ch * len(_SECOND_CLASSES)) and second.any()
+        if keep2:
+            out.append(Adaptation(shifts, first if first.any() else None, second))
+        else:
+            out.append(Adaptation(shifts, one if keep else None))
     return out

@@ -52,7 +52,7 @@ class PixelSymbols(NamedTuple):
     values: np.ndarray
     rows: np.ndarray
     bases: np.ndarray
-    spikes: tuple[np.ndarray, np.ndarray] | None  # (spike values, levels) the coder mixes in, or None
+    spikes: tuple[np.ndarray, ...] | None  # (spike values, levels[, second values, levels]) for the coder, or None
 
 
 class BlockCoder:
@@ -125,20 +125,27 @@ class BlockCoder:
         return rows_bases(mean.cpu().numpy(), scale.cpu().numpy(), self.cfg.mean_frac)
 
     def _spikes(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
-        """Per channel, (spike values, spike levels) numpy arrays in one step's grid, or None."""
-        if maps is None or maps.spikes is None or not maps.spikes[:, step].any():
+        """Per channel, (spike values, levels) or (spike values, levels, second values, levels) numpy
+        arrays in one step's grid, or None."""
+        tables = [] if maps is None else [None if t is None else t[:, step].numpy()
+                                          for t in (maps.spikes, maps.spikes2)]
+        if not any(t is not None and t.any() for t in tables):
             return [None] * self.cfg.channels
-        value, cls = phases.step_spikes(self.steps[step], x, known)
+        value, cls, value2 = (t.numpy() for t in phases.step_spikes(self.steps[step], x, known))
         out = []
         for ch in range(self.cfg.channels):
-            lv = adapt.spike_levels(maps.spikes[:, step, ch], cls[:, ch])
-            out.append(None if lv is None else (value[:, ch].numpy(), lv.numpy()))
+            lv = [adapt.spike_levels(None if t is None else t[:, ch], cls[:, ch]) for t in tables]
+            if lv[0] is None and lv[1] is None:
+                out.append(None)
+                continue
+            first = (value[:, ch], np.zeros_like(cls[:, ch]) if lv[0] is None else lv[0])
+            out.append(first if lv[1] is None else first + (value2[:, ch], lv[1]))
         return out
 
     @staticmethod
     def _block_spikes(spikes, i: int, r: int, c: int):
         """Block i's flat (values, levels) over its r x c real pixels, or None if it has no spike."""
-        if spikes is None or not spikes[1][i, :r, :c].any():
+        if spikes is None or not any(lv[i, :r, :c].any() for lv in spikes[1::2]):
             return None
         return tuple(np.ascontiguousarray(t[i, :r, :c]).reshape(-1) for t in spikes)
 

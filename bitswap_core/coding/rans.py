@@ -2,8 +2,9 @@
 
 push() encodes symbols so that a later pop() with the same distributions returns them in array order; pop()
 on fresh bits *samples* from the distribution, which is what bits-back coding needs. A distribution can carry
-a *spike*: a symbol v and a weight level L (1..255) that moves L/256 of the probability mass onto v (the
-mixture of coding/spike.py), in exact integer arithmetic, so push and pop agree on every machine. The stack starts on a
+*spikes*: a symbol v with a weight level L (1..255) that moves L/256 of the probability mass onto v, and
+optionally a second symbol v2 with its own level (the mixtures of coding/adapt.py), in exact integer
+arithmetic, so push and pop agree on every machine. The stack starts on a
 deterministic pseudo-random bed of "initial bits" so the same image always gives the same bytes; the bed's
 untouched bottom is not stored (its length is), and the decoder checks that it gets the bed back exactly.
 """
@@ -36,24 +37,33 @@ _SPIKE_ONE = 1 << SPIKE_BITS
 
 
 @numba.njit(cache=True, inline="always")
-def _spike_extra(n, total, a):
-    """The mass the spike symbol gains beyond its scaled share, so that the mixed CDF ends at total."""
-    return np.uint64(total - np.uint64(n) - (((total - np.uint64(n)) * np.uint64(a)) >> np.uint64(SPIKE_BITS)))
+def _spike_masses(n, total, l1, l2):
+    """(a, e1, e2) of spike levels l1, l2 (l1 + l2 < 256): the table's mass is scaled by a / 256, a = 256 - l1
+    - l2, and the mass that frees (all but what keeps every symbol's frequency >= 1) goes to the two spike
+    symbols in proportion l1 : l2. One spike (l2 = 0) gets all of it."""
+    a = np.uint64(_SPIKE_ONE - l1 - l2)
+    free = total - np.uint64(n) - (((total - np.uint64(n)) * a) >> np.uint64(SPIKE_BITS))
+    e2 = free * np.uint64(l2) // np.uint64(l1 + l2) if l2 > 0 else np.uint64(0)
+    return a, free - e2, e2
 
 
 @numba.njit(cache=True, inline="always")
-def _cdf_mixed(table, r, k, base, width, n, total, v, a, extra):
-    """C'(k) = floor((C(k) - k) * a / 256) + k (+ extra past the spike symbol v), a = 256 - L.
+def _cdf_mixed(table, r, k, base, width, n, total, v, a, e1, v2, e2):
+    """C'(k) = floor((C(k) - k) * a / 256) + k (+ e1 past the spike symbol v, + e2 past the second, v2).
 
     Every symbol keeps frequency >= 1 (C(k) - k is non-decreasing because C's steps are >= 1), C'(0) = 0,
-    C'(n) = total, and the spike symbol gets the freed mass: an exact integer mixture of the table's
-    distribution with a point mass on v. a = 256 is the table's distribution unchanged."""
+    C'(n) = total, and the spike symbols get the freed mass: an exact integer mixture of the table's
+    distribution with point masses on v and v2 (_spike_masses). a = 256 is the table's distribution."""
     c = _cdf(table, r, k, base, width, n, total)
     if a == _SPIKE_ONE:
         return c
     kk = np.uint64(k)
-    out = (((c - kk) * np.uint64(a)) >> np.uint64(SPIKE_BITS)) + kk
-    return out + extra if k > v else out
+    out = (((c - kk) * a) >> np.uint64(SPIKE_BITS)) + kk
+    if k > v:
+        out += e1
+    if k > v2:
+        out += e2
+    return out
 
 
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -106,19 +116,27 @@ def _find(table, inv, r, b, width, n, total, target, precision):
 
 
 @numba.njit(cache=True, inline="always")
-def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, extra):
-    """_find under the spiked CDF C': the spike's interval first, then a plain binary search on its side."""
+def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, e1, v2, e2):
+    """_find under the spiked CDF C': the spikes' intervals first, then a plain binary search between."""
     if a == _SPIKE_ONE:
         return _find(table, inv, r, b, width, n, total, target, precision)
-    if target < _cdf_mixed(table, r, v, b, width, n, total, v, a, extra):
-        lo_k, hi_k = 0, v
-    elif target >= _cdf_mixed(table, r, v + 1, b, width, n, total, v, a, extra):
-        lo_k, hi_k = v + 1, n
+    lo_k, hi_k = 0, n
+    if target < _cdf_mixed(table, r, v, b, width, n, total, v, a, e1, v2, e2):
+        hi_k = v
+    elif target >= _cdf_mixed(table, r, v + 1, b, width, n, total, v, a, e1, v2, e2):
+        lo_k = v + 1
     else:
         return v
+    if e2 > 0 and lo_k <= v2 < hi_k:
+        if target < _cdf_mixed(table, r, v2, b, width, n, total, v, a, e1, v2, e2):
+            hi_k = v2
+        elif target >= _cdf_mixed(table, r, v2 + 1, b, width, n, total, v, a, e1, v2, e2):
+            lo_k = v2 + 1
+        else:
+            return v2
     while hi_k - lo_k > 1:
         mid = (lo_k + hi_k) >> 1
-        if _cdf_mixed(table, r, mid, b, width, n, total, v, a, extra) <= target:
+        if _cdf_mixed(table, r, mid, b, width, n, total, v, a, e1, v2, e2) <= target:
             lo_k = mid
         else:
             hi_k = mid
@@ -126,21 +144,22 @@ def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, extr
 
 
 @numba.njit(cache=True)
-def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spike_v, spike_a, mixed):
+def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed):
+    """spikes (4, N): per symbol its spike symbol, level, second spike symbol, level (_spike_arrays)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     shift = np.uint64(64 - precision)
     p = np.uint64(precision)
-    v, a, extra = 0, _SPIKE_ONE, np.uint64(0)
+    v, v2, a, e1, e2 = 0, 0, np.uint64(_SPIKE_ONE), np.uint64(0), np.uint64(0)
     for i in range(symbols.shape[0] - 1, -1, -1):
         k, r, b = symbols[i], rows[i], bases[i]
         if mixed:
-            v, a = spike_v[i], spike_a[i]
-            extra = _spike_extra(n, total, a)
-        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, extra)
-        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra) - lo
+            v, v2 = spikes[0, i], spikes[2, i]
+            a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
+        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2) - lo
         k0 = _rotation_start(i, r, b, inv, n, dithered)
-        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, extra)
+        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
         c = lo - c0 if k >= k0 else lo + total - c0
         if x >= (f << shift):
             buf[m] = np.uint32(x & _LOW)
@@ -151,25 +170,24 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
 
 
 @numba.njit(cache=True)
-def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spike_v, spike_a,
-         mixed):
+def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed):
     """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     mask = total - np.uint64(1)
     p = np.uint64(precision)
-    v, a, extra = 0, _SPIKE_ONE, np.uint64(0)
+    v, v2, a, e1, e2 = 0, 0, np.uint64(_SPIKE_ONE), np.uint64(0), np.uint64(0)
     for i in range(out.shape[0]):
         r, b = rows[i], bases[i]
         if mixed:
-            v, a = spike_v[i], spike_a[i]
-            extra = _spike_extra(n, total, a)
+            v, v2 = spikes[0, i], spikes[2, i]
+            a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
         slot = x & mask
         k0 = _rotation_start(i, r, b, inv, n, dithered)
-        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, extra)
-        k = _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, extra)
-        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, extra)
-        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra) - lo
+        c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
+        k = _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)
+        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2) - lo
         c = lo - c0 if k >= k0 else lo + total - c0
         x = f * (x >> p) + slot - c
         if x < _L:
@@ -183,17 +201,28 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
     return x, m, min_m, True
 
 
-_NO_SPIKE = np.zeros(1, dtype=np.int64)
+_NO_SPIKE = np.zeros((4, 1), dtype=np.int64)
 
 
-def _spike_arrays(spikes, count: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(spike symbols, a = 256 - level, mixed?) for the kernels from spikes = (symbols, levels) or None."""
+def _spike_arrays(spikes, count: int) -> tuple[np.ndarray, bool]:
+    """((4, count) int64 rows: spike symbol, level, second spike symbol, level; mixed?) for the kernels,
+    from spikes = None, (symbols, levels) or (symbols, levels, second symbols, second levels). A second
+    spike whose symbol is negative (none) gets level 0; levels must be >= 0 and add up to at most 255."""
     if spikes is None:
-        return _NO_SPIKE, _NO_SPIKE, False
-    v, level = (np.ascontiguousarray(t, dtype=np.int64) for t in spikes)
-    if v.shape != (count,) or level.shape != (count,):
-        raise ValueError("spike symbols and levels must have one entry per symbol")
-    return v, _SPIKE_ONE - level, True
+        return _NO_SPIKE, False
+    if len(spikes) not in (2, 4):
+        raise ValueError("spikes must be (symbols, levels) or (symbols, levels, symbols2, levels2)")
+    out = np.zeros((4, count), dtype=np.int64)
+    out[2] = -1
+    for row, t in enumerate(spikes):
+        t = np.asarray(t, dtype=np.int64)
+        if t.shape != (count,):
+            raise ValueError("spike symbols and levels must have one entry per symbol")
+        out[row] = t
+    out[3] = np.where(out[2] >= 0, out[3], 0)
+    if out[1].min() < 0 or out[3].min() < 0 or (out[1] + out[3]).max() >= _SPIKE_ONE:
+        raise ValueError(f"spike levels must be >= 0 and add up to less than {_SPIKE_ONE}")
+    return out, True
 
 
 def _splitmix_words(n: int, seed: int = 0x5EED_B175_A4C0_DE00) -> np.ndarray:
@@ -254,23 +283,24 @@ class AnsCoder:
             self.buf = new
 
     def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> None:
-        """spikes: None, or (spike symbols, weight levels 0..255) per symbol: the spiked distributions."""
+        """spikes: None, or per symbol (spike symbols, weight levels 0..255) or (spike symbols, levels, second
+        spike symbols (-1: none), their levels), levels adding up to at most 255: the spiked distributions."""
         if len(symbols) == 0:
             return
         self._reserve(len(symbols))
-        sv, sa, mixed = _spike_arrays(spikes, len(symbols))
+        sp, mixed = _spike_arrays(spikes, len(symbols))
         state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf, table.inv,
-                              table.width, table.n, table.precision, self.dithered, sv, sa, mixed)
+                              table.width, table.n, table.precision, self.dithered, sp, mixed)
         self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
 
     def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
         if len(rows) == 0:
             return out
-        sv, sa, mixed = _spike_arrays(spikes, len(rows))
+        sp, mixed = _spike_arrays(spikes, len(rows))
         state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
                                              table.cdf, table.inv, table.width, table.n, table.precision,
-                                             self.dithered, sv, sa, mixed)
+                                             self.dithered, sp, mixed)
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
@@ -310,21 +340,21 @@ def random_coder(rng: np.random.Generator, words: int) -> AnsCoder:
 
 
 @numba.njit(cache=True, inline="always")
-def _symbol_bits(table, r, k, b, width, n, precision, v, a):
+def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2):
     total = np.uint64(1 << precision)
-    extra = _spike_extra(n, total, a)
-    f = (_cdf_mixed(table, r, k + 1, b, width, n, total, v, a, extra)
-         - _cdf_mixed(table, r, k, b, width, n, total, v, a, extra))
+    a, e1, e2 = _spike_masses(n, total, l1, l2)
+    f = (_cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2)
+         - _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2))
     return precision - np.log2(np.float64(f))
 
 
 @numba.njit(cache=True)
-def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spike_v, spike_a, mixed, out):
-    v, a = 0, _SPIKE_ONE
+def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, out):
+    v, l1, v2, l2 = 0, 0, -1, 0
     for i in range(symbols.shape[0]):
         if mixed:
-            v, a = spike_v[i], spike_a[i]
-        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision, v, a)
+            v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
+        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision, v, l1, v2, l2)
 
 
 def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None
@@ -332,8 +362,8 @@ def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, tab
     """-log2 P(symbol) of each symbol under its table distribution, spiked as in push (float64 array)."""
     out = np.empty(len(symbols), dtype=np.float64)
     if len(symbols):
-        sv, sa, mixed = _spike_arrays(spikes, len(symbols))
-        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sv, sa, mixed, out)
+        sp, mixed = _spike_arrays(spikes, len(symbols))
+        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sp, mixed, out)
     return out
 
 

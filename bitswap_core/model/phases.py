@@ -8,6 +8,9 @@ pixel at offset (dy, dx) of each 2x2 cell. With 4 phases the cells' pixels are c
 
 from __future__ import annotations
 
+import numba
+import numpy as np
+
 ORDER_4 = ((0, 0), (1, 1), (0, 1), (1, 0))
 
 
@@ -101,29 +104,73 @@ def neighbour_prediction(x, known, phase: int, mean_frac: int):
 SPIKE_CLASSES = 3  # class = how many real neighbours disagree with the agreed value (0, 1 or 2)
 
 
+def _relative(phase: int) -> np.ndarray:
+    """(4, 2) offsets (rows, cols) from a phase's pixel to its NEIGHBOURS_4, in the pixel grid."""
+    dy, dx = ORDER_4[phase]
+    return np.array([(2 * di + ORDER_4[src][0] - dy, 2 * dj + ORDER_4[src][1] - dx)
+                     for src, di, dj in NEIGHBOURS_4[phase]], dtype=np.int64)
+
+
+@numba.njit(cache=True)
+def _spikes_kernel(x, known, dy, dx, rel, value, cls, value2):
+    """neighbour_spikes over (B, C, H, W) pixels x and (B, H, W) known, for the phase at offset (dy, dx)
+    whose neighbours are at offsets rel; fills (B, C, H/2, W/2) value, cls, value2."""
+    nb, nc, hh, ww = x.shape
+    n = rel.shape[0]
+    v = np.zeros(n, np.int64)
+    k = np.zeros(n, np.bool_)
+    agree = np.zeros(n, np.int64)
+    for b in range(nb):
+        for i in range(value.shape[2]):
+            for j in range(value.shape[3]):
+                r0, c0 = 2 * i + dy, 2 * j + dx
+                for ch in range(nc):
+                    real = 0
+                    for m in range(n):
+                        r, c = r0 + rel[m, 0], c0 + rel[m, 1]
+                        inside = 0 <= r < hh and 0 <= c < ww
+                        k[m] = inside and known[b, r, c] != 0
+                        v[m] = x[b, ch, r, c] if inside else 0
+                        real += k[m]
+                    count, best = 0, 0
+                    for m in range(n):
+                        agree[m] = 0
+                        if k[m]:
+                            for q in range(n):
+                                if k[q] and v[q] == v[m]:
+                                    agree[m] += 1
+                        if agree[m] > count:
+                            count, best = agree[m], m
+                    count2, best2 = 0, 0
+                    for m in range(n):
+                        if v[m] != v[best] and agree[m] > count2:
+                            count2, best2 = agree[m], m
+                    value[b, ch, i, j] = v[best]
+                    cls[b, ch, i, j] = real - count if count >= 2 else -1
+                    value2[b, ch, i, j] = v[best2] if count >= 2 and count2 > 0 else -1
+
+
 def neighbour_spikes(x, known, phase: int):
-    """(value, class) of phase `phase`'s pixels, both (B, C, 16, 16) int64 (x and known (..., 32, 32); on
-    a phase-0 grid (..., 16, 16), its sub-phases' (..., 8, 8)): value is the neighbour value
-    (NEIGHBOURS_4) that most real neighbours share (the first such neighbour on a tie), class the number of
-    real neighbours that differ from it, or -1 where fewer than two agree (no spike).
+    """(value, class, runner-up) of phase `phase`'s pixels, each (B, C, 16, 16) int64 tensors (x and known
+    (..., 32, 32) tensors; on a phase-0 grid (..., 16, 16), its sub-phases' (..., 8, 8)): value is the
+    neighbour value (NEIGHBOURS_4) that most real neighbours share (the first such neighbour on a tie),
+    class the number of real neighbours that differ from it, or -1 where fewer than two agree (no spike);
+    runner-up is the value most of those differing neighbours share (the first on a tie), or -1 where
+    there is none (class 0 or no spike).
 
     Graphics, screenshots and saturated areas repeat exact values; a smooth logistic cannot say "exactly the
-    neighbours' value", a spike can (coding/adapt.py). Integer comparisons only, so encoder and decoder agree.
+    neighbours' value", a spike can (coding/adapt.py). On an edge between two flat areas the pixel takes
+    one side's value or the other's: the runner-up is the other side. Integer comparisons only (a numba
+    loop: a handful of torch ops per block cost more than the whole loop), so encoder and decoder agree.
     """
     import torch
 
-    vals, knowns = [], []
-    for src, di, dj in NEIGHBOURS_4[phase]:
-        vals.append(_shift(view(x, 4, src), di, dj))
-        knowns.append(_shift(view(known, 4, src), di, dj).expand_as(vals[-1]) > 0)
-    v, k = torch.stack(vals), torch.stack(knowns)  # (4, B, C, 16, 16)
-    agree = torch.stack([((v == v[j]) & k).sum(0) * k[j] for j in range(len(vals))])
-    count = agree.max(0).values
-    order = torch.arange(len(vals)).view(-1, 1, 1, 1, 1)
-    best = torch.where(agree == count, order, len(vals)).min(0).values  # the first, on every device
-    value = torch.gather(v, 0, best[None])[0].to(torch.int64)
-    cls = k.sum(0) - count
-    return value, torch.where(count >= 2, cls, torch.full_like(cls, -1)).to(torch.int64)
+    xs, ks = x.numpy(), known.numpy()
+    b, c, h, w = xs.shape
+    out = [np.empty((b, c, h // 2, w // 2), np.int64) for _ in range(3)]
+    dy, dx = ORDER_4[phase]
+    _spikes_kernel(xs, ks[:, 0], dy, dx, _relative(phase), *out)
+    return tuple(torch.from_numpy(t) for t in out)
 
 
 def spike_steps(steps) -> list[int]:
