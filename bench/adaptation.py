@@ -22,23 +22,17 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitswap_core import api  # noqa: E402
-from bitswap_core.coding import adapt  # noqa: E402
-from bitswap_core.registry import resolve  # noqa: E402
+from adapt_setting import parse, spikes_at_most  # noqa: E402
 
-_CHOOSE = adapt.choose
+from bitswap_core import api  # noqa: E402
+from bitswap_core.registry import resolve  # noqa: E402
 
 
 def _compress(im, model, setting: str) -> bytes:
-    """api.compress with adapt_blocks from the setting; "...s" switches the spikes off, "...o" the second."""
-    blocks = setting.rstrip("so")
-    blocks = 10**9 if blocks == "all" else int(blocks)
-    spikes = {"s": 0, "o": 1}.get(setting[-1], 2)
-    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes)
-    try:
+    """api.compress with the setting's adapt_blocks and spikes (bench/adapt_setting.py)."""
+    blocks, spikes = parse(setting)
+    with spikes_at_most(spikes):
         return api.compress(im, model, smallest=False, adapt_blocks=blocks)
-    finally:
-        api.adapt.choose = _CHOOSE
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Codec throughput with the default model: compress/decompress KB/s of raw pixels per core, the split
 between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
-(--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16 measures the
-encoder without and with the per-image scale adaptation, bitswap_core/coding/adapt.py.)
+(--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16s 16o 16 measures
+the codec with the model as is, scale shifts only, one spike and both spikes (bench/adapt_setting.py,
+bitswap_core/coding/adapt.py).)
 
 Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from adapt_setting import parse, spikes_at_most
 from PIL import Image
 
 import bitswap_core
@@ -63,7 +65,13 @@ def coder_speed(n: int = 2_000_000, levels: tuple[int, int] | None = None) -> di
 
 
 def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None,
-                adapt_blocks: int = adapt.SAMPLE_BLOCKS) -> dict:
+                setting: str = str(adapt.SAMPLE_BLOCKS)) -> dict:
+    with spikes_at_most(parse(setting)[1]):
+        return _codec_speed(images, codec, batch, threads, model, setting)
+
+
+def _codec_speed(images, codec, batch, threads, model, setting) -> dict:
+    adapt_blocks = parse(setting)[0]
     torch.set_num_threads(threads)
     m = resolve(model)
     bc = m.block_coder(codec)
@@ -88,7 +96,7 @@ def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int
     assert all(container.unpack(d).codec == codec for d in datas)
     bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
     return {
-        "model": m.id[:8], "codec": codec, "batch": batch, "adapt_blocks": adapt_blocks, "threads": threads,
+        "model": m.id[:8], "codec": codec, "batch": batch, "adapt": setting, "threads": threads,
         "images": len(images),
         "raw_kb": raw / 1000,
         "bpd": bits / raw,
@@ -106,8 +114,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
     ap.add_argument("--coder-only", action="store_true", help="only the coder without the network")
-    ap.add_argument("--adapt-blocks", type=int, nargs="+", default=[adapt.SAMPLE_BLOCKS],
-                    help="scale adaptation sample sizes to measure (0: none; bitswap_core/coding/adapt.py)")
+    ap.add_argument("--adapt-blocks", nargs="+", default=[str(adapt.SAMPLE_BLOCKS)],
+                    help="adaptation settings to measure: 0 (none), 16s, 16o, 16 ... (bench/adapt_setting.py)")
     args = ap.parse_args()
     results = {"coder": coder_speed(), "coder_levels_20_50": coder_speed(levels=(20, 50)), "runs": []}
     for key, label in (("coder", "coder alone"), ("coder_levels_20_50", "coder alone, scale levels 20-50")):

@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/patterns.py                      # the shipped default
     .venv/bin/python bench/patterns.py --models A.safetensors B.safetensors   # side by side
+    .venv/bin/python bench/patterns.py --adapted     # and each with the encoder's per-image adaptation
 
 The exact model's negative ELBO (bits per dimension, one latent sample per block, as the codec codes it)
 of small synthetic 64x64 images, one column per model, side by side in one run. A perfectly flat block
 should cost a few hundredths of a bit per dimension; PNG pays ~0.01 bpd for it. This is the diagnostic that
 found the second default's weakness on drawings (waterloo-serrano: 4.98 bpd against PNG's 0.82).
+With --adapted, a second column per model adds the adaptation the encoder would fit (coding/adapt.py:
+scale shifts and spikes), header bits included.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bitswap_core.coding import adapt  # noqa: E402
 from bitswap_core.coding.bitsback import elbo_bits  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
@@ -41,12 +45,20 @@ def patterns() -> dict[str, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
+    ap.add_argument("--adapted", action="store_true", help="also each model with the per-image adaptation")
     args = ap.parse_args()
     models = [resolve(m) for m in args.models]
-    print(f"{'pattern (64x64)':<24}" + "".join(f"{m.id[:8]:>10}" for m in models) + "   (-ELBO, bpd)")
+    heads = [h for m in models for h in ([m.id[:8]] + ([m.id[:6] + "+a"] if args.adapted else []))]
+    print(f"{'pattern (64x64)':<24}" + "".join(f"{h:>10}" for h in heads) + "   (-ELBO, bpd)")
     for name, im in patterns().items():
         im = np.ascontiguousarray(im)
-        cells = [elbo_bits(m.block_coder("bitswap"), [im])[0] / im.size for m in models]
+        cells = []
+        for m in models:
+            bc = m.block_coder("bitswap")
+            cells.append(elbo_bits(bc, [im])[0] / im.size)
+            if args.adapted:
+                a = adapt.choose(bc, [im])
+                cells.append((elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(adapt.to_bytes(a[0]))) / im.size)
         print(f"{name:<24}" + "".join(f"{c:10.3f}" for c in cells), flush=True)
 
 

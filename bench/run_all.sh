@@ -8,7 +8,7 @@ OUT=docs/bench
 mkdir -p "$OUT"
 PY=.venv/bin/python
 $PY bench/codec_speed.py --images 8 --threads 2 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
-$PY bench/codec_speed.py --images 8 --threads 1 --json $OUT/codec_speed_1thread.json 2>&1 | grep -v Warning \
+$PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16s 16o 16 --json $OUT/codec_speed_1thread.json 2>&1 | grep -v Warning \
   | tee $OUT/codec_speed_1thread.txt
 $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
@@ -16,6 +16,7 @@ $PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $O
 $PY bench/memory.py --megapixels 24 2>&1 | grep -v Warning | tee $OUT/memory.txt
 $PY bench/rans_search.py 2>&1 | grep -v Warning | tee $OUT/rans_search.txt
 $PY bench/patterns.py 2>&1 | grep -v Warning | tee $OUT/patterns.txt
+$PY bench/patterns.py --adapted 2>&1 | grep -v Warning | tee $OUT/patterns_adapted.txt
 $PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/block_edges.txt
 $PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
 $PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt
