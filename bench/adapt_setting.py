@@ -1,6 +1,7 @@
-"""An adaptation setting of the benchmarks: "16" = 16 sampled blocks with both spikes, "16o" = one spike
-only, "16s" = scale shifts only, "0" = the model as is, "all" = every block (bench/adaptation.py and
-bench/codec_speed.py measure such settings side by side)."""
+"""An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
+(scale shifts, the blend of phase (0,0)'s sub-phases, both spikes), "16n" = no blend, "16o" = no blend and
+one spike only, "16s" = scale shifts only, "0" = the model as is, "all" = every block (bench/adaptation.py
+and bench/codec_speed.py measure such settings side by side)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from bitswap_core import api
 from bitswap_core.coding import adapt
 
 _CHOOSE = adapt.choose
+_PARTS = {"s": (0, False), "o": (1, False), "n": (2, False)}
 
 
-def parse(setting: str) -> tuple[int, int]:
-    """(adapt_blocks, spikes) of a setting."""
-    blocks = setting.rstrip("so")
-    return 10**9 if blocks == "all" else int(blocks), {"s": 0, "o": 1}.get(setting[-1], 2)
+def parse(setting: str) -> tuple[int, int, bool]:
+    """(adapt_blocks, spikes, blend) of a setting."""
+    blocks = setting.rstrip("son")
+    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, True)))
 
 
 @contextmanager
-def spikes_at_most(spikes: int):
-    """api.compress* fit at most this many spikes per pixel while inside (adapt.choose's spikes)."""
-    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes)
+def parts_of(setting: str):
+    """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes and
+    blend)."""
+    _, spikes, blend = parse(setting)
+    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend)
     try:
         yield
     finally:

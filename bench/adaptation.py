@@ -1,12 +1,13 @@
 """What the per-image adaptation (bitswap_core/coding/adapt.py) saves, and what it costs encoder and decoder.
 
-    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16
+    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16n 16
 
 For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image; a trailing
-"s" = scale shifts only, no spikes; "o" = one spike per pixel, no second spikes) this compresses every
-image with the learned path (smallest=False), decodes and verifies it, and prints bits per subpixel per
-image and in total, and the encode and decode times relative to the first setting, all in one run (the
-settings alternate image by image, so machine noise hits them alike).
+"s" = scale shifts only, "o" = and one spike per pixel, "n" = and both spikes but no blend: see
+bench/adapt_setting.py) this compresses every image with the learned path (smallest=False), decodes and
+verifies it, and prints bits per subpixel per image and in total, and the encode and decode times relative
+to the first setting, all in one run (the settings alternate image by image, so machine noise hits them
+alike).
 """
 
 from __future__ import annotations
@@ -22,24 +23,23 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapt_setting import parse, spikes_at_most  # noqa: E402
+from adapt_setting import parse, parts_of  # noqa: E402
 
 from bitswap_core import api  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
 
 def _compress(im, model, setting: str) -> bytes:
-    """api.compress with the setting's adapt_blocks and spikes (bench/adapt_setting.py)."""
-    blocks, spikes = parse(setting)
-    with spikes_at_most(spikes):
-        return api.compress(im, model, smallest=False, adapt_blocks=blocks)
+    """api.compress with the setting's adapt_blocks and parts (bench/adapt_setting.py)."""
+    with parts_of(setting):
+        return api.compress(im, model, smallest=False, adapt_blocks=parse(setting)[0])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16o", "16", "32"])
+    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16o", "16n", "16"])
     ap.add_argument("--crop", type=int, default=0, help="top-left crop of each image (0: whole image)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """Codec throughput with the default model: compress/decompress KB/s of raw pixels per core, the split
 between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
-(--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16s 16o 16 measures
-the codec with the model as is, scale shifts only, one spike and both spikes (bench/adapt_setting.py,
+(--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16s 16o 16n 16
+measures the codec with the model as is and with parts of the per-image adaptation (bench/adapt_setting.py,
 bitswap_core/coding/adapt.py).)
 
 Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from adapt_setting import parse, spikes_at_most
+from adapt_setting import parse, parts_of
 from PIL import Image
 
 import bitswap_core
@@ -66,7 +66,7 @@ def coder_speed(n: int = 2_000_000, levels: tuple[int, int] | None = None) -> di
 
 def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None,
                 setting: str = str(adapt.SAMPLE_BLOCKS)) -> dict:
-    with spikes_at_most(parse(setting)[1]):
+    with parts_of(setting):
         return _codec_speed(images, codec, batch, threads, model, setting)
 
 
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
     ap.add_argument("--coder-only", action="store_true", help="only the coder without the network")
     ap.add_argument("--adapt-blocks", nargs="+", default=[str(adapt.SAMPLE_BLOCKS)],
-                    help="adaptation settings to measure: 0 (none), 16s, 16o, 16 ... (bench/adapt_setting.py)")
+                    help="adaptation settings to measure: 0 (none), 16s, 16o, 16n, 16 (bench/adapt_setting.py)")
     args = ap.parse_args()
     results = {"coder": coder_speed(), "coder_levels_20_50": coder_speed(levels=(20, 50)), "runs": []}
     for key, label in (("coder", "coder alone"), ("coder_levels_20_50", "coder alone, scale levels 20-50")):

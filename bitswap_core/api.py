@@ -132,15 +132,16 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
     """Decode several containers; learned payloads of the same model are decoded together."""
     boxes = [container.unpack(d, max_pixels=max_pixels) for d in datas]
     out: list[Image.Image | None] = [None] * len(boxes)
-    groups: dict[tuple[str, str], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(boxes):
         if c.codec.startswith("fallback:"):
             out[i] = fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height), max_pixels=max_pixels)
         elif c.codec in SCHEMES:
-            groups.setdefault((c.model_id, c.codec, c.dithered_ans, c.spike_adapted, c.second_spikes), []).append(i)
+            key = (c.model_id, c.codec, c.dithered_ans, c.spike_adapted, c.second_spikes, c.blended)
+            groups.setdefault(key, []).append(i)
         else:
             raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
-    for (_, scheme, dithered, split_first, second), idx in groups.items():
+    for (_, scheme, dithered, split_first, second, blend), idx in groups.items():
         m = _model_for(boxes[idx[0]], model)
         for i in idx:
             if boxes[i].mode != _learned_mode(m):
@@ -150,7 +151,8 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         adaptations, coders = [], []
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, split_first,
-                                                second) if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
+                                                second, blend)
+                               if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             adaptations.append(adaptation)
             coders.append(AnsCoder.from_bytes(ans, bc.bed_words, dithered))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]

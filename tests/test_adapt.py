@@ -37,7 +37,7 @@ def _arrays(*imgs):
 
 def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
-               for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes), (a.spikes2, b.spikes2)))
+               for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes), (a.spikes2, b.spikes2), (a.blend, b.blend)))
 
 
 def _spikes(rng, channels=3, high=256):
@@ -53,25 +53,40 @@ def _second_spikes(rng, first):
     return s
 
 
+def _blend(rng, channels=3):
+    """Blend weights 0..8 and scale shifts for phase (0,0)'s sub-phases 1-3 (coding steps 1-3)."""
+    b = np.zeros(adapt.blend_shape(4, channels), np.int64)
+    b[1:4, ..., 0] = rng.integers(0, adapt.BLEND_ONE + 1, b[1:4, ..., 0].shape)
+    b[1:4, ..., 1] = rng.integers(-adapt.MAX_BLEND_SHIFT, adapt.MAX_BLEND_SHIFT + 1, b[1:4, ..., 1].shape)
+    return b
+
+
 def test_header_round_trip_and_no_adaptation_is_two_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
     rng = np.random.default_rng(0)
     spikes = _spikes(rng)
     second = _second_spikes(rng, spikes)
+    blend = _blend(rng)
     for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes),
-              adapt.Adaptation(shifts, spikes, second), adapt.Adaptation(spikes2=second)):
+              adapt.Adaptation(shifts, spikes, second), adapt.Adaptation(spikes2=second),
+              adapt.Adaptation(shifts, spikes, second, blend), adapt.Adaptation(blend=blend)):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 3 + 36 + 54
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 3 + 36 + 54 + 36
-    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64))
-    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0\0"
-    assert _same(adapt.from_bytes(b"\0\0\0ans", 4, 3)[0], adapt.NONE)
-    # container version 4: the header ends after the spikes; version 3: after the shifts
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 4 + 36 + 54
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 4 + 36 + 54 + 36
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 4 + 36 + 54 + 36 + 72
+    zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64),
+                            np.zeros((7, 3, 4, 2), np.int64))
+    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0\0\0"
+    assert _same(adapt.from_bytes(b"\0\0\0\0ans", 4, 3)[0], adapt.NONE)
+    # container version 5: the header ends after the second spikes; 4: after the spikes; 3: after the shifts
+    two = adapt.Adaptation(shifts, spikes, second)
+    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-1] + b"ans", 4, 3, with_blend=False)
+    assert _same(got, two) and rest == b"ans"
     one = adapt.Adaptation(shifts, spikes)
-    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-1] + b"ans", 4, 3, with_second=False)
+    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-2] + b"ans", 4, 3, with_second=False)
     assert _same(got, one) and rest == b"ans"
-    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-2] + b"ans", 4, 3, with_spikes=False)
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-3] + b"ans", 4, 3, with_spikes=False)
     assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
@@ -87,8 +102,14 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     (b"\0\0", 4, "before its second-spike header"),  # version 5 without the second-spike section
     (b"\0\0" + bytes([2]) + bytes(35), 4, "2 classes"),  # truncated second-spike levels
     (b"\0\0" + bytes([3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
-    (b"\0" + bytes([3, 0, 200]) + bytes(52) + bytes([2, 56]) + bytes(35), 4,
+    (b"\0" + bytes([3, 0, 200]) + bytes(52) + bytes([2, 56]) + bytes(35) + b"\0", 4,
      "more than 255"),  # step 1, channel 0, class 1: 200 + 56
+    (b"\0\0\0", 4, "before its blend header"),  # version 6 without the blend section
+    (b"\0\0\0" + bytes([4]) + bytes(71), 4, "4 classes"),  # truncated blend
+    (b"\0\0\0" + bytes([3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
+    (b"\0\0\0" + bytes([4, 9]) + bytes(71), 4, "weight outside"),  # weight 9 of 8
+    (b"\0\0\0" + bytes([4, 0, 13]) + bytes(70), 4, "shift exceeds"),  # scale shift 13
+    (b"\0\0\0" + bytes([4]) + bytes(72), 1, "1-phase model"),  # phase (0,0) has no sub-phases
 ])
 def test_malformed_headers_are_clear_errors(payload, phases, problem):
     with pytest.raises(CorruptPayloadError, match=problem):
@@ -126,9 +147,9 @@ def test_any_adaptation_decodes_exactly_and_batches_match_alone(which, tiny_mode
         adapt.Adaptation(rng.integers(-3, 4, (cfg.pixel_phases, cfg.channels, 2))),
         adapt.Adaptation(None, _spikes(rng) if spikes else None),
     ]
-    if spikes:  # and both spikes on a photo and the flat image
+    if spikes:  # and both spikes and the blend on a photo and the flat image
         first = _spikes(rng)
-        adaptations[2] = adapt.Adaptation(adaptations[2].shifts, first, _second_spikes(rng, first))
+        adaptations[2] = adapt.Adaptation(adaptations[2].shifts, first, _second_spikes(rng, first), _blend(rng))
         imgs.append(flat)
         adaptations.append(adapt.Adaptation(None, *(lambda f: (f, _second_spikes(rng, f)))(_spikes(rng, high=128))))
     together = [c.to_bytes() for c in encode_images(bc, imgs, adaptations=adaptations)]
@@ -202,3 +223,21 @@ def test_the_choice_depends_on_the_image_alone_not_on_the_batch(which, tiny_mode
     assert all(_same(a, b) for a, b in zip(together, alone))
     monkeypatch.setattr(adapt, "_BATCH_BLOCKS", 4)  # network calls split between images
     assert all(_same(a, b) for a, b in zip(adapt.choose(bc, imgs, sample_blocks=3), alone))
+
+
+def test_the_default_model_blends_phase_0_sub_phases_toward_their_decoded_neighbours_on_a_photo():
+    """Phase (0,0)'s distributions see only z1; on a smooth photo the encoder moves the means of its
+    sub-phases 1-3 toward the decoded neighbours two pixels away, and that lowers the -ELBO (header
+    included) against the same adaptation without the blend."""
+    m = resolve(None)
+    bc = m.block_coder("bitswap")
+    img = np.asarray(photo_crop("waterloo-monarch.png", box=(64, 64, 192, 192)), dtype=np.uint8)
+    (with_blend,) = adapt.choose(bc, [img])
+    (without,) = adapt.choose(bc, [img], blend=False)
+    assert with_blend.blend is not None and without.blend is None
+    assert with_blend.blend[1:4, ..., 0].max() > 0 and not with_blend.blend[[0, 4, 5, 6]].any()
+
+    def cost(a):
+        return elbo_bits(bc, [img], adaptations=[a])[0] + 8 * len(adapt.to_bytes(a))
+
+    assert cost(with_blend) < cost(without)

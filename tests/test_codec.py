@@ -218,30 +218,38 @@ def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     assert same(bitswap_core.decompress(data), photo_crop(box=(0, 0, 48, 40)))
 
 
-def test_spiked_payloads_of_container_v4_and_v5_decode_and_the_encoder_still_writes_them():
-    """tests/data: the fifth default's payloads of a flat-graphic crop: container v4 (scale shifts and
-    spikes in its header) and v5 (and second spikes). Both decode exactly; encoding the crop again with the
-    model they name gives the v5 bytes, and with the second spikes off the v4 coding, with one more header
-    byte (the encoder's choice and coding are deterministic; a change shows here)."""
+def test_adapted_payloads_of_container_v4_to_v6_decode_and_the_encoder_still_writes_them():
+    """tests/data: the fifth default's payloads of a flat-graphic crop, container v4 (scale shifts and
+    spikes in its header) and v5 (and second spikes), and of a scan crop, v6 (and the blend of phase
+    (0,0)'s sub-phases). All decode exactly; encoding the crops again with the model they name gives the
+    v6 bytes, and with the newer parts switched off the older codings, with one more header byte per
+    section they lack (the encoder's choice and coding are deterministic; a change shows here)."""
     from pathlib import Path
 
     from bitswap_core.coding.bitsback import encode_images
     from bitswap_core.registry import find_by_id
 
-    img = photo_crop("waterloo-serrano.png", box=(0, 0, 64, 48))
-    v4, v5 = ((Path(__file__).parent / "data" / f"default-653383b7-serrano-64x48-v{v}.bsw").read_bytes()
-              for v in (4, 5))
-    box4, box5 = container.unpack(v4), container.unpack(v5)
-    assert (box4.version, box5.version) == (4, 5)
-    one, ans4 = adapt.from_bytes(box4.payload, 4, 3, with_second=False)
-    two, _ = adapt.from_bytes(box5.payload, 4, 3)
+    data = Path(__file__).parent / "data"
+    graphic, scan = photo_crop("waterloo-serrano.png", box=(0, 0, 64, 48)), photo_crop("usc-4.2.07.png",
+                                                                                       box=(0, 0, 96, 96))
+    v4, v5 = ((data / f"default-653383b7-serrano-64x48-v{v}.bsw").read_bytes() for v in (4, 5))
+    v6 = (data / "default-653383b7-usc-4.2.07-96x96-v6.bsw").read_bytes()
+    boxes = [container.unpack(d) for d in (v4, v5, v6)]
+    assert [b.version for b in boxes] == [4, 5, 6]
+    one, ans4 = adapt.from_bytes(boxes[0].payload, 4, 3, with_second=False)
+    two, ans5 = adapt.from_bytes(boxes[1].payload, 4, 3, with_blend=False)
+    full, _ = adapt.from_bytes(boxes[2].payload, 4, 3)
     assert one.shifts is not None and one.spikes is not None and one.spikes2 is None
     assert two.spikes2 is not None and two.spikes2.any()
-    assert same(bitswap_core.decompress(v4), img) and same(bitswap_core.decompress(v5), img)
-    model = find_by_id(box5.model_id)
-    assert bitswap_core.compress(img, model, smallest=False) == v5
-    arr = np.asarray(img, dtype=np.uint8)
+    assert full.blend is not None and full.blend[1:4, ..., 0].any()
+    for d, img in ((v4, graphic), (v5, graphic), (v6, scan)):
+        assert same(bitswap_core.decompress(d), img)
+    model = find_by_id(boxes[2].model_id)
+    assert bitswap_core.compress(scan, model, smallest=False) == v6
+    arr = np.asarray(graphic, dtype=np.uint8)
     bc = model.block_coder("bitswap")
-    (a,) = adapt.choose(bc, [arr], spikes=1)
-    assert adapt.to_bytes(a) == box4.payload[: len(box4.payload) - len(ans4)] + b"\0"
-    assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans4
+    for kw, box, ans, extra in (({"spikes": 1, "blend": False}, boxes[0], ans4, b"\0\0"),
+                                ({"blend": False}, boxes[1], ans5, b"\0")):
+        (a,) = adapt.choose(bc, [arr], **kw)
+        assert adapt.to_bytes(a) == box.payload[: len(box.payload) - len(ans)] + extra
+        assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans

@@ -207,6 +207,40 @@ def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
     assert seen == {(-1, False), (0, False), (1, True), (2, True)}
 
 
+def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range():
+    """Reference loop on phase (0,0)'s grid: the floored mean (in 1/8 units) of the real neighbours of a
+    sub-phase pixel and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without neighbours)."""
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.integers(0, 40, (2, 3, 32, 32)))
+    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
+    known[1, :, 13:] = 0
+    known[1, :, :, 22:] = 0
+    x0, k0 = phases.view(x, 4, 0), phases.view(known, 4, 0)
+    order = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
+             3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
+    seen = set()
+    for sub in (1, 2, 3):
+        pred, cls = phases.step_context((0, sub), x, known, 8)
+        dy, dx = phases.offsets(4)[sub]
+        for b in range(2):
+            for i in range(8):
+                for j in range(8):
+                    r, c = 2 * i + dy, 2 * j + dx
+                    if not k0[b, 0, r, c]:
+                        continue
+                    for ch in range(3):
+                        nb = [int(x0[b, ch, r + a, c + e]) for a, e in order[sub]
+                              if 0 <= r + a < 16 and 0 <= c + e < 16 and k0[b, 0, r + a, c + e]]
+                        spread = max(nb) - min(nb)
+                        want = 0 if spread < 2 else 1 if spread < 6 else 2 if spread < 16 else 3
+                        assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb), (sub, b, ch, i, j)
+                        assert int(cls[b, ch, i, j]) == want, (sub, b, ch, i, j)
+                        seen.add(want)
+    assert seen == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="no blend"):
+        phases.step_context((1, -1), x, known, 8)
+
+
 @pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])
 def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path, before, after):
     """Warm-starting a predictor (colour residual) model from a model file without one gives the same

@@ -22,7 +22,13 @@ from container version 4 on, then u8 spike classes (0 = no spikes), then, for ea
 neighbours (phase 0's sub-phases 1-3, phases 1-3: phases.coding_steps), channels x classes u8 levels;
 from version 5 on, then u8 second-spike classes (0 = none, else 2: agreement classes 1 and 2, the ones
 with dissenting neighbours), then, for the same steps, channels x 2 u8 levels (each adds up with its
-first spike's level to at most 255).
+first spike's level to at most 255); from version 6 on, then u8 blend classes (0 = none, else 4), then,
+for phase (0,0)'s sub-phases 1-3, channels x classes x (int8 weight 0..8, int8 scale shift).
+
+Blend (container version 6 on): phase (0,0)'s means come from z1 alone, yet three quarters of its pixels
+are coded after decoded pixels two apart. The encoder may move their means toward those neighbours' mean,
+mean' = floor((w pred + (8 - w) mean) / 8), and shift their scale, with w and the shift per (sub-phase,
+channel, class of the neighbours' value range): on smooth areas the neighbours say more than the latents.
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -54,19 +60,24 @@ _SPIKE_LEVELS = np.array([0, 2, 8, 16, 32, 64, 96, 128, 160, 192, 224, 240, 248,
 class Adaptation:
     """One image's corrections: scale shifts (phases, channels, bands), spike levels and second-spike
     levels (coding steps, channels, classes; rows of steps without decoded neighbours are 0, and so is
-    class 0 of the second spikes). None = the model as is."""
+    class 0 of the second spikes), and the blend of phase (0,0)'s sub-phases (coding steps, channels,
+    range classes, (weight 0..8, scale shift)); rows of the other steps are 0. None = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
     spikes2: np.ndarray | None = None
+    blend: np.ndarray | None = None
 
 
 NONE = Adaptation()
 _SECOND_CLASSES = list(range(1, SPIKE_CLASSES))  # agreement classes that have dissenting neighbours
+BLEND_CLASSES = pixel_phases.BLEND_CLASSES
+BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
+MAX_BLEND_SHIFT = 12
 
 
 def to_bytes(a: Adaptation) -> bytes:
-    """The payload header (container version 5) of an adaptation."""
+    """The payload header (container version 6) of an adaptation."""
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -74,7 +85,9 @@ def to_bytes(a: Adaptation) -> bytes:
     second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
-    return shifts + spikes + second
+    blend = b"\0" if a.blend is None or not a.blend.any() else (
+        bytes([a.blend.shape[2]]) + a.blend[_blend_rows(a.blend.shape[0])].astype(np.int8).tobytes())
+    return shifts + spikes + second + blend
 
 
 def _spike_rows(steps: int) -> list[int]:
@@ -82,16 +95,43 @@ def _spike_rows(steps: int) -> list[int]:
     return pixel_phases.spike_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
 
 
+def _blend_rows(steps: int) -> list[int]:
+    """The blended steps (phase (0,0)'s sub-phases 1-3) of a model with this many coding steps."""
+    return pixel_phases.blend_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
+
+
 def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
     """Shape of Adaptation.spikes for a model (container v4 layout: phase 0 split in four sub-phases)."""
     return len(pixel_phases.coding_steps(phases, True)), channels, SPIKE_CLASSES
 
 
-def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True, with_second: bool = True
-               ) -> tuple[Adaptation, bytes]:
+def blend_shape(phases: int, channels: int) -> tuple[int, int, int, int]:
+    """Shape of Adaptation.blend for a model."""
+    return len(pixel_phases.coding_steps(phases, True)), channels, BLEND_CLASSES, 2
+
+
+def _section(rest: bytes, what: str, classes_ok: int, rows: list[int], channels: int, per_class: int, dtype,
+             phases: int) -> tuple[np.ndarray | None, bytes]:
+    """One optional header section: u8 class count (0 = absent), then rows x channels x classes x per_class
+    values. Returns (values (rows, channels, classes, per_class) or None, the rest)."""
+    if not rest:
+        raise CorruptPayloadError(f"learned payload ends before its {what} header")
+    classes = rest[0]
+    if not classes:
+        return None, rest[1:]
+    n = len(rows) * channels * classes * per_class
+    if not rows or classes != classes_ok or len(rest) < 1 + n:
+        raise CorruptPayloadError(f"{what} header declares {classes} classes for a {phases}-phase model in a "
+                                  f"{len(rest)}-byte remainder (expected {classes_ok} classes, 4 phases)")
+    values = np.frombuffer(rest, dtype=dtype, count=n, offset=1).astype(np.int64)
+    return values.reshape(len(rows), channels, classes, per_class), rest[1 + n :]
+
+
+def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True, with_second: bool = True,
+               with_blend: bool = True) -> tuple[Adaptation, bytes]:
     """(adaptation, the rest of the payload); raises CorruptPayloadError on a malformed header.
-    with_spikes: whether the header has the spike section (container version 4 on); with_second: whether it
-    has the second-spike section too (version 5 on)."""
+    with_spikes: whether the header has the spike section (container version 4 on); with_second: the
+    second-spike section too (version 5 on); with_blend: the blend section too (version 6 on)."""
     if not payload:
         raise CorruptPayloadError("learned payload is empty: no scale adaptation header")
     bands, shifts = payload[0], None
@@ -105,59 +145,47 @@ def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = T
             raise CorruptPayloadError(f"scale adaptation shift {int(np.abs(shifts).max())} exceeds {MAX_SHIFT}")
         shifts = shifts.reshape(phases, channels, bands)
     rest = payload[1 + n :]
-    if not with_spikes:
-        return Adaptation(shifts), rest
-    if not rest:
-        raise CorruptPayloadError("learned payload ends before its spike header")
-    classes, spikes = rest[0], None
-    if classes:
-        shape = spike_shape(phases, channels)
-        rows = _spike_rows(shape[0])
-        n = len(rows) * channels * classes
-        if not rows or classes != SPIKE_CLASSES or len(rest) < 1 + n:
-            raise CorruptPayloadError(f"spike header declares {classes} classes for a {phases}-phase model in "
-                                      f"a {len(rest)}-byte remainder (expected {SPIKE_CLASSES} classes, 4 phases)")
-        spikes = np.zeros(shape, np.int64)
-        spikes[rows] = np.frombuffer(rest, dtype=np.uint8, count=n, offset=1).reshape(len(rows), channels, classes)
-        rest = rest[1 + n :]
-    else:
-        rest = rest[1:]
-    if not with_second:
-        return Adaptation(shifts, spikes), rest
-    if not rest:
-        raise CorruptPayloadError("learned payload ends before its second-spike header")
-    classes, second = rest[0], None
-    if classes:
-        shape = spike_shape(phases, channels)
-        rows = _spike_rows(shape[0])
-        n = len(rows) * channels * classes
-        if not rows or classes != len(_SECOND_CLASSES) or len(rest) < 1 + n:
-            raise CorruptPayloadError(f"second-spike header declares {classes} classes for a {phases}-phase model "
-                                      f"in a {len(rest)}-byte remainder (expected {len(_SECOND_CLASSES)}, 4 phases)")
-        second = np.zeros(shape, np.int64)
-        second[np.ix_(rows, range(channels), _SECOND_CLASSES)] = np.frombuffer(
-            rest, dtype=np.uint8, count=n, offset=1).reshape(len(rows), channels, classes)
-        first = np.zeros(shape, np.int64) if spikes is None else spikes
-        if (first + second).max() > 255:
-            raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
-        rest = rest[1 + n :]
-    else:
-        rest = rest[1:]
-    return Adaptation(shifts, spikes, second), rest
+    steps = spike_shape(phases, channels)[0]
+    spikes = second = blend = None
+    if with_spikes:
+        rows = _spike_rows(steps)
+        values, rest = _section(rest, "spike", SPIKE_CLASSES, rows, channels, 1, np.uint8, phases)
+        if values is not None:
+            spikes = np.zeros(spike_shape(phases, channels), np.int64)
+            spikes[rows] = values[..., 0]
+    if with_spikes and with_second:
+        values, rest = _section(rest, "second-spike", len(_SECOND_CLASSES), rows, channels, 1, np.uint8, phases)
+        if values is not None:
+            second = np.zeros(spike_shape(phases, channels), np.int64)
+            second[np.ix_(rows, range(channels), _SECOND_CLASSES)] = values[..., 0]
+            if ((np.zeros_like(second) if spikes is None else spikes) + second).max() > 255:
+                raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
+    if with_spikes and with_second and with_blend:
+        rows = _blend_rows(steps)
+        values, rest = _section(rest, "blend", BLEND_CLASSES, rows, channels, 2, np.int8, phases)
+        if values is not None:
+            if values[..., 0].min() < 0 or values[..., 0].max() > BLEND_ONE:
+                raise CorruptPayloadError(f"blend weight outside 0..{BLEND_ONE}")
+            if np.abs(values[..., 1]).max() > MAX_BLEND_SHIFT:
+                raise CorruptPayloadError(f"blend scale shift exceeds {MAX_BLEND_SHIFT}")
+            blend = np.zeros(blend_shape(phases, channels), np.int64)
+            blend[rows] = values
+    return Adaptation(shifts, spikes, second, blend), rest
 
 
 @dataclass(frozen=True)
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
-    levels), spike and second-spike levels (B, coding steps, channels, classes), each None when no block
-    has one."""
+    levels), spike and second-spike levels (B, coding steps, channels, classes), blends (B, coding steps,
+    channels, range classes, 2), each None when no block has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
     spikes2: torch.Tensor | None = None
+    blend: torch.Tensor | None = None
 
     def _parts(self):
-        return self.levels, self.spikes, self.spikes2
+        return self.levels, self.spikes, self.spikes2, self.blend
 
     def __getitem__(self, idx) -> CodingMaps:
         return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
@@ -173,16 +201,19 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
         return None
     levels = level_maps([a.shifts for a in adaptations], cfg.pixel_phases, cfg.channels, cfg.x_scales)
 
-    def stacked(parts):
+    def stacked(parts, shape):
         if all(t is None for t in parts):
             return None
-        out = torch.zeros((len(parts), *spike_shape(cfg.pixel_phases, cfg.channels)), dtype=torch.int64)
+        out = torch.zeros((len(parts), *shape), dtype=torch.int64)
         for i, t in enumerate(parts):
             if t is not None:
                 out[i] = torch.from_numpy(t)
         return out
 
-    maps = CodingMaps(levels, stacked([a.spikes for a in adaptations]), stacked([a.spikes2 for a in adaptations]))
+    spiked, blended = spike_shape(cfg.pixel_phases, cfg.channels), blend_shape(cfg.pixel_phases, cfg.channels)
+    maps = CodingMaps(levels, stacked([a.spikes for a in adaptations], spiked),
+                      stacked([a.spikes2 for a in adaptations], spiked),
+                      stacked([a.blend for a in adaptations], blended))
     return None if all(t is None for t in maps._parts()) else maps
 
 
@@ -193,6 +224,18 @@ def spike_levels(spikes: np.ndarray | None, cls: np.ndarray) -> np.ndarray | Non
         return None
     lv = spikes[np.arange(len(cls))[:, None, None], np.maximum(cls, 0)]
     return np.where(cls >= 0, lv, 0)
+
+
+def blended(mean: np.ndarray, scale: np.ndarray, pred: np.ndarray, cls: np.ndarray, blend: np.ndarray | None,
+            levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) levels of one blended step and channel: mean, scale, pred, cls (B, h, w) (pred in the
+    mean's 1/mean_frac units, cls the range class), blend (B, classes, 2) (weight w of 8, scale shift):
+    mean' = floor((w pred + (8 - w) mean) / 8), scale' = scale + shift clamped to the grid. Integers only."""
+    if blend is None or not blend.any():
+        return mean, scale
+    per = blend[np.arange(len(cls))[:, None, None], cls]  # (B, h, w, 2)
+    w, shift = per[..., 0], per[..., 1]
+    return (w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, np.clip(scale + shift, 0, levels - 1)
 
 
 def level_maps(shifts: Sequence[np.ndarray | None], phases: int, channels: int, levels: int
@@ -269,14 +312,93 @@ def _fit_spikes(bits: np.ndarray, hit: np.ndarray, hit2: np.ndarray | None) -> t
     return l1, int(cand[est3.argmin()]), l2, float(est[0] - est.min()), float(est.min() - est3.min())
 
 
+def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale level) of sampled pixels p (choose's parts) after the scale shifts and, if given, the
+    blend (classes, 2) of their step and channel: what the coder will use (bitsback._pixel_codes)."""
+    mf, levels = cfg.mean_frac, cfg.x_scales
+    level, mean = p["rows"] // mf, p["bases"] * mf + p["rows"] % mf
+    if shifts is not None:
+        level = np.clip(level + shifts[phase, c, level * BANDS // levels], 0, levels - 1)
+    if blend is not None and "pred" in p:
+        mean, level = (t[0, 0] for t in blended(mean[None, None], level[None, None], p["pred"][None, None],
+                                                p["bcls"][None, None], blend[None], levels))
+    return mean, level
+
+
+_BLEND_SHIFTS = np.array(sorted(range(-MAX_BLEND_SHIFT, MAX_BLEND_SHIFT + 1), key=lambda s: (abs(s), s)))
+
+
+def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int) -> tuple[np.ndarray, float]:
+    """(blend (classes, 2), estimated saving in bits) of one blended step and channel from its sampled
+    pixels (flat arrays: values, mean and scale levels after the scale shifts, neighbour prediction, range
+    class): per class the weight of the prediction with the scale unshifted, then the scale shift given the
+    weights, then the weights again (coordinate descent; the smallest change on ties)."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    def costs(w, shift):  # per class, for per-pixel weight and shift arrays
+        m = (w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE
+        lv = np.clip(level + shift, 0, levels - 1)
+        bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table)
+        return np.bincount(cls, weights=bits, minlength=BLEND_CLASSES)
+
+    w, shift = np.zeros(BLEND_CLASSES, np.int64), np.zeros(BLEND_CLASSES, np.int64)
+    base = costs(w[cls], shift[cls]).sum()
+    for part, cands in ((w, np.arange(BLEND_ONE + 1)), (shift, _BLEND_SHIFTS), (w, np.arange(BLEND_ONE + 1))):
+        grid = []
+        for v in cands:
+            part[:] = v
+            grid.append(costs(w[cls], shift[cls]))
+        part[:] = cands[np.argmin(np.stack(grid), axis=0)]  # the other part stays at its best so far
+    return np.stack([w, shift], axis=1), float(base - costs(w[cls], shift[cls]).sum())
+
+
+def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
+                 table, scale_up: float) -> tuple[Adaptation, float]:
+    """(image j's adaptation with these shifts and blend and its spikes fitted on top, its estimated bits:
+    the blended steps' pixels, less the spikes' saving, plus the whole header). Each spike part is kept
+    only where its estimated saving pays for its header twice."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    ch, mf = cfg.channels, cfg.mean_frac
+    steps = pixel_phases.coding_steps(cfg.pixel_phases, True)
+    one, first, second = (np.zeros(spike_shape(cfg.pixel_phases, ch), dtype=np.int64) for _ in range(3))
+    saving, saving2, base = 0.0, 0.0, 0.0
+    for s in sorted(set(spiky) | set(blendy)):
+        for c in range(ch):
+            if (j, s, c) not in parts:  # an image too small to have pixels in this step
+                continue
+            p = parts[(j, s, c)]
+            mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c], cfg)
+            bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table)
+            if s in blendy:
+                base += bits.sum() * scale_up
+            if s not in spiky:
+                continue
+            for q in range(SPIKE_CLASSES):
+                sel = p["cls"] == q
+                if sel.any():
+                    hit2 = p["vals"][sel] == p["value2"][sel] if spikes == 2 and q in _SECOND_CLASSES else None
+                    one[s, c, q], first[s, c, q], second[s, c, q], gain, gain2 = _fit_spikes(
+                        bits[sel], p["vals"][sel] == p["value"][sel], hit2)
+                    saving, saving2 = saving + gain * scale_up, saving2 + gain2 * scale_up
+    keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and one.any()
+    keep2 = keep and saving2 > 2 * 8 * (1 + len(spiky) * ch * len(_SECOND_CLASSES)) and second.any()
+    if keep2:
+        a, saved = Adaptation(shifts, first if first.any() else None, second, mixing), saving + saving2
+    else:
+        a, saved = Adaptation(shifts, one if keep else None, None, mixing), saving if keep else 0.0
+    return a, base - saved + 8 * len(to_bytes(a))
+
+
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2) -> list[Adaptation]:
+           spikes: int = 2, blend: bool = True) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
-    blocks: first the scale shifts (every candidate shift), then, given them, the spike levels (4-phase
-    models only; spikes = 2: both spikes, 1: the first only, 0: none; _fit_spikes). One latent sample per block from a
-    sampler seeded alike for every image, so the choice, and the bytes, depend on the image alone, not on
-    the batch; the networks see the samples of several images at once. A part is left out (None) where its
-    estimated saving does not pay for its header twice."""
+    blocks: first the scale shifts (every candidate shift), then, given them, the blend of phase (0,0)'s
+    sub-phases (_fit_blend; unless blend is False), then, given both, the spike levels (spikes = 2: both
+    spikes, 1: the first only, 0: none; _fit_spikes); blend and spikes on 4-phase models only. One latent
+    sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
+    the image alone, not on the batch; the networks see the samples of several images at once. A part is
+    left out (None) where its estimated saving does not pay for its header twice."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     cfg, m = block_coder.cfg, block_coder.net
@@ -285,6 +407,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
     spiky = pixel_phases.spike_steps(steps) if spikes and len(steps) == 7 else []
+    blendy = pixel_phases.blend_steps(steps) if blend and len(steps) == 7 else []
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
@@ -303,53 +426,44 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
         known = block_coder._known(valid)
-        agreed = {s: pixel_phases.step_spikes(steps[s], x, known) for s in spiky}
+        agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], x, known)] for s in spiky}
+        context = {s: pixel_phases.step_context(steps[s], x, known, mf) for s in blendy}
         for sym in block_coder.pixel_symbols(x, z1, valid):
             i, s, c = sym.image, sym.step, sym.channel
-            item = (sym.values, sym.rows, sym.bases)
-            if s in agreed:  # the spike value and class of each of these pixels, in the same order
-                rr, cc = block_coder._extents(s, valid[i : i + 1])[0]
-                item += tuple(t[i, c, :rr, :cc].reshape(-1).numpy() for t in agreed[s])
+            item = {"vals": sym.values, "rows": sym.rows, "bases": sym.bases}
+            rr, cc = block_coder._extents(s, valid[i : i + 1])[0]
+            for names, found in ((("value", "cls", "value2"), agreed), (("pred", "bcls"), context)):
+                if s in found:  # these pixels' spike values and classes, blend predictions and classes
+                    item.update((k, t[i, c, :rr, :cc].reshape(-1)) for k, t in zip(names, found[s]))
             parts.setdefault((int(owner[i]), s, c), []).append(item)
     for key, items in parts.items():
-        parts[key] = [np.concatenate(a) for a in zip(*items)]
+        p = parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
         j, s, c = key
-        k = steps[s][0]
-        vals, r, b = parts[key][:3]
-        level, frac = r // mf, r % mf
+        level, frac = p["rows"] // mf, p["rows"] % mf
         band = level * BANDS // levels
         for t, shift in enumerate(_CANDIDATES):
-            bits = cost_bits_each(vals, np.clip(level + shift, 0, levels - 1) * mf + frac, b, block_coder.tx)
-            cost[j, k, c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
+            bits = cost_bits_each(p["vals"], np.clip(level + shift, 0, levels - 1) * mf + frac, p["bases"],
+                                  block_coder.tx)
+            cost[j, steps[s][0], c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
     out: list[Adaptation] = []
     for j, (total, picked, _) in enumerate(samples):
         scale_up = total / len(picked)
         best = cost[j].argmin(axis=3)
         saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
         shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
-        one, first, second = (np.zeros(spike_shape(ph, ch), dtype=np.int64) for _ in range(3))
-        saving, saving2 = 0.0, 0.0
-        for s in spiky:
-            k = steps[s][0]
+
+        mixing = np.zeros(blend_shape(ph, ch), dtype=np.int64)
+        for s in blendy:
             for c in range(ch):
-                if (j, s, c) not in parts:  # an image too small to have pixels in this step
-                    continue
-                vals, r, b, value, cls, value2 = parts[(j, s, c)]
-                level, frac = r // mf, r % mf
-                if shifts is not None:
-                    level = np.clip(level + shifts[k, c, level * BANDS // levels], 0, levels - 1)
-                bits = cost_bits_each(vals, level * mf + frac, b, block_coder.tx)
-                for q in range(SPIKE_CLASSES):
-                    sel = cls == q
-                    if sel.any():
-                        hit2 = vals[sel] == value2[sel] if spikes == 2 and q in _SECOND_CLASSES else None
-                        one[s, c, q], first[s, c, q], second[s, c, q], gain, gain2 = _fit_spikes(
-                            bits[sel], vals[sel] == value[sel], hit2)
-                        saving, saving2 = saving + gain * scale_up, saving2 + gain2 * scale_up
-        keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and one.any()
-        keep2 = keep and saving2 > 2 * 8 * (1 + len(spiky) * ch * len(_SECOND_CLASSES)) and second.any()
-        if keep2:
-            out.append(Adaptation(shifts, first if first.any() else None, second))
-        else:
-            out.append(Adaptation(shifts, one if keep else None))
+                if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
+                    p = parts[(j, s, c)]
+                    mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
+                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf)
+        # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
+        # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
+        plain = _with_spikes(parts, j, shifts, None, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
+        if mixing.any():
+            mixed = _with_spikes(parts, j, shifts, mixing, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
+            plain = mixed if mixed[1] + 8 * (1 + len(blendy) * ch * BLEND_CLASSES * 2) < plain[1] else plain
+        out.append(plain[0])
     return out

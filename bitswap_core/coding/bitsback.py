@@ -111,10 +111,11 @@ class BlockCoder:
         return phases.step_view(x, self.cfg.pixel_phases, *self.steps[step])
 
     def _pixel_codes(self, params, step: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
-                     maps: adapt.CodingMaps | None = None):
+                     maps: adapt.CodingMaps | None = None, context=None):
         """(rows, bases) of one channel's distributions in one step's grid; xk: the step's phase's pixels
         (B, C, 16, 16). Channels come in order; means collects their mean levels, which later channels'
-        colour residual reads. maps: the blocks' per-image adaptation (coding/adapt.py) or None."""
+        colour residual reads (the model's, unblended). maps: the blocks' per-image adaptation
+        (coding/adapt.py) or None; context: the step's (prediction, class) arrays if it is blended."""
         phase, sub = self.steps[step]
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
         levels = None if maps is None or maps.levels is None else maps.levels[:, phase, channel]
@@ -122,7 +123,17 @@ class BlockCoder:
         mean = means[-1]
         if sub >= 0:
             mean, scale = phases.view(mean, 4, sub), phases.view(scale, 4, sub)
-        return rows_bases(mean.cpu().numpy(), scale.cpu().numpy(), self.cfg.mean_frac)
+        mean, scale = mean.cpu().numpy(), scale.cpu().numpy()
+        if context is not None:
+            mean, scale = adapt.blended(mean, scale, context[0][:, channel], context[1][:, channel],
+                                        maps.blend[:, step, channel].numpy(), self.cfg.x_scales)
+        return rows_bases(mean, scale, self.cfg.mean_frac)
+
+    def _context(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
+        """(prediction, class) of a blended step's pixels from the decoded neighbours, or None."""
+        if maps is None or maps.blend is None or not maps.blend[:, step].any():
+            return None
+        return phases.step_context(self.steps[step], x, known, self.cfg.mean_frac)
 
     def _spikes(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
         """Per channel, (spike values, levels) or (spike values, levels, second values, levels) numpy
@@ -166,9 +177,9 @@ class BlockCoder:
         xn = x.numpy()
         for step, xk, params in self._phase_params(trunk, x, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
-            spikes = self._spikes(x, known, step, maps)
+            spikes, context = self._spikes(x, known, step, maps), self._context(x, known, step, maps)
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
                 for i, (r, c) in enumerate(ext):
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
                     yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
@@ -187,9 +198,10 @@ class BlockCoder:
         xn = x.numpy()  # shares memory with x
         for step, xk, params in self._phase_params(trunk, x, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
-            spikes = self._spikes(x, known, step, maps)  # from the earlier steps, already decoded
+            # spikes and blend contexts come from the earlier steps, already decoded
+            spikes, context = self._spikes(x, known, step, maps), self._context(x, known, step, maps)
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),

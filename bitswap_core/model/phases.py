@@ -173,6 +173,64 @@ def neighbour_spikes(x, known, phase: int):
     return tuple(torch.from_numpy(t) for t in out)
 
 
+# ---- the blend of phase (0,0)'s sub-phases: its decoded neighbours two pixels away, by local range ----
+BLEND_CLASSES = 4  # classes of the neighbours' value range: 0-1, 2-5, 6-15, 16 and more
+_RANGE_EDGES = (2, 6, 16)
+
+
+@numba.njit(cache=True)
+def _context_kernel(x, known, dy, dx, rel, mean_frac, edges, pred, cls):
+    """neighbour_context over (B, C, H, W) pixels x and (B, H, W) known; fills (B, C, H/2, W/2) pred, cls."""
+    nb, nc, hh, ww = x.shape
+    for b in range(nb):
+        for i in range(pred.shape[2]):
+            for j in range(pred.shape[3]):
+                r0, c0 = 2 * i + dy, 2 * j + dx
+                for ch in range(nc):
+                    total, count, lo, hi = 0, 0, 255, 0
+                    for m in range(rel.shape[0]):
+                        r, c = r0 + rel[m, 0], c0 + rel[m, 1]
+                        if 0 <= r < hh and 0 <= c < ww and known[b, r, c] != 0:
+                            v = x[b, ch, r, c]
+                            total += v
+                            count += 1
+                            lo, hi = min(lo, v), max(hi, v)
+                    pred[b, ch, i, j] = (total * mean_frac) // max(count, 1)
+                    k = 0
+                    if count:
+                        while k < edges.shape[0] and hi - lo >= edges[k]:
+                            k += 1
+                    cls[b, ch, i, j] = k
+
+
+def neighbour_context(x, known, phase: int, mean_frac: int):
+    """(prediction, class) numpy arrays (B, C, h, w) of phase `phase`'s pixels (x, known as for
+    neighbour_spikes): the floored mean of the real neighbours in 1/mean_frac units (neighbour_prediction's
+    formula) and the class of their value range (BLEND_CLASSES; 0 without real neighbours).
+
+    Phase (0,0)'s distributions come from z1 alone; its sub-phases 1-3 have decoded pixels two apart, which
+    the encoder may blend into the model's mean per range class (coding/adapt.py)."""
+    xs, ks = x.numpy(), known.numpy()
+    b, c, h, w = xs.shape
+    pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
+    dy, dx = ORDER_4[phase]
+    _context_kernel(xs, ks[:, 0], dy, dx, _relative(phase), mean_frac, np.array(_RANGE_EDGES, np.int64), pred, cls)
+    return pred, cls
+
+
+def blend_steps(steps) -> list[int]:
+    """Indices of the coding steps a blend applies to: phase (0,0)'s sub-phases 1-3."""
+    return [s for s, (phase, sub) in enumerate(steps) if phase == 0 and sub > 0]
+
+
+def step_context(step: tuple[int, int], x, known, mean_frac: int):
+    """neighbour_context of a sub-phase step (0, sub) of (B, C, 32, 32) blocks, on phase (0,0)'s grid."""
+    phase, sub = step
+    if phase != 0 or sub <= 0:
+        raise ValueError(f"coding step {step} has no blend")
+    return neighbour_context(view(x, 4, 0), view(known, 4, 0), sub, mean_frac)
+
+
 def spike_steps(steps) -> list[int]:
     """Indices of the coding steps whose pixels have decoded neighbours to take a spike from."""
     return [s for s, (phase, sub) in enumerate(steps) if phase > 0 or sub > 0]
