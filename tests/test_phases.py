@@ -170,72 +170,69 @@ def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
                     assert torch.equal(got[b, :, i, j], torch.div(total * 8, len(nb), rounding_mode="floor"))
 
 
+# NEIGHBOURS_4 as offsets in the pixel grid, in their order (the spikes' and blend's tie-breaking reads it)
+_ORDER = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
+          3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
+
+
+def _real_neighbours(x, known, phase: int):
+    """Reference loop: (block, channel, i, j, the values of its real neighbours in order) for every real
+    pixel of a phase of a (B, C, S, S) grid (the block, or phase (0,0)'s grid for its sub-phases)."""
+    size = x.shape[-1]
+    dy, dx = phases.offsets(4)[phase]
+    for b in range(x.shape[0]):
+        for i in range(size // 2):
+            for j in range(size // 2):
+                r, c = 2 * i + dy, 2 * j + dx
+                if known[b, 0, r, c]:
+                    for ch in range(x.shape[1]):
+                        yield b, ch, i, j, [int(x[b, ch, r + a, c + e]) for a, e in _ORDER[phase]
+                                            if 0 <= r + a < size and 0 <= c + e < size and known[b, 0, r + a, c + e]]
+
+
 def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
-    """Reference loop: the spike value is the first neighbour (in NEIGHBOURS_4 order) whose value the most
-    real earlier neighbours share, its class the number of real neighbours that differ, -1 below two; the
-    runner-up likewise among the neighbours that differ from it, -1 where none do or there is no spike."""
+    """The spike value is the first neighbour (in NEIGHBOURS_4 order) whose value the most real earlier
+    neighbours share, its class the number of real neighbours that differ, -1 below two; the runner-up
+    likewise among the neighbours that differ from it, -1 where none do or there is no spike."""
     rng = np.random.default_rng(4)
     x = torch.from_numpy(rng.integers(0, 3, (2, 3, 32, 32)))  # few values: agreements of every kind
     known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
     known[1, :, 21:] = 0
     known[1, :, :, 27:] = 0
-    order = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
-             3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
     seen = set()
     for k in range(1, 4):
         value, cls, runner_up = phases.neighbour_spikes(x, known, k)
-        dy, dx = phases.offsets(4)[k]
-        for b in range(2):
-            for i in range(16):
-                for j in range(16):
-                    r, c = 2 * i + dy, 2 * j + dx
-                    if not known[b, 0, r, c]:
-                        continue
-                    for ch in range(3):
-                        nb = [int(x[b, ch, r + a, c + e]) for a, e in order[k]
-                              if 0 <= r + a < 32 and 0 <= c + e < 32 and known[b, 0, r + a, c + e]]
-                        counts = [nb.count(v) for v in nb]
-                        best = nb[counts.index(max(counts))]
-                        want = len(nb) - max(counts) if max(counts) >= 2 else -1
-                        assert int(cls[b, ch, i, j]) == want, (k, b, ch, i, j)
-                        if want >= 0:
-                            assert int(value[b, ch, i, j]) == best
-                        rest = [v for v in nb if v != best]
-                        second = max(rest, key=lambda v: (rest.count(v), -rest.index(v))) if rest else -1
-                        assert int(runner_up[b, ch, i, j]) == (second if want >= 0 else -1), (k, b, ch, i, j)
-                        seen.add((want, second >= 0 and want >= 0))
+        for b, ch, i, j, nb in _real_neighbours(x, known, k):
+            counts = [nb.count(v) for v in nb]
+            best = nb[counts.index(max(counts))]
+            want = len(nb) - max(counts) if max(counts) >= 2 else -1
+            assert int(cls[b, ch, i, j]) == want, (k, b, ch, i, j)
+            if want >= 0:
+                assert int(value[b, ch, i, j]) == best
+            rest = [v for v in nb if v != best]
+            second = max(rest, key=lambda v: (rest.count(v), -rest.index(v))) if rest else -1
+            assert int(runner_up[b, ch, i, j]) == (second if want >= 0 else -1), (k, b, ch, i, j)
+            seen.add((want, second >= 0 and want >= 0))
     assert seen == {(-1, False), (0, False), (1, True), (2, True)}
 
 
 def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range():
-    """Reference loop on phase (0,0)'s grid: the floored mean (in 1/8 units) of the real neighbours of a
-    sub-phase pixel and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without neighbours)."""
+    """On phase (0,0)'s grid: the floored mean (in 1/8 units) of the real neighbours of a sub-phase pixel
+    and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without neighbours)."""
     rng = np.random.default_rng(5)
     x = torch.from_numpy(rng.integers(0, 40, (2, 3, 32, 32)))
     known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
     known[1, :, 13:] = 0
     known[1, :, :, 22:] = 0
-    x0, k0 = phases.view(x, 4, 0), phases.view(known, 4, 0)
-    order = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
-             3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
     seen = set()
     for sub in (1, 2, 3):
         pred, cls = phases.step_context((0, sub), x, known, 8)
-        dy, dx = phases.offsets(4)[sub]
-        for b in range(2):
-            for i in range(8):
-                for j in range(8):
-                    r, c = 2 * i + dy, 2 * j + dx
-                    if not k0[b, 0, r, c]:
-                        continue
-                    for ch in range(3):
-                        nb = [int(x0[b, ch, r + a, c + e]) for a, e in order[sub]
-                              if 0 <= r + a < 16 and 0 <= c + e < 16 and k0[b, 0, r + a, c + e]]
-                        spread = max(nb) - min(nb)
-                        want = 0 if spread < 2 else 1 if spread < 6 else 2 if spread < 16 else 3
-                        assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb), (sub, b, ch, i, j)
-                        assert int(cls[b, ch, i, j]) == want, (sub, b, ch, i, j)
-                        seen.add(want)
+        for b, ch, i, j, nb in _real_neighbours(phases.view(x, 4, 0), phases.view(known, 4, 0), sub):
+            spread = max(nb) - min(nb)
+            want = 0 if spread < 2 else 1 if spread < 6 else 2 if spread < 16 else 3
+            assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb), (sub, b, ch, i, j)
+            assert int(cls[b, ch, i, j]) == want, (sub, b, ch, i, j)
+            seen.add(want)
     assert seen == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="no blend"):
         phases.step_context((1, -1), x, known, 8)

@@ -121,19 +121,16 @@ def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, e1, 
     if a == _SPIKE_ONE:
         return _find(table, inv, r, b, width, n, total, target, precision)
     lo_k, hi_k = 0, n
-    if target < _cdf_mixed(table, r, v, b, width, n, total, v, a, e1, v2, e2):
-        hi_k = v
-    elif target >= _cdf_mixed(table, r, v + 1, b, width, n, total, v, a, e1, v2, e2):
-        lo_k = v + 1
-    else:
-        return v
-    if e2 > 0 and lo_k <= v2 < hi_k:
-        if target < _cdf_mixed(table, r, v2, b, width, n, total, v, a, e1, v2, e2):
-            hi_k = v2
-        elif target >= _cdf_mixed(table, r, v2 + 1, b, width, n, total, v, a, e1, v2, e2):
-            lo_k = v2 + 1
+    for t in range(2):  # each spike symbol inside the bracket: its interval, or the side target lies on
+        k = v if t == 0 else v2
+        if not lo_k <= k < hi_k or (t == 1 and e2 == 0):
+            continue
+        if target < _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2):
+            hi_k = k
+        elif target >= _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2):
+            lo_k = k + 1
         else:
-            return v2
+            return k
     while hi_k - lo_k > 1:
         mid = (lo_k + hi_k) >> 1
         if _cdf_mixed(table, r, mid, b, width, n, total, v, a, e1, v2, e2) <= target:
