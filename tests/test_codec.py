@@ -253,3 +253,27 @@ def test_adapted_payloads_of_container_v4_to_v6_decode_and_the_encoder_still_wri
         (a,) = adapt.choose(bc, [arr], **kw)
         assert adapt.to_bytes(a) == box.payload[: len(box.payload) - len(ans)] + extra
         assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans
+
+
+def test_flipped_bits_in_each_section_of_a_v6_header_give_an_error_or_the_exact_image():
+    """The stored v6 payload (scale shifts and blend in its header) behind a valid container CRC: a bit
+    flipped in the band count, a shift, a section's class count or a blend weight or shift is a clear
+    CorruptPayloadError (a malformed header, or pixels that fail the checksum) or, where no pixel used
+    that value, the exact image; never anything else."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "default-653383b7-usc-4.2.07-96x96-v6.bsw").read_bytes()
+    img = photo_crop("usc-4.2.07.png", box=(0, 0, 96, 96))
+    payload = container.unpack(data).payload
+    a, _ = adapt.from_bytes(payload, 4, 3)
+    assert a.shifts is not None and a.spikes is None and a.blend is not None
+    blend_at = 1 + 36 + 1 + 1  # shifts section, empty spike and second-spike sections
+    for pos, bit in ((0, 0x01), (0, 0x80), (5, 0x01), (20, 0x40), (37, 0x03), (38, 0x02), (blend_at, 0x01),
+                     (blend_at + 1, 0x01), (blend_at + 2, 0x10), (blend_at + 30, 0x01), (blend_at + 71, 0x01)):
+        bad = bytearray(payload)
+        bad[pos] ^= bit
+        try:
+            out = bitswap_core.decompress(_repack(data, bytes(bad)))
+        except CorruptPayloadError:
+            continue
+        assert same(out, img), pos
