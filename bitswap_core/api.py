@@ -137,24 +137,23 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         if c.codec.startswith("fallback:"):
             out[i] = fallback.decode(c.codec, c.payload, c.mode, (c.width, c.height), max_pixels=max_pixels)
         elif c.codec in SCHEMES:
-            key = (c.model_id, c.codec, c.dithered_ans, c.spike_adapted, c.second_spikes, c.blended)
-            groups.setdefault(key, []).append(i)
+            groups.setdefault((c.model_id, c.codec, c.version), []).append(i)
         else:
             raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
-    for (_, scheme, dithered, split_first, second, blend), idx in groups.items():
+    for (_, scheme, version), idx in groups.items():
         m = _model_for(boxes[idx[0]], model)
         for i in idx:
             if boxes[i].mode != _learned_mode(m):
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
-        bc = m.block_coder(scheme, split_first)  # phase 0 in sub-phases from container v4 on
+        first = boxes[idx[0]]
+        bc = m.block_coder(scheme, first.spike_adapted)  # phase 0 in sub-phases from container v4 on
         adaptations, coders = [], []
         for i in idx:
-            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, split_first,
-                                                second, blend)
+            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             adaptations.append(adaptation)
-            coders.append(AnsCoder.from_bytes(ans, bc.bed_words, dithered))
+            coders.append(AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
         arrays = decode_images(bc, coders, shapes, adaptations)
         for i, arr in zip(idx, arrays):

@@ -53,11 +53,15 @@ def _second_spikes(rng, first):
     return s
 
 
-def _blend(rng, channels=3):
-    """Blend weights 0..8 and scale shifts for phase (0,0)'s sub-phases 1-3 (coding steps 1-3)."""
+def _blend(rng, channels=3, later=True):
+    """Blend weights and scale shifts for phase (0,0)'s sub-phases 1-3 (coding steps 1-3; weights 0..8)
+    and, with later, phases 1-3 (steps 4-6; weights -8..8)."""
     b = np.zeros(adapt.blend_shape(4, channels), np.int64)
     b[1:4, ..., 0] = rng.integers(0, adapt.BLEND_ONE + 1, b[1:4, ..., 0].shape)
-    b[1:4, ..., 1] = rng.integers(-adapt.MAX_BLEND_SHIFT, adapt.MAX_BLEND_SHIFT + 1, b[1:4, ..., 1].shape)
+    if later:
+        b[4:7, ..., 0] = rng.integers(-adapt.BLEND_ONE, adapt.BLEND_ONE + 1, b[4:7, ..., 0].shape)
+    rows = slice(1, 7 if later else 4)
+    b[rows, ..., 1] = rng.integers(-adapt.MAX_BLEND_SHIFT, adapt.MAX_BLEND_SHIFT + 1, b[rows, ..., 1].shape)
     return b
 
 
@@ -66,27 +70,34 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     rng = np.random.default_rng(0)
     spikes = _spikes(rng)
     second = _second_spikes(rng, spikes)
-    blend = _blend(rng)
+    blend, sub_blend = _blend(rng), _blend(rng, later=False)
     for a in (adapt.Adaptation(shifts, spikes), adapt.Adaptation(shifts), adapt.Adaptation(spikes=spikes),
               adapt.Adaptation(shifts, spikes, second), adapt.Adaptation(spikes2=second),
-              adapt.Adaptation(shifts, spikes, second, blend), adapt.Adaptation(blend=blend)):
+              adapt.Adaptation(shifts, spikes, second, blend), adapt.Adaptation(blend=blend),
+              adapt.Adaptation(blend=sub_blend)):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
+    assert adapt.FORMAT == container.VERSION
     assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 4 + 36 + 54
     assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 4 + 36 + 54 + 36
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 4 + 36 + 54 + 36 + 72
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 4 + 36 + 54 + 36 + 1 + 144
+    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 4 + 1 + 72  # the sub-phases alone
+    # container version 6: the blend section holds the sub-phases, without a step count
+    v6 = b"\0\0\0" + bytes([4]) + sub_blend[1:4].astype(np.int8).tobytes()
+    got, rest = adapt.from_bytes(v6 + b"ans", 4, 3, version=6)
+    assert _same(got, adapt.Adaptation(blend=sub_blend)) and rest == b"ans"
     zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64),
                             np.zeros((7, 3, 4, 2), np.int64))
     assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0\0\0"
     assert _same(adapt.from_bytes(b"\0\0\0\0ans", 4, 3)[0], adapt.NONE)
     # container version 5: the header ends after the second spikes; 4: after the spikes; 3: after the shifts
     two = adapt.Adaptation(shifts, spikes, second)
-    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-1] + b"ans", 4, 3, with_blend=False)
+    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-1] + b"ans", 4, 3, version=5)
     assert _same(got, two) and rest == b"ans"
     one = adapt.Adaptation(shifts, spikes)
-    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-2] + b"ans", 4, 3, with_second=False)
+    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-2] + b"ans", 4, 3, version=4)
     assert _same(got, one) and rest == b"ans"
-    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-3] + b"ans", 4, 3, with_spikes=False)
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-3] + b"ans", 4, 3, version=3)
     assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
@@ -104,16 +115,23 @@ def test_header_round_trip_and_no_adaptation_is_two_bytes():
     (b"\0\0" + bytes([3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
     (b"\0" + bytes([3, 0, 200]) + bytes(52) + bytes([2, 56]) + bytes(35) + b"\0", 4,
      "more than 255"),  # step 1, channel 0, class 1: 200 + 56
-    (b"\0\0\0", 4, "before its blend header"),  # version 6 without the blend section
-    (b"\0\0\0" + bytes([4]) + bytes(71), 4, "4 classes"),  # truncated blend
-    (b"\0\0\0" + bytes([3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
-    (b"\0\0\0" + bytes([4, 9]) + bytes(71), 4, "weight outside"),  # weight 9 of 8
-    (b"\0\0\0" + bytes([4, 0, 13]) + bytes(70), 4, "shift exceeds"),  # scale shift 13
-    (b"\0\0\0" + bytes([4]) + bytes(72), 1, "1-phase model"),  # phase (0,0) has no sub-phases
+    (b"\0\0\0", 4, "before its blend header"),  # version 7 without the blend section
+    (b"\0\0\0" + bytes([4, 6]) + bytes(143), 4, "4 classes"),  # truncated blend
+    (b"\0\0\0" + bytes([3, 3]) + bytes(54), 4, "3 classes"),  # a class count the decoder does not know
+    (b"\0\0\0" + bytes([4, 5]) + bytes(120), 4, "5 steps"),  # neither the sub-phases (3) nor all (6)
+    (b"\0\0\0" + bytes([4, 3, 9]) + bytes(71), 4, "weight outside"),  # weight 9 of 8
+    (b"\0\0\0" + bytes([4, 3, 0xF7]) + bytes(71), 4, "weight outside"),  # weight -9
+    (b"\0\0\0" + bytes([4, 3, 0, 13]) + bytes(70), 4, "shift exceeds"),  # scale shift 13
+    (b"\0\0\0" + bytes([4, 3]) + bytes(72), 1, "1-phase model"),  # no sub-phases, no later phases
 ])
 def test_malformed_headers_are_clear_errors(payload, phases, problem):
     with pytest.raises(CorruptPayloadError, match=problem):
         adapt.from_bytes(payload, phases, 3)
+
+
+def test_a_version_6_blend_holds_only_non_negative_weights():
+    with pytest.raises(CorruptPayloadError, match="outside 0..8"):
+        adapt.from_bytes(b"\0\0\0" + bytes([4, 0xFF]) + bytes(71), 4, 3, version=6)
 
 
 def test_level_maps_shift_each_band_and_clamp_at_the_grid_ends():
@@ -225,17 +243,17 @@ def test_the_choice_depends_on_the_image_alone_not_on_the_batch(which, tiny_mode
     assert all(_same(a, b) for a, b in zip(adapt.choose(bc, imgs, sample_blocks=3), alone))
 
 
-def test_the_default_model_blends_phase_0_sub_phases_toward_their_decoded_neighbours_on_a_photo():
+def test_the_default_model_blends_its_means_toward_the_decoded_neighbours_on_a_photo():
     """Phase (0,0)'s distributions see only z1; on a smooth photo the encoder moves the means of its
-    sub-phases 1-3 toward the decoded neighbours two pixels away, and that lowers the -ELBO (header
-    included) against the same adaptation without the blend."""
+    sub-phases 1-3 toward the decoded neighbours two pixels away, and corrects the later phases' own
+    interpolation, and that lowers the -ELBO (header included) against the same adaptation without it."""
     m = resolve(None)
     bc = m.block_coder("bitswap")
     img = np.asarray(photo_crop("waterloo-monarch.png", box=(64, 64, 192, 192)), dtype=np.uint8)
     (with_blend,) = adapt.choose(bc, [img])
-    (without,) = adapt.choose(bc, [img], blend=False)
+    (without,) = adapt.choose(bc, [img], blend=0)
     assert with_blend.blend is not None and without.blend is None
-    assert with_blend.blend[1:4, ..., 0].max() > 0 and not with_blend.blend[[0, 4, 5, 6]].any()
+    assert with_blend.blend[1:4, ..., 0].max() > 0 and with_blend.blend[4:7].any() and not with_blend.blend[0].any()
 
     def cost(a):
         return elbo_bits(bc, [img], adaptations=[a])[0] + 8 * len(adapt.to_bytes(a))

@@ -234,8 +234,12 @@ def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range():
             assert int(cls[b, ch, i, j]) == want, (sub, b, ch, i, j)
             seen.add(want)
     assert seen == {0, 1, 2, 3}
+    # a later phase's context is the same in the block's grid, and the first sub-phase has none
+    pred, cls = phases.step_context((2, -1), x, known, 8)
+    for b, ch, i, j, nb in _real_neighbours(x, known, 2):
+        assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb)
     with pytest.raises(ValueError, match="no blend"):
-        phases.step_context((1, -1), x, known, 8)
+        phases.step_context((0, 0), x, known, 8)
 
 
 @pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])

@@ -22,13 +22,17 @@ from container version 4 on, then u8 spike classes (0 = no spikes), then, for ea
 neighbours (phase 0's sub-phases 1-3, phases 1-3: phases.coding_steps), channels x classes u8 levels;
 from version 5 on, then u8 second-spike classes (0 = none, else 2: agreement classes 1 and 2, the ones
 with dissenting neighbours), then, for the same steps, channels x 2 u8 levels (each adds up with its
-first spike's level to at most 255); from version 6 on, then u8 blend classes (0 = none, else 4), then,
-for phase (0,0)'s sub-phases 1-3, channels x classes x (int8 weight 0..8, int8 scale shift).
+first spike's level to at most 255); from version 6 on, then u8 blend classes (0 = none, else 4), then
+(version 7 on) u8 blended steps (3: phase (0,0)'s sub-phases 1-3; 6: and phases 1-3), then for those
+steps channels x classes x (int8 weight, int8 scale shift); version 6 holds the sub-phases only, with
+weights 0..8, version 7 weights -8..8.
 
 Blend (container version 6 on): phase (0,0)'s means come from z1 alone, yet three quarters of its pixels
 are coded after decoded pixels two apart. The encoder may move their means toward those neighbours' mean,
-mean' = floor((w pred + (8 - w) mean) / 8), and shift their scale, with w and the shift per (sub-phase,
+mean' = floor((w pred + (8 - w) mean) / 8), and shift their scale, with w and the shift per (step,
 channel, class of the neighbours' value range): on smooth areas the neighbours say more than the latents.
+From version 7 on the later phases get the same correction of the model's own neighbour interpolation
+(a negative w where the model moves too far toward the neighbours).
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -60,8 +64,8 @@ _SPIKE_LEVELS = np.array([0, 2, 8, 16, 32, 64, 96, 128, 160, 192, 224, 240, 248,
 class Adaptation:
     """One image's corrections: scale shifts (phases, channels, bands), spike levels and second-spike
     levels (coding steps, channels, classes; rows of steps without decoded neighbours are 0, and so is
-    class 0 of the second spikes), and the blend of phase (0,0)'s sub-phases (coding steps, channels,
-    range classes, (weight 0..8, scale shift)); rows of the other steps are 0. None = the model as is."""
+    class 0 of the second spikes), and the blend (coding steps, channels, range classes, (weight of 8,
+    scale shift)); rows of steps without decoded neighbours are 0. None = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
@@ -74,10 +78,18 @@ _SECOND_CLASSES = list(range(1, SPIKE_CLASSES))  # agreement classes that have d
 BLEND_CLASSES = pixel_phases.BLEND_CLASSES
 BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
+FORMAT = 7  # the container version whose header layout to_bytes writes
+
+
+def _blend_weights(version: int) -> tuple[int, int]:
+    """The blend weights a header of this container version may hold: 0..8 in version 6 (phase (0,0)'s
+    sub-phases only); from version 7 on -8..8 (a later phase's model mean may already overshoot its
+    neighbours' mean, and a negative weight pulls it back)."""
+    return (0 if version < 7 else -BLEND_ONE), BLEND_ONE
 
 
 def to_bytes(a: Adaptation) -> bytes:
-    """The payload header (container version 6) of an adaptation."""
+    """The payload header (container version FORMAT) of an adaptation."""
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -85,8 +97,11 @@ def to_bytes(a: Adaptation) -> bytes:
     second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
-    blend = b"\0" if a.blend is None or not a.blend.any() else (
-        bytes([a.blend.shape[2]]) + a.blend[_blend_rows(a.blend.shape[0])].astype(np.int8).tobytes())
+    blend = b"\0"
+    if a.blend is not None and a.blend.any():
+        rows = _blend_rows(a.blend.shape[0], FORMAT)
+        rows = rows if a.blend[rows[3:]].any() else rows[:3]  # the sub-phases alone: half the bytes
+        blend = bytes([a.blend.shape[2], len(rows)]) + a.blend[rows].astype(np.int8).tobytes()
     return shifts + spikes + second + blend
 
 
@@ -95,9 +110,10 @@ def _spike_rows(steps: int) -> list[int]:
     return pixel_phases.spike_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
 
 
-def _blend_rows(steps: int) -> list[int]:
-    """The blended steps (phase (0,0)'s sub-phases 1-3) of a model with this many coding steps."""
-    return pixel_phases.blend_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
+def _blend_rows(steps: int, version: int) -> list[int]:
+    """The steps a blend may hold of a model with this many coding steps: phase (0,0)'s sub-phases 1-3,
+    and from container version 7 on phases 1-3 too."""
+    return pixel_phases.blend_steps(pixel_phases.coding_steps(4, True), version >= 7) if steps == 7 else []
 
 
 def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
@@ -127,11 +143,10 @@ def _section(rest: bytes, what: str, classes_ok: int, rows: list[int], channels:
     return values.reshape(len(rows), channels, classes, per_class), rest[1 + n :]
 
 
-def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = True, with_second: bool = True,
-               with_blend: bool = True) -> tuple[Adaptation, bytes]:
-    """(adaptation, the rest of the payload); raises CorruptPayloadError on a malformed header.
-    with_spikes: whether the header has the spike section (container version 4 on); with_second: the
-    second-spike section too (version 5 on); with_blend: the blend section too (version 6 on)."""
+def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT) -> tuple[Adaptation, bytes]:
+    """(adaptation, the rest of the payload) of a learned payload of this container version (3 on: scale
+    shifts; 4 on: spikes; 5 on: second spikes; 6 on: the blend of phase (0,0)'s sub-phases; 7 on: and of
+    the later phases); raises CorruptPayloadError on a malformed header."""
     if not payload:
         raise CorruptPayloadError("learned payload is empty: no scale adaptation header")
     bands, shifts = payload[0], None
@@ -147,25 +162,30 @@ def from_bytes(payload: bytes, phases: int, channels: int, with_spikes: bool = T
     rest = payload[1 + n :]
     steps = spike_shape(phases, channels)[0]
     spikes = second = blend = None
-    if with_spikes:
+    if version >= 4:
         rows = _spike_rows(steps)
         values, rest = _section(rest, "spike", SPIKE_CLASSES, rows, channels, 1, np.uint8, phases)
         if values is not None:
             spikes = np.zeros(spike_shape(phases, channels), np.int64)
             spikes[rows] = values[..., 0]
-    if with_spikes and with_second:
+    if version >= 5:
         values, rest = _section(rest, "second-spike", len(_SECOND_CLASSES), rows, channels, 1, np.uint8, phases)
         if values is not None:
             second = np.zeros(spike_shape(phases, channels), np.int64)
             second[np.ix_(rows, range(channels), _SECOND_CLASSES)] = values[..., 0]
             if ((np.zeros_like(second) if spikes is None else spikes) + second).max() > 255:
                 raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
-    if with_spikes and with_second and with_blend:
-        rows = _blend_rows(steps)
+    if version >= 6:
+        rows = _blend_rows(steps, version)
+        if version >= 7 and len(rest) > 1 and rest[0]:  # u8 classes, u8 steps: the sub-phases or all
+            if rest[1] not in (3, len(rows)) or not rows:
+                raise CorruptPayloadError(f"blend header declares {rest[1]} steps for a {phases}-phase model")
+            rows, rest = rows[: rest[1]], rest[:1] + rest[2:]
         values, rest = _section(rest, "blend", BLEND_CLASSES, rows, channels, 2, np.int8, phases)
         if values is not None:
-            if values[..., 0].min() < 0 or values[..., 0].max() > BLEND_ONE:
-                raise CorruptPayloadError(f"blend weight outside 0..{BLEND_ONE}")
+            lo, hi = _blend_weights(version)
+            if values[..., 0].min() < lo or values[..., 0].max() > hi:
+                raise CorruptPayloadError(f"blend weight outside {lo}..{hi}")
             if np.abs(values[..., 1]).max() > MAX_BLEND_SHIFT:
                 raise CorruptPayloadError(f"blend scale shift exceeds {MAX_BLEND_SHIFT}")
             blend = np.zeros(blend_shape(phases, channels), np.int64)
@@ -227,15 +247,17 @@ def spike_levels(spikes: np.ndarray | None, cls: np.ndarray) -> np.ndarray | Non
 
 
 def blended(mean: np.ndarray, scale: np.ndarray, pred: np.ndarray, cls: np.ndarray, blend: np.ndarray | None,
-            levels: int) -> tuple[np.ndarray, np.ndarray]:
+            levels: int, mean_max: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) levels of one blended step and channel: mean, scale, pred, cls (B, h, w) (pred in the
     mean's 1/mean_frac units, cls the range class), blend (B, classes, 2) (weight w of 8, scale shift):
-    mean' = floor((w pred + (8 - w) mean) / 8), scale' = scale + shift clamped to the grid. Integers only."""
+    mean' = floor((w pred + (8 - w) mean) / 8) clamped to [0, mean_max] (a negative weight can leave it),
+    scale' = scale + shift clamped to the grid. Integers only."""
     if blend is None or not blend.any():
         return mean, scale
     per = blend[np.arange(len(cls))[:, None, None], cls]  # (B, h, w, 2)
     w, shift = per[..., 0], per[..., 1]
-    return (w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, np.clip(scale + shift, 0, levels - 1)
+    mixed = np.clip((w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, 0, mean_max)
+    return mixed, np.clip(scale + shift, 0, levels - 1)
 
 
 def level_maps(shifts: Sequence[np.ndarray | None], phases: int, channels: int, levels: int
@@ -321,29 +343,32 @@ def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg) -> tuple[np.ndar
         level = np.clip(level + shifts[phase, c, level * BANDS // levels], 0, levels - 1)
     if blend is not None and "pred" in p:
         mean, level = (t[0, 0] for t in blended(mean[None, None], level[None, None], p["pred"][None, None],
-                                                p["bcls"][None, None], blend[None], levels))
+                                                p["bcls"][None, None], blend[None], levels, 255 * mf))
     return mean, level
 
 
 _BLEND_SHIFTS = np.array(sorted(range(-MAX_BLEND_SHIFT, MAX_BLEND_SHIFT + 1), key=lambda s: (abs(s), s)))
 
 
-def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int) -> tuple[np.ndarray, float]:
+def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weights: tuple[int, int]
+               ) -> tuple[np.ndarray, float]:
     """(blend (classes, 2), estimated saving in bits) of one blended step and channel from its sampled
     pixels (flat arrays: values, mean and scale levels after the scale shifts, neighbour prediction, range
-    class): per class the weight of the prediction with the scale unshifted, then the scale shift given the
-    weights, then the weights again (coordinate descent; the smallest change on ties)."""
+    class): per class the weight of the prediction (in weights = (lo, hi)) with the scale unshifted, then the
+    scale shift given the weights, then the weights again (coordinate descent; the smallest change on ties)."""
     from bitswap_core.coding.rans import cost_bits_each
 
-    def costs(w, shift):  # per class, for per-pixel weight and shift arrays
-        m = (w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE
+    cands_w = np.array(sorted(range(weights[0], weights[1] + 1), key=lambda v: (abs(v), v)), dtype=np.int64)
+
+    def costs(w, shift):  # per class, for per-pixel weight and shift arrays (as blended() computes them)
+        m = np.clip((w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, 0, 255 * mf)
         lv = np.clip(level + shift, 0, levels - 1)
         bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table)
         return np.bincount(cls, weights=bits, minlength=BLEND_CLASSES)
 
     w, shift = np.zeros(BLEND_CLASSES, np.int64), np.zeros(BLEND_CLASSES, np.int64)
     base = costs(w[cls], shift[cls]).sum()
-    for part, cands in ((w, np.arange(BLEND_ONE + 1)), (shift, _BLEND_SHIFTS), (w, np.arange(BLEND_ONE + 1))):
+    for part, cands in ((w, cands_w), (shift, _BLEND_SHIFTS), (w, cands_w)):
         grid = []
         for v in cands:
             part[:] = v
@@ -391,10 +416,11 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2, blend: bool = True) -> list[Adaptation]:
+           spikes: int = 2, blend: int = 2) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
-    blocks: first the scale shifts (every candidate shift), then, given them, the blend of phase (0,0)'s
-    sub-phases (_fit_blend; unless blend is False), then, given both, the spike levels (spikes = 2: both
+    blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
+    = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8,
+    as container v6 wrote; 0: none), then, given both, the spike levels (spikes = 2: both
     spikes, 1: the first only, 0: none; _fit_spikes); blend and spikes on 4-phase models only. One latent
     sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
     the image alone, not on the batch; the networks see the samples of several images at once. A part is
@@ -407,7 +433,10 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
     spiky = pixel_phases.spike_steps(steps) if spikes and len(steps) == 7 else []
-    blendy = pixel_phases.blend_steps(steps) if blend and len(steps) == 7 else []
+    if blend not in (0, 1, 2):
+        raise ValueError(f"blend must be 0, 1 or 2, not {blend!r}")
+    blendy = pixel_phases.blend_steps(steps, blend == 2) if blend and len(steps) == 7 else []
+    weights = _blend_weights(7 if blend == 2 else 6)
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
@@ -458,12 +487,13 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                 if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
                     p = parts[(j, s, c)]
                     mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
-                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf)
+                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf, weights)
         # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
         # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
         plain = _with_spikes(parts, j, shifts, None, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
         if mixing.any():
             mixed = _with_spikes(parts, j, shifts, mixing, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
-            plain = mixed if mixed[1] + 8 * (1 + len(blendy) * ch * BLEND_CLASSES * 2) < plain[1] else plain
+            section = len(to_bytes(Adaptation(blend=mixing))) - len(to_bytes(NONE)) + 1
+            plain = mixed if mixed[1] + 8 * section < plain[1] else plain
         out.append(plain[0])
     return out

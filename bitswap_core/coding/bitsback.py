@@ -126,7 +126,8 @@ class BlockCoder:
         mean, scale = mean.cpu().numpy(), scale.cpu().numpy()
         if context is not None:
             mean, scale = adapt.blended(mean, scale, context[0][:, channel], context[1][:, channel],
-                                        maps.blend[:, step, channel].numpy(), self.cfg.x_scales)
+                                        maps.blend[:, step, channel].numpy(), self.cfg.x_scales,
+                                        255 * self.cfg.mean_frac)
         return rows_bases(mean, scale, self.cfg.mean_frac)
 
     def _context(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):

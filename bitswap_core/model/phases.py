@@ -209,7 +209,8 @@ def neighbour_context(x, known, phase: int, mean_frac: int):
     formula) and the class of their value range (BLEND_CLASSES; 0 without real neighbours).
 
     Phase (0,0)'s distributions come from z1 alone; its sub-phases 1-3 have decoded pixels two apart, which
-    the encoder may blend into the model's mean per range class (coding/adapt.py)."""
+    the encoder may blend into the model's mean per range class, and so, for the later phases, into the
+    model's own interpolation (coding/adapt.py)."""
     xs, ks = x.numpy(), known.numpy()
     b, c, h, w = xs.shape
     pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
@@ -218,15 +219,19 @@ def neighbour_context(x, known, phase: int, mean_frac: int):
     return pred, cls
 
 
-def blend_steps(steps) -> list[int]:
-    """Indices of the coding steps a blend applies to: phase (0,0)'s sub-phases 1-3."""
-    return [s for s, (phase, sub) in enumerate(steps) if phase == 0 and sub > 0]
+def blend_steps(steps, later: bool = True) -> list[int]:
+    """Indices of the coding steps a blend applies to: phase (0,0)'s sub-phases 1-3 and, with later
+    (container v7 on), phases 1-3: every step with decoded neighbours."""
+    return [s for s, (phase, sub) in enumerate(steps) if (phase == 0 and sub > 0) or (later and phase > 0)]
 
 
 def step_context(step: tuple[int, int], x, known, mean_frac: int):
-    """neighbour_context of a sub-phase step (0, sub) of (B, C, 32, 32) blocks, on phase (0,0)'s grid."""
+    """neighbour_context of a coding step with decoded neighbours, of (B, C, 32, 32) blocks: a later
+    phase's in the block's grid, a sub-phase's of phase (0,0) on that phase's grid."""
     phase, sub = step
-    if phase != 0 or sub <= 0:
+    if phase > 0:
+        return neighbour_context(x, known, phase, mean_frac)
+    if sub <= 0:
         raise ValueError(f"coding step {step} has no blend")
     return neighbour_context(view(x, 4, 0), view(known, 4, 0), sub, mean_frac)
 
