@@ -255,7 +255,12 @@ def blended(mean: np.ndarray, scale: np.ndarray, pred: np.ndarray, cls: np.ndarr
     if blend is None or not blend.any():
         return mean, scale
     per = blend[np.arange(len(cls))[:, None, None], cls]  # (B, h, w, 2)
-    w, shift = per[..., 0], per[..., 1]
+    return _blend_each(mean, scale, pred, per[..., 0], per[..., 1], levels, mean_max)
+
+
+def _blend_each(mean, scale, pred, w, shift, levels: int, mean_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blend's arithmetic, elementwise for per-pixel weights and shifts: the one formula the coder
+    (blended) and the encoder's fit (_fit_blend, _corrected) share."""
     mixed = np.clip((w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, 0, mean_max)
     return mixed, np.clip(scale + shift, 0, levels - 1)
 
@@ -342,8 +347,8 @@ def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg) -> tuple[np.ndar
     if shifts is not None:
         level = np.clip(level + shifts[phase, c, level * BANDS // levels], 0, levels - 1)
     if blend is not None and "pred" in p:
-        mean, level = (t[0, 0] for t in blended(mean[None, None], level[None, None], p["pred"][None, None],
-                                                p["bcls"][None, None], blend[None], levels, 255 * mf))
+        per = blend[p["bcls"]]
+        mean, level = _blend_each(mean, level, p["pred"], per[:, 0], per[:, 1], levels, 255 * mf)
     return mean, level
 
 
@@ -360,9 +365,8 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
 
     cands_w = np.array(sorted(range(weights[0], weights[1] + 1), key=lambda v: (abs(v), v)), dtype=np.int64)
 
-    def costs(w, shift):  # per class, for per-pixel weight and shift arrays (as blended() computes them)
-        m = np.clip((w * pred + (BLEND_ONE - w) * mean) // BLEND_ONE, 0, 255 * mf)
-        lv = np.clip(level + shift, 0, levels - 1)
+    def costs(w, shift):  # per class, for per-pixel weight and shift arrays
+        m, lv = _blend_each(mean, level, pred, w, shift, levels, 255 * mf)
         bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table)
         return np.bincount(cls, weights=bits, minlength=BLEND_CLASSES)
 
