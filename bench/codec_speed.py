@@ -114,9 +114,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--models", nargs="+", default=[None], help="model files (default: the shipped default)")
     ap.add_argument("--coder-only", action="store_true", help="only the coder without the network")
+    ap.add_argument("--profile", action="store_true",
+                    help="only profile one warm batched compress of the crops (cProfile, cumulative)")
     ap.add_argument("--adapt-blocks", nargs="+", default=[str(adapt.SAMPLE_BLOCKS)],
                     help="adaptation settings to measure: 0 (none), 16s, 16o, 16n, 16 (bench/adapt_setting.py)")
     args = ap.parse_args()
+    if args.profile:
+        import cProfile
+        import pstats
+
+        torch.set_num_threads(args.threads)
+        images = crops(args.images, args.size)
+        bitswap_core.compress_batch(images, smallest=False)  # warm-up (JIT, tables)
+        prof = cProfile.Profile()
+        prof.runcall(bitswap_core.compress_batch, images, smallest=False)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats("bitsback.py|adapt.py|phases.py", 16)
+        return
     results = {"coder": coder_speed(), "coder_levels_20_50": coder_speed(levels=(20, 50)), "runs": []}
     for key, label in (("coder", "coder alone"), ("coder_levels_20_50", "coder alone, scale levels 20-50")):
         print(f"{label}:", json.dumps({k: round(v, 1) for k, v in results[key].items()}))

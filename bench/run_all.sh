@@ -21,4 +21,6 @@ $PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/blo
 $PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
 $PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt
 $PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
+$PY bench/adaptation_elbo.py "$VAL"/usc-4.1.0*.png --settings 16o 16n 2>&1 | grep -v Warning | tee $OUT/adaptation_elbo_usc41.txt
+$PY bench/bit_breakdown.py "$VAL"/waterloo-serrano.png 2>&1 | grep -v Warning | tee $OUT/bit_breakdown_serrano.txt
 $PY bench/mean_adaptation.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/mean_adaptation_crop256.txt
