@@ -2,7 +2,8 @@
 between network and coder, and the coder alone (Msymbols/s). Run: .venv/bin/python bench/codec_speed.py
 (--models A B ... measures several model files side by side in one run; --adapt-blocks 0 16s 16o 16n 16
 measures the codec with the model as is and with parts of the per-image adaptation (bench/adapt_setting.py,
-bitswap_core/coding/adapt.py).)
+bitswap_core/coding/adapt.py); --matmul int8 float measures the exact networks' int8 product, where this
+CPU's passes its probe, and the float path side by side (model/exact.py; same bytes).)
 
 Images: 256x256 crops of the sample photos, coded as one batch (the pipeline's hot path) and one by one.
 """
@@ -24,7 +25,8 @@ import bitswap_core
 from bitswap_core import container
 from bitswap_core.coding import adapt
 from bitswap_core.coding.rans import AnsCoder, Table
-from bitswap_core.registry import resolve
+from bitswap_core.model import exact
+from bitswap_core.registry import default_model_path, load_model, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,16 +66,46 @@ def coder_speed(n: int = 2_000_000, levels: tuple[int, int] | None = None) -> di
     return {"encode_msym_s": n / te / 1e6, "decode_msym_s": n / td / 1e6}
 
 
+_LOADED: dict = {}
+
+
+def with_matmul(model, matmul: str):
+    """The model (a path or None) whose exact networks use the int8 product where they can ("int8", the
+    codec's default) or never ("float", as before it existed)."""
+    key = (str(model), matmul)
+    if key not in _LOADED:
+        if matmul == "int8":
+            _LOADED[key] = resolve(model)
+        else:
+            os.environ[exact.INT8_ENV] = "0"
+            try:
+                m = load_model(model or default_model_path())
+                _ = m.exact  # built now, under the setting
+            finally:
+                os.environ.pop(exact.INT8_ENV)
+            _LOADED[key] = m
+    return _LOADED[key]
+
+
+def int8_convs(m) -> int:
+    """How many of the model's convolutions run as int8 products."""
+    e = m.exact
+    nets = e.q + e.p + [e.px]
+    convs = [c for n in nets for c in [n.conv_in, n.out.conv] + [x for b in n.blocks for x in b]]
+    convs += [c for pair in e.phase_heads for c in (pair[0], pair[1].conv)]
+    return sum(c.w8 is not None for c in convs)
+
+
 def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None,
-                setting: str = str(adapt.SAMPLE_BLOCKS)) -> dict:
+                setting: str = str(adapt.SAMPLE_BLOCKS), matmul: str = "int8") -> dict:
     with parts_of(setting):
-        return _codec_speed(images, codec, batch, threads, model, setting)
+        return _codec_speed(images, codec, batch, threads, model, setting, matmul)
 
 
-def _codec_speed(images, codec, batch, threads, model, setting) -> dict:
+def _codec_speed(images, codec, batch, threads, model, setting, matmul) -> dict:
     adapt_blocks = parse(setting)[0]
     torch.set_num_threads(threads)
-    m = resolve(model)
+    m = with_matmul(model, matmul)
     bc = m.block_coder(codec)
     raw = sum(im.width * im.height * 3 for im in images)
     bitswap_core.compress(images[0].crop((0, 0, 32, 32)), m, codec=codec, smallest=False)  # warm-up
@@ -96,7 +128,8 @@ def _codec_speed(images, codec, batch, threads, model, setting) -> dict:
     assert all(container.unpack(d).codec == codec for d in datas)
     bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
     return {
-        "model": m.id[:8], "codec": codec, "batch": batch, "adapt": setting, "threads": threads,
+        "model": m.id[:8], "codec": codec, "batch": batch, "adapt": setting, "matmul": matmul,
+        "int8_convs": int8_convs(m), "threads": threads,
         "images": len(images),
         "raw_kb": raw / 1000,
         "bpd": bits / raw,
@@ -118,6 +151,8 @@ def main() -> None:
                     help="only profile one warm batched compress of the crops (cProfile, cumulative)")
     ap.add_argument("--adapt-blocks", nargs="+", default=[str(adapt.SAMPLE_BLOCKS)],
                     help="adaptation settings to measure: 0 (none), 16s, 16o, 16n, 16 (bench/adapt_setting.py)")
+    ap.add_argument("--matmul", nargs="+", default=["int8"], choices=["int8", "float"],
+                    help="the exact networks' products: int8 where the CPU passes the probe (default), float")
     args = ap.parse_args()
     if args.profile:
         import cProfile
@@ -139,9 +174,10 @@ def main() -> None:
     for model in args.models:
         for codec, batch in (("bitswap", True), ("bitswap", False), ("bbans", True), ("bbans", False)):
             for blocks in args.adapt_blocks if codec == "bitswap" else args.adapt_blocks[-1:]:
-                r = codec_speed(images, codec, batch, args.threads, model, blocks)
-                results["runs"].append(r)
-                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+                for matmul in args.matmul:
+                    r = codec_speed(images, codec, batch, args.threads, model, blocks, matmul)
+                    results["runs"].append(r)
+                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

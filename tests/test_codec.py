@@ -204,6 +204,24 @@ def test_default_model_round_trip_on_a_sample():
     assert len(data) < 128 * 128 * 3  # smaller than raw pixels, first-block overhead included
 
 
+def test_payloads_are_the_same_with_and_without_the_int8_product(monkeypatch):
+    """The int8 product (exact.py) is only a faster way to the same integers: the default model writes the
+    same bytes with it and with the float path, and each decodes the other's payloads."""
+    from bitswap_core import registry
+    from bitswap_core.model import exact
+
+    imgs = [photo_crop("usc-4.2.07.png", box=(7, 3, 103, 70)), noise_image(20, 36, 3)]
+    fast = registry.load_model(registry.default_model_path())
+    monkeypatch.setenv(exact.INT8_ENV, "0")
+    plain = registry.load_model(registry.default_model_path())
+    assert plain.exact.px.blocks[0][0].w8 is None
+    monkeypatch.delenv(exact.INT8_ENV)
+    datas = bitswap_core.compress_batch(imgs, fast, smallest=False)
+    assert datas == bitswap_core.compress_batch(imgs, plain, smallest=False)
+    assert all(same(bitswap_core.decompress(d, plain), im) for d, im in zip(datas, imgs))
+    assert all(same(bitswap_core.decompress(d, fast), im) for d, im in zip(datas, imgs))
+
+
 @pytest.mark.parametrize("model_id", ["b369ef88", "f7567cc2", "19e3b86f", "96e1b9a5", "653383b7"])
 def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     """A stored payload of each shipped default model (tests/data: the first default's in container v1,

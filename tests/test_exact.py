@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bitswap_core.model import exact
 from bitswap_core.model.exact import _Conv
 
 
@@ -26,3 +27,48 @@ def test_im2col_and_tapwise_give_the_same_integers(cin, max_in):
     else:
         assert torch.equal(conv._acc_im2col(a), taps)
         assert torch.equal(conv.acc(a[:1]), taps[:1])
+
+
+@pytest.mark.parametrize("cin,lo,hi", [(64, -16, 127), (12, -128, 127), (27, -128, 127)])
+def test_int8_product_gives_the_float_paths_integers(cin, lo, hi):
+    """Convolutions whose inputs fit int8 (activations, pixels - 128) may run as one int8 product: the
+    same integers as the float paths, for any batch, including every product at its extreme."""
+    rng = np.random.default_rng(cin)
+    w = rng.integers(-127, 128, (16, cin, 3, 3)).astype(np.int8)
+    w[:, :, 1, 1] = 127
+    conv = _Conv(w, None, None, max(-lo, hi), "cpu", int8_input=True)
+    if conv.w8 is None:
+        pytest.skip("this CPU's int8 product did not pass the probe: the float path is used")
+    a = torch.from_numpy(rng.integers(lo, hi + 1, (5, 16, 16, cin)).astype(np.float32))
+    a[0], a[1] = hi, lo
+    int8 = conv.acc(a)
+    assert int8.dtype == torch.float32
+    assert torch.equal(int8, conv._acc_taps(a))
+    assert torch.equal(conv.acc(a[2:3]), int8[2:3])
+
+
+def test_int8_product_is_off_when_disabled_or_for_wide_inputs(monkeypatch):
+    w = np.ones((4, 8, 3, 3), np.int8)
+    assert _Conv(w, None, None, 511, "cpu").w8 is None  # latent inputs (2 * bin - bins + 1) do not fit int8
+    monkeypatch.setenv(exact.INT8_ENV, "0")
+    assert not exact._int8_product_is_exact(72, 4)
+    assert _Conv(w, None, None, 127, "cpu", int8_input=True).w8 is None
+
+
+def test_a_wrong_int8_product_is_caught_by_the_probe(monkeypatch):
+    """A kernel that saturates pairs of products in int16 (as int8 GEMMs without dot-product instructions
+    may) must never be used: the probe sees it and the float path stays."""
+    def saturating(a, b):  # s8 -> u8 (+128), u8 x s8 pairs added in int16 with saturation, compensated
+        b64 = b.to(torch.int64)
+        prod = (a.to(torch.int64) + 128)[:, :, None] * b64[None]
+        k = prod.shape[1] // 2 * 2
+        pairs = prod[:, :k:2] + prod[:, 1:k:2]
+        out = pairs.clamp(-(2**15), 2**15 - 1).sum(1) + prod[:, k:].sum(1) - 128 * b64.sum(0)
+        return out.to(torch.int32)
+
+    a, w = torch.randint(-16, 100, (8, 72), dtype=torch.int8), torch.randint(-60, 60, (72, 4), dtype=torch.int8)
+    assert torch.equal(saturating(a, w), a.to(torch.int64) @ w.to(torch.int64))  # exact on small values
+
+    monkeypatch.setattr(torch, "_int_mm", saturating)
+    assert not exact._int8_product_is_exact(72, 4)
+    assert _Conv(np.full((4, 8, 3, 3), 127, np.int8), None, None, 127, "cpu", int8_input=True).w8 is None
