@@ -92,7 +92,7 @@ def int8_convs(m) -> int:
     e = m.exact
     nets = e.q + e.p + [e.px]
     convs = [c for n in nets for c in [n.conv_in, n.out.conv] + [x for b in n.blocks for x in b]]
-    convs += [c for pair in e.phase_heads for c in (pair[0], pair[1].conv)]
+    convs += [c for ctx, blocks, head in e.phase_heads for c in [ctx, head.conv] + [x for b in blocks for x in b]]
     return sum(c.w8 is not None for c in convs)
 
 

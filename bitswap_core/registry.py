@@ -96,6 +96,8 @@ def _check_tensors(path, cfg: ModelConfig, t: dict[str, np.ndarray]) -> None:
     need = ["act_lut", "table_z", "table_x", "px.conv_in.w", "px.conv_out.w"]
     need += [f"q{i}.conv_in.w" for i in range(cfg.nz)] + [f"p{i}.conv_in.w" for i in range(cfg.nz - 1)]
     need += [f"px.phase{k}.{c}.w" for k in range(1, cfg.pixel_phases) for c in ("ctx_in", "conv_out")]
+    need += [f"px.phase{k}.blocks.{j}.conv{c}.w" for k in range(1, cfg.pixel_phases)
+             for j in range(cfg.phase_blocks) for c in (1, 2)]
     missing = [k for k in need if k not in t]
     if missing:
         raise UnsupportedFormatError(f"{path}: model file lacks tensors {missing}")

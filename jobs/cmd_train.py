@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier for the neighbour predictor's weights (predictor configs), "
                         "e.g. 20 when they start at zero on a trained model continued at a small lr")
+    p.add_argument("--train-only", nargs="+", default=(), metavar="PREFIX",
+                   help="train only parameters whose names start with a prefix (e.g. phase_heads: a part added "
+                        "to a model file, the rest frozen as shipped)")
+    p.add_argument("--block-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier for the phase heads' residual blocks (new, starting at zero)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
     p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
@@ -60,7 +65,8 @@ def _train(args) -> int:
     workdir = args.workdir or args.out.with_suffix(".run")
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
                      free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale,
-                     sensor_noise=args.sensor_noise)
+                     sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
+                     block_lr_scale=args.block_lr_scale)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

@@ -108,6 +108,10 @@ class TrainConfig:
     # training photos are downscaled JPEGs whose colour residuals are almost perfectly correlated, unlike
     # scans and sensor data; without noisy examples the colour residual learns h = 1 everywhere.
     sensor_noise: float = 0.0
+    # Parameter-name prefixes to train (empty: all). A new part added to a trained model (phase_heads) can be
+    # trained alone: the rest's outputs stay exactly as shipped and a step costs little more than a forward.
+    trainable: tuple[str, ...] = ()
+    block_lr_scale: float = 1.0  # learning-rate multiplier for the phase heads' residual blocks (new parts)
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -252,7 +256,11 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     model = BitSwapModel(cfg).to(device)
     ema = BitSwapModel(cfg).to(device)
     ema.load_state_dict(model.state_dict())
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not tc.trainable or name.startswith(tuple(tc.trainable)))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"no parameter name starts with {list(tc.trainable)}")
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
     val = val.to(device)
     if resume and ckpt.exists():
         model.load_state_dict(ck["model"])
@@ -273,7 +281,10 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     for p in ema.parameters():
         p.requires_grad_(False)
     per_rank = max(1, tc.batch // world)
-    boosted = gate_rows(model) if tc.gate_lr_scale != 1.0 else []
+    boosted = [(p, rows, tc.gate_lr_scale) for p, rows in gate_rows(model)] if tc.gate_lr_scale != 1.0 else []
+    if tc.block_lr_scale != 1.0:
+        boosted += [(p, slice(None), tc.block_lr_scale) for head in model.phase_heads for p in head.blocks.parameters()]
+    boosted = [(p, rows, k) for p, rows, k in boosted if p.requires_grad]
     t0, last_ckpt = time.time(), time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)
     while step < tc.steps:
@@ -292,11 +303,11 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()  # DDP averages the gradients across ranks here
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-        before = [p.detach()[rows].clone() for p, rows in boosted]
+        before = [p.detach()[rows].clone() for p, rows, _ in boosted]
         opt.step()
         with torch.no_grad():  # Adam's step size ignores gradient scale, so scale the step itself
-            for (p, rows), b in zip(boosted, before):
-                p[rows] = b + tc.gate_lr_scale * (p[rows] - b)
+            for (p, rows, k), b in zip(boosted, before):
+                p[rows] = b + k * (p[rows] - b)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - tc.ema)

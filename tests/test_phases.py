@@ -18,7 +18,7 @@ from bitswap_core.model import phases
 from bitswap_core.model.config import PRESETS, ModelConfig
 
 
-@pytest.fixture(scope="module", params=["tiny-phases", "tiny-predictor", "tiny-residual"])
+@pytest.fixture(scope="module", params=["tiny-phases", "tiny-predictor", "tiny-residual", "tiny-deep"])
 def phase_model_path(tmp_path_factory, request):
     from bitswap_core.model.export import export_tensors
     from bitswap_core.model.float_model import BitSwapModel
@@ -29,6 +29,8 @@ def phase_model_path(tmp_path_factory, request):
     with torch.no_grad():  # make the pixel context matter a lot, so that a wrong context cannot decode
         for head in model.phase_heads:
             head.ctx_in.g.mul_(20.0)
+            for blk in head.blocks:  # and the phase blocks far from their neutral start
+                blk.conv2.g.fill_(float(blk.conv1.g.mean()))
             n = model.predictor_channels()
             if n:  # and the neighbour predictor's (and colour residual's) weights far from zero
                 head.conv_out.g[-n:].fill_(head.conv_out.g[:-n].mean() * 3.0)
@@ -242,7 +244,8 @@ def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range():
         phases.step_context((0, 0), x, known, 8)
 
 
-@pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual")])
+@pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual"),
+                                           ("tiny-residual", "tiny-deep")])
 def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path, before, after):
     """Warm-starting a predictor (colour residual) model from a model file without one gives the same
     -ELBO: the new weights start at zero, so a shipped model can be extended and trained on."""

@@ -84,7 +84,7 @@ def test_cli_extends_a_one_phase_run_to_four_phases(tmp_path):
     assert bitswap_core.decompress(bitswap_core.compress(img, model, smallest=False), model).tobytes() == img.tobytes()
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-predictor"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-predictor", "tiny-deep"])
 def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path, preset):
     """Checkpoints are not shipped: a run warm-starts from a model file. The imported float model
     re-exports to the same integer weights, and to thresholds at most one accumulator step away."""
@@ -102,6 +102,8 @@ def test_a_model_file_turns_back_into_float_weights_that_export_to_it(tmp_path, 
         with torch.no_grad():
             for head in src.phase_heads:
                 head.conv_out.g[-3:].fill_(0.5)
+                for blk in head.blocks:  # and the phase blocks away from zero
+                    blk.conv2.g.fill_(float(blk.conv1.g.mean()))
         save_model(path, src.cfg, export_tensors(src))
     exact = load_model(path)
     model = BitSwapModel(exact.cfg)  # fresh random weights, then the file's
@@ -180,3 +182,26 @@ def test_sensor_noise_perturbs_a_share_of_crops_and_leaves_the_rest_exact():
     d = (b - a)[changed]
     assert 0 <= b.min() and b.max() <= 255
     assert not torch.equal(d[:, 0], d[:, 1])  # independent per channel, not a shared luminance shift
+
+
+def test_train_only_moves_just_the_named_parameters_and_boosts_the_phase_blocks(tmp_path):
+    """--train-only phase_heads trains a part added to a model with the rest frozen as it is, and
+    --block-lr-scale multiplies the Adam steps of the phase heads' residual blocks alone."""
+    def run(name: str, **kw) -> dict:
+        tc = TrainConfig(**{**TC, "steps": 1, "warmup": 1, **kw})
+        return load_checkpoint(train(str(SAMPLES), tmp_path / name, "tiny-deep", tc, max_side=160,
+                                     log=lambda *_: None))["model"]
+
+    init = run("init", steps=0)
+    only = run("only", trainable=("phase_heads",))
+    boosted = run("boosted", trainable=("phase_heads",), block_lr_scale=10.0)
+    assert any(not torch.equal(only[k], init[k]) for k in init if k.startswith("phase_heads."))
+    for name, t0 in init.items():
+        if not name.startswith("phase_heads."):
+            assert torch.equal(only[name], t0), name
+        elif ".blocks." in name:
+            assert torch.allclose(boosted[name] - t0, 10 * (only[name] - t0), rtol=1e-3, atol=1e-7), name
+        else:
+            assert torch.equal(boosted[name], only[name]), name
+    with pytest.raises(ValueError, match="no parameter"):
+        run("none", trainable=("nothing.",))

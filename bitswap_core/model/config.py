@@ -29,6 +29,11 @@ class ModelConfig:
     # mean_G), h in [-1, 1] per pixel): once the predictor interpolates, the colour term on raw values
     # (channel_conditional) no longer carries over, while neighbours' colour differences do.
     colour_residual: bool = False
+    # With 4 phases: residual blocks (two 3x3 convs each) in every later phase's head after its pixel context
+    # joins the trunk's stream: the context otherwise reaches the outputs through one nonlinearity and a 5x5
+    # window of the squeezed grid; each block adds depth and widens the window by 4. Their second convs start
+    # at zero, so a model without them warm-starts one with them unchanged.
+    phase_blocks: int = 0
     # Coding grid (ships with the model; changing it changes the model id).
     z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
     z_range: float = 8.0
@@ -95,11 +100,13 @@ class ModelConfig:
             raise ValueError("phase_predictor needs pixel_phases = 4")
         if self.colour_residual and not (self.phase_predictor and self.channels == 3):
             raise ValueError("colour_residual needs phase_predictor and 3 channels")
+        if self.phase_blocks and (self.pixel_phases != 4 or not 0 <= self.phase_blocks <= 8):
+            raise ValueError("phase_blocks needs pixel_phases = 4 and is at most 8")
         if self.block != 32:
             raise ValueError("block must be 32")
 
 
-_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False, "colour_residual": False}
+_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False, "colour_residual": False, "phase_blocks": 0}
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
@@ -108,6 +115,8 @@ PRESETS: dict[str, ModelConfig] = {
                                   phase_predictor=True),  # tests only
     "tiny-residual": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4,
                                  phase_predictor=True, colour_residual=True),  # tests only
+    "tiny-deep": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4, phase_predictor=True,
+                             colour_residual=True, phase_blocks=1),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
     "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
     # the third default: 4 pixel phases plus the neighbour predictor
@@ -115,6 +124,9 @@ PRESETS: dict[str, ModelConfig] = {
     # the fourth and fifth (current) defaults: the third plus the colour residual (docs/MODEL_CARD.md)
     "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                            colour_residual=True),
+    # the default plus one residual block in each later phase's head (experiment P, docs/MODEL_CARD.md)
+    "deep-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                               colour_residual=True, phase_blocks=1),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

@@ -229,8 +229,11 @@ class _Net:
 
     def trunk(self, a: torch.Tensor) -> torch.Tensor:
         """a: (B, H, W, C) float32 integers -> the integer residual stream after the last block."""
-        t = self.conv_in.stream(a)
-        for c1, c2 in self.blocks:
+        return self.blocks_on(self.conv_in.stream(a), self.blocks)
+
+    def blocks_on(self, t: torch.Tensor, blocks) -> torch.Tensor:
+        """The residual stream t after residual blocks [(conv1, conv2), ...] (the trunk's or a phase head's)."""
+        for c1, c2 in blocks:
             h = c1.stream(self.act(t))
             t = torch.clamp(t + c2.stream(self.act(h)), -STREAM_MAX, STREAM_MAX)
         return t
@@ -263,8 +266,11 @@ class ExactModel:
         phase_px = {**px, "gate": levels["gate"]} if cfg.phase_predictor else px
         if cfg.colour_residual:
             phase_px = {**phase_px, "rcoef": levels["rcoef"]}
+        act = max(abs(ACT_MIN), ACT_MAX)
         self.phase_heads = [
             (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device, int8_input=True),  # (x - 128) * known
+             [[_stream_conv(f"px.phase{k}.blocks.{j}.{c}", tensors, act, self.device, int8_input=True)
+               for c in ("conv1", "conv2")] for j in range(cfg.phase_blocks)],
              _Output(f"px.phase{k}.conv_out", tensors, phase_px, self.device))
             for k in range(1, cfg.pixel_phases)
         ]
@@ -325,11 +331,11 @@ class ExactModel:
                 rows = phases.squeezed(cfg.channels, 0)
                 out = {k: v[:, rows] for k, v in out.items()}
         else:
-            ctx_conv, head = self.phase_heads[phase - 1]
+            ctx_conv, blocks, head = self.phase_heads[phase - 1]
             xs = (x.to(self.device, torch.int64) - 128) * known.to(self.device)
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
-            out = head(self.px.act(s))
+            out = head(self.px.act(self.px.blocks_on(s, blocks)))
         res = {"mean": out["x_mean"], "scale": out["x_scale"]}
         if "coef" in out:
             res["coef"] = out["coef"] - (COEF_LEVELS // 2)

@@ -83,6 +83,9 @@ def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     tensors.update(_net_tensors("px", model.px_net, px, heads))
     for k, head in enumerate(model.phase_heads, start=1):
         _stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
+        for j, blk in enumerate(head.blocks):
+            _stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv1", blk.conv1)
+            _stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv2", blk.conv2)
         _output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
     tensors["act_lut"] = act_lut().astype(np.int8)
     tensors["table_z"] = z_table(cfg)
@@ -181,4 +184,7 @@ def import_tensors(model: BitSwapModel, tensors: dict[str, np.ndarray]) -> None:
     _load_net(tensors, "px", model.px_net, px, heads)
     for k, head in enumerate(model.phase_heads, start=1):
         _load_stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
+        for j, blk in enumerate(head.blocks):
+            _load_stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv1", blk.conv1)
+            _load_stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv2", blk.conv2)
         _load_output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)

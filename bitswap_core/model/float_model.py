@@ -104,15 +104,29 @@ class Net(nn.Module):
 
 class PhaseHead(nn.Module):
     """p(x | z1, earlier phases) for one later phase: the pixel context enters the p(x|z1) trunk's stream
-    through a 3x3 conv, then ELU and an output conv give the phase's mean / scale / colour parameters."""
+    through a 3x3 conv, then cfg.phase_blocks residual blocks, ELU and an output conv give the phase's
+    mean / scale / colour parameters."""
 
     def __init__(self, ctx_channels: int, out_channels: int, cfg: ModelConfig):
         super().__init__()
         self.ctx_in = QConv(ctx_channels, cfg.width, 3, X_IN_SCALE, init_scale=0.1)
+        self.blocks = nn.ModuleList([ResBlock(cfg.width, 3) for _ in range(cfg.phase_blocks)])
         self.conv_out = QConv(cfg.width, out_channels, 3, S_ACT, init_scale=0.1)
+        self.init_blocks()
+
+    @torch.no_grad()
+    def init_blocks(self) -> None:
+        """Each block's second conv starts near zero weight, so its requantized output is exactly 0 and the
+        head computes what it did without the blocks (warm starts from models without them are neutral)."""
+        for blk in self.blocks:
+            blk.conv2.g.fill_(1e-6)
+            blk.conv2.bias.zero_()
 
     def forward(self, t: torch.Tensor, ctx_int: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(fq_act(fq_stream_add(t, fq_stream(self.ctx_in(ctx_int)))))
+        s = fq_stream_add(t, fq_stream(self.ctx_in(ctx_int)))
+        for blk in self.blocks:
+            s = blk(s)
+        return self.conv_out(fq_act(s))
 
 
 def fq_div64(d: torch.Tensor) -> torch.Tensor:
