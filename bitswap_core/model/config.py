@@ -124,9 +124,12 @@ PRESETS: dict[str, ModelConfig] = {
     # the fourth and fifth (current) defaults: the third plus the colour residual (docs/MODEL_CARD.md)
     "default": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                            colour_residual=True),
-    # the default plus one residual block in each later phase's head (experiment P, docs/MODEL_CARD.md)
+    # the default plus one or two residual blocks in each later phase's head (experiments P1, P2,
+    # docs/MODEL_CARD.md)
     "deep-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                colour_residual=True, phase_blocks=1),
+    "deeper-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                                 colour_residual=True, phase_blocks=2),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

@@ -106,9 +106,10 @@ class _Conv:
         self.m = None if m is None else torch.from_numpy((m.astype(np.float64) * _SCALE).astype(np.float32)).to(device)
 
     def acc(self, a: torch.Tensor) -> torch.Tensor:
-        """Accumulators (B, H, W, Cout) as float32 integers (exact below 2**24)."""
+        """Accumulators (B, H, W, Cout) as float32 integers (exact below 2**24); a: float32 or int8 integers."""
         if self.w8 is not None:
             return self._acc_int8(a)
+        a = a.to(torch.float32)  # no copy when it already is
         if self.w_cols is not None and a.shape[0] * a.shape[1] * a.shape[2] <= IM2COL_MAX_ROWS:
             return self._acc_im2col(a)
         return self._acc_taps(a)
@@ -134,7 +135,7 @@ class _Conv:
         else:
             ap = F.pad(a8, (0, 0, p, p, p, p))
             cols = torch.cat([ap[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], dim=3)
-        return torch._int_mm(cols.reshape(-1, k * k * c), self.w8).to(a.dtype).view(bsz, h, w, self.cout)
+        return torch._int_mm(cols.reshape(-1, k * k * c), self.w8).to(torch.float32).view(bsz, h, w, self.cout)
 
     def _acc_taps(self, a: torch.Tensor) -> torch.Tensor:
         bsz, h, w, c = a.shape
@@ -213,7 +214,7 @@ def _stream_conv(name: str, t: dict[str, np.ndarray], max_abs_in: int, device, i
 
 class _Net:
     def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: dict[str, int], device, lut):
-        self.lut = lut
+        self.lut = lut  # float32, or int8 when the convolutions it feeds take int8 (no conversion in between)
         # the pixel network's input is x - 128 (int8); a latent network's is 2 * bin - bins + 1 (wider)
         self.conv_in = _stream_conv(f"{prefix}.conv_in", t, max_abs_in, device, int8_input=max_abs_in <= 128)
         self.blocks = []
@@ -223,6 +224,8 @@ class _Net:
                                              int8_input=True) for c in ("conv1", "conv2")])
             j += 1
         self.out = _Output(f"{prefix}.conv_out", t, heads, device)
+        if all(c.w8 is not None for b in self.blocks for c in b) and self.out.conv.w8 is not None:
+            self.lut = lut.to(torch.int8)
 
     def act(self, t: torch.Tensor) -> torch.Tensor:
         return self.lut[(t + STREAM_MAX).to(torch.int64)]
