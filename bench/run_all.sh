@@ -8,8 +8,8 @@ OUT=docs/bench
 mkdir -p "$OUT"
 PY=.venv/bin/python
 $PY bench/codec_speed.py --images 8 --threads 2 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
-$PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16s 16o 16n 16b 16 --json $OUT/codec_speed_1thread.json 2>&1 | grep -v Warning \
-  | tee $OUT/codec_speed_1thread.txt
+$PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16 --matmul int8 float --json $OUT/codec_speed_1thread.json 2>&1 \
+  | grep -v Warning | tee $OUT/codec_speed_1thread.txt
 $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
 $PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $OUT/pipeline_overhead.txt
@@ -24,3 +24,5 @@ $PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16 2>&1 | grep -v Warn
 $PY bench/adaptation_elbo.py "$VAL"/usc-4.1.0*.png --settings 16o 16n 2>&1 | grep -v Warning | tee $OUT/adaptation_elbo_usc41.txt
 $PY bench/bit_breakdown.py "$VAL"/waterloo-serrano.png 2>&1 | grep -v Warning | tee $OUT/bit_breakdown_serrano.txt
 $PY bench/mean_adaptation.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/mean_adaptation_crop256.txt
+$PY bench/distribution_headroom.py "$VAL"/waterloo-tulips.png "$VAL"/usc-4.1.04.png "$VAL"/usc-4.2.07.png "$VAL"/usc-4.1.07.png \
+  --model bitswap_core/zoo/default-v5-653383b7.safetensors 2>&1 | grep -v Warning | tee $OUT/distribution_headroom.txt
