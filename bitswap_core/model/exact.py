@@ -13,6 +13,7 @@ index the CDF tables.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -38,28 +39,37 @@ INT8_ENV = "BITSWAP_INT8_MATMUL"  # "0": never use the int8 product (benchmarks 
 
 
 def _int8_product_is_exact(k: int, n: int) -> bool:
-    """Whether torch._int_mm gives the exact int32 products for (m, k) x (k, n) int8 operands here.
+    """Whether to use torch._int_mm for (m, k) x (k, n) int8 operands here: not when switched off
+    (INT8_ENV), not when an int32 accumulator could overflow, otherwise what the probe says."""
+    if os.environ.get(INT8_ENV, "1") == "0" or not hasattr(torch, "_int_mm") or k * 128 * 127 >= 2**31:
+        return False
+    return _probe_int8_product(k, n)
+
+
+@functools.cache
+def _probe_int8_product(k: int, n: int) -> bool:
+    """Whether torch._int_mm gives the exact int32 products for (m, k) x (k, n) int8 operands here
+    (probed once per shape and process).
 
     Integer products are exact by definition, but some int8 GEMM kernels are not: on CPUs without int8
     dot-product instructions, kernels that add pairs of u8 x s8 products in int16 saturate (oneDNN's
     "nuances of int8 computations"), and a wrong accumulator would make a payload undecodable. So each
-    (k, n) is probed with the operands that would expose that (every product at its extreme, both signs,
-    adjacent pairs of equal sign) and with random ones, at several row counts, against float64 products
+    (k, n) is probed, at the row counts coding uses (a block is 256 rows), with the operands that would
+    expose that: rows of a all 127, all -128, alternating, random, against columns of w all 127, all -127,
+    alternating, random, so every combination of extremes and signs meets, compared with float64 products
     (exact at these magnitudes); any difference, or any error, keeps the float path."""
-    if os.environ.get(INT8_ENV, "1") == "0" or not hasattr(torch, "_int_mm"):
-        return False
     rng = np.random.default_rng(k * 1000 + n)
+    alt = np.resize([1, -1], k)
     try:
-        for m in (1, 17, 256, 4097):
-            probes = [(np.full((m, k), 127), np.full((k, n), 127)), (np.full((m, k), -128), np.full((k, n), -127)),
-                      (np.full((m, k), -128), np.full((k, n), 127)),
-                      (np.tile([127, -128], (m, k // 2 + 1))[:, :k], np.tile([[127], [-127]], (k // 2 + 1, n))[:k]),
-                      (rng.integers(-128, 128, (m, k)), rng.integers(-127, 128, (k, n)))]
-            for a, w in probes:
-                a8, w8 = torch.from_numpy(a.astype(np.int8)), torch.from_numpy(w.astype(np.int8))
-                got = torch._int_mm(a8, w8)
-                if got.dtype != torch.int32 or not torch.equal(got.double(), a8.double() @ w8.double()):
-                    return False
+        for m in (256, 4096):
+            rows = [np.full(k, 127), np.full(k, -128), np.where(alt > 0, 127, -128)]
+            a = np.stack([rows[i % 4] if i % 4 < 3 else rng.integers(-128, 128, k) for i in range(m)])
+            cols = [np.full(k, 127), np.full(k, -127), 127 * alt]
+            w = np.stack([cols[j % 4] if j % 4 < 3 else rng.integers(-127, 128, k) for j in range(n)], 1)
+            a8, w8 = torch.from_numpy(a.astype(np.int8)), torch.from_numpy(w.astype(np.int8))
+            got = torch._int_mm(a8, w8)
+            if got.dtype != torch.int32 or not torch.equal(got.double(), a8.double() @ w8.double()):
+                return False
     except (RuntimeError, NotImplementedError):
         return False
     return True
