@@ -124,28 +124,25 @@ class _Conv:
             return self._acc_im2col(a)
         return self._acc_taps(a)
 
-    def _acc_im2col(self, a: torch.Tensor) -> torch.Tensor:
-        """Few blocks (decoding one image): one matmul over all taps beats k*k small ones. The whole
-        reduction fits the exact-integer bound, so the result is the same integers as the tap-wise sum."""
+    def _cols(self, a: torch.Tensor) -> torch.Tensor:
+        """im2col of (B, H, W, C) channels-last input: (B*H*W, k*k*C), tap-major like w_cols and w8."""
         bsz, h, w, c = a.shape
         k, p = self.k, self.k // 2
         ap = F.pad(a, (0, 0, p, p, p, p))
         cols = torch.cat([ap[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], dim=3)
-        return (cols.reshape(-1, k * k * c) @ self.w_cols).view(bsz, h, w, self.cout)
+        return cols.reshape(-1, k * k * c)
+
+    def _acc_im2col(self, a: torch.Tensor) -> torch.Tensor:
+        """Few blocks (decoding one image): one matmul over all taps beats k*k small ones. The whole
+        reduction fits the exact-integer bound, so the result is the same integers as the tap-wise sum."""
+        return (self._cols(a) @ self.w_cols).view(*a.shape[:3], self.cout)
 
     def _acc_int8(self, a: torch.Tensor) -> torch.Tensor:
         """One int8 im2col product (any batch: the columns are a byte each); the int32 accumulators are the
         same integers as the float paths' (|acc| <= k*k*cin * 128 * 127 < 2**24 for every conv of a model
         whose float path runs one reduction, and converted with the same rounding otherwise)."""
-        bsz, h, w, c = a.shape
-        k, p = self.k, self.k // 2
-        a8 = a.to(torch.int8)
-        if k == 1:
-            cols = a8.reshape(-1, c)
-        else:
-            ap = F.pad(a8, (0, 0, p, p, p, p))
-            cols = torch.cat([ap[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], dim=3)
-        return torch._int_mm(cols.reshape(-1, k * k * c), self.w8).to(torch.float32).view(bsz, h, w, self.cout)
+        acc = torch._int_mm(self._cols(a.to(torch.int8)), self.w8)
+        return acc.to(torch.float32).view(*a.shape[:3], self.cout)
 
     def _acc_taps(self, a: torch.Tensor) -> torch.Tensor:
         bsz, h, w, c = a.shape
@@ -222,17 +219,23 @@ def _stream_conv(name: str, t: dict[str, np.ndarray], max_abs_in: int, device, i
     return _Conv(t[f"{name}.w"], t[f"{name}.b"], t[f"{name}.m"], max_abs_in, device, int8_input)
 
 
+def _res_blocks(prefix: str, t: dict[str, np.ndarray], device) -> list[list[_Conv]]:
+    """[conv1, conv2] of each residual block {prefix}.blocks.{j} in the file (a network's trunk or a phase
+    head); their inputs are activations, so they take int8."""
+    blocks, j = [], 0
+    while f"{prefix}.blocks.{j}.conv1.w" in t:
+        blocks.append([_stream_conv(f"{prefix}.blocks.{j}.{c}", t, max(abs(ACT_MIN), ACT_MAX), device,
+                                    int8_input=True) for c in ("conv1", "conv2")])
+        j += 1
+    return blocks
+
+
 class _Net:
     def __init__(self, prefix: str, t: dict[str, np.ndarray], max_abs_in: int, heads: dict[str, int], device, lut):
         self.lut = lut  # float32, or int8 when the convolutions it feeds take int8 (no conversion in between)
         # the pixel network's input is x - 128 (int8); a latent network's is 2 * bin - bins + 1 (wider)
         self.conv_in = _stream_conv(f"{prefix}.conv_in", t, max_abs_in, device, int8_input=max_abs_in <= 128)
-        self.blocks = []
-        j = 0
-        while f"{prefix}.blocks.{j}.conv1.w" in t:
-            self.blocks.append([_stream_conv(f"{prefix}.blocks.{j}.{c}", t, max(abs(ACT_MIN), ACT_MAX), device,
-                                             int8_input=True) for c in ("conv1", "conv2")])
-            j += 1
+        self.blocks = _res_blocks(prefix, t, device)
         self.out = _Output(f"{prefix}.conv_out", t, heads, device)
         if all(c.w8 is not None for b in self.blocks for c in b) and self.out.conv.w8 is not None:
             self.lut = lut.to(torch.int8)
@@ -279,11 +282,9 @@ class ExactModel:
         phase_px = {**px, "gate": levels["gate"]} if cfg.phase_predictor else px
         if cfg.colour_residual:
             phase_px = {**phase_px, "rcoef": levels["rcoef"]}
-        act = max(abs(ACT_MIN), ACT_MAX)
         self.phase_heads = [
             (_stream_conv(f"px.phase{k}.ctx_in", tensors, 128, self.device, int8_input=True),  # (x - 128) * known
-             [[_stream_conv(f"px.phase{k}.blocks.{j}.{c}", tensors, act, self.device, int8_input=True)
-               for c in ("conv1", "conv2")] for j in range(cfg.phase_blocks)],
+             _res_blocks(f"px.phase{k}", tensors, self.device),
              _Output(f"px.phase{k}.conv_out", tensors, phase_px, self.device))
             for k in range(1, cfg.pixel_phases)
         ]

@@ -49,12 +49,17 @@ def _output_conv(out: dict[str, np.ndarray], name: str, conv: QConv, head_groups
     assert c0 == conv.v.shape[0]
 
 
+def _blocks_tensors(out: dict[str, np.ndarray], prefix: str, blocks) -> None:
+    """The residual blocks of a network's trunk or a phase head, as {prefix}.blocks.{j}.conv1/2."""
+    for j, blk in enumerate(blocks):
+        _stream_conv(out, f"{prefix}.blocks.{j}.conv1", blk.conv1)
+        _stream_conv(out, f"{prefix}.blocks.{j}.conv2", blk.conv2)
+
+
 def _net_tensors(prefix: str, net: Net, head_groups: list[tuple[str, int]], heads) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     _stream_conv(out, f"{prefix}.conv_in", net.conv_in)
-    for j, blk in enumerate(net.blocks):
-        _stream_conv(out, f"{prefix}.blocks.{j}.conv1", blk.conv1)
-        _stream_conv(out, f"{prefix}.blocks.{j}.conv2", blk.conv2)
+    _blocks_tensors(out, prefix, net.blocks)
     _output_conv(out, f"{prefix}.conv_out", net.conv_out, head_groups, heads)
     return out
 
@@ -83,9 +88,7 @@ def export_tensors(model: BitSwapModel) -> dict[str, np.ndarray]:
     tensors.update(_net_tensors("px", model.px_net, px, heads))
     for k, head in enumerate(model.phase_heads, start=1):
         _stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
-        for j, blk in enumerate(head.blocks):
-            _stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv1", blk.conv1)
-            _stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv2", blk.conv2)
+        _blocks_tensors(tensors, f"px.phase{k}", head.blocks)
         _output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
     tensors["act_lut"] = act_lut().astype(np.int8)
     tensors["table_z"] = z_table(cfg)
@@ -159,11 +162,15 @@ def _load_output_conv(t: dict[str, np.ndarray], name: str, conv: QConv, head_gro
     _set_conv(conv, t[f"{name}.w"], np.concatenate(scales) / conv.in_scale, np.concatenate(biases))
 
 
-def _load_net(t: dict[str, np.ndarray], prefix: str, net: Net, head_groups, heads) -> None:
-    _load_stream_conv(t, f"{prefix}.conv_in", net.conv_in)
-    for j, blk in enumerate(net.blocks):
+def _load_blocks(t: dict[str, np.ndarray], prefix: str, blocks) -> None:
+    for j, blk in enumerate(blocks):
         _load_stream_conv(t, f"{prefix}.blocks.{j}.conv1", blk.conv1)
         _load_stream_conv(t, f"{prefix}.blocks.{j}.conv2", blk.conv2)
+
+
+def _load_net(t: dict[str, np.ndarray], prefix: str, net: Net, head_groups, heads) -> None:
+    _load_stream_conv(t, f"{prefix}.conv_in", net.conv_in)
+    _load_blocks(t, prefix, net.blocks)
     _load_output_conv(t, f"{prefix}.conv_out", net.conv_out, head_groups, heads)
 
 
@@ -184,7 +191,5 @@ def import_tensors(model: BitSwapModel, tensors: dict[str, np.ndarray]) -> None:
     _load_net(tensors, "px", model.px_net, px, heads)
     for k, head in enumerate(model.phase_heads, start=1):
         _load_stream_conv(tensors, f"px.phase{k}.ctx_in", head.ctx_in)
-        for j, blk in enumerate(head.blocks):
-            _load_stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv1", blk.conv1)
-            _load_stream_conv(tensors, f"px.phase{k}.blocks.{j}.conv2", blk.conv2)
+        _load_blocks(tensors, f"px.phase{k}", head.blocks)
         _load_output_conv(tensors, f"px.phase{k}.conv_out", head.conv_out, phase_groups, heads)
