@@ -4,7 +4,8 @@ Convolutions are tap-wise float32 matmuls (addmm) on integer values whose every 
 2**24 (longer reductions are split and added in float64), so any summation order gives the same exact
 integers. On a CPU whose int8 matrix product (torch._int_mm: int8 x int8 -> int32) passes a probe of
 worst-case operands, convolutions whose inputs fit int8 (activations, pixels - 128) use it instead: the
-same exact integers, about 7x faster per product on a CPU with int8 dot-product instructions (VNNI).
+same exact integers, about twice the batched coding speed on a CPU with int8 dot-product instructions
+(VNNI; bench/codec_speed.py --matmul int8 float, docs/BENCHMARKS.md).
 Requantization is elementwise IEEE float32 (correctly rounded everywhere), the nonlinearity a lookup
 table, and the output heads are affine floors (means) or comparisons against shipped integer
 thresholds (scales, colour coefficients). The result of each network is a tensor of integer *levels* that
