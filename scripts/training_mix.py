@@ -5,6 +5,8 @@ optionally graphics (clip art, posterised photos).
     for d in *.deb; do dpkg-deb -x "$d" /tmp/debs/x; done
     .venv/bin/python scripts/training_mix.py ../shared/datasets/train /tmp/debs/x runs/data_mix
     .venv/bin/python scripts/training_mix.py ... runs/data_graphics --clip-art 200 --posterised  # experiment
+    # stage 10 (seventh default): also apt-get download lomiri-wallpapers-16.04 plasma-workspace-wallpapers
+    .venv/bin/python scripts/training_mix.py ... runs/data_wide --clip-art 200 --posterised --wallpapers
 
 Why: the model scored 4.25 bpd on training crops but 5.02 on the validation scans, while PNG finds the
 training photos harder (4.49 bpd) than the validation images (4.27): a domain gap, not capacity. Smaller
@@ -70,6 +72,18 @@ def clip_art(root: Path, n: int, max_side: int, seed: int = 0):
         yield f.stem, bg
 
 
+def wallpapers(root: Path):
+    """(name, image) of every JPEG wallpaper of lomiri-wallpapers-16.04 (/usr/share/backgrounds) and
+    plasma-workspace-wallpapers (the largest JPEG of each /usr/share/wallpapers theme): 24 photos and
+    painted scenes, 1920-5120 px, which the caller downscales 3-6x (that removes their JPEG artefacts)."""
+    for f in sorted((root / "usr/share/backgrounds").glob("*.jpg")):
+        yield f.stem, Image.open(f).convert("RGB")
+    for theme in sorted((root / "usr/share/wallpapers").glob("*/contents/images")):
+        jpgs = sorted(theme.glob("*.jpg"), key=lambda f: f.stat().st_size)
+        if jpgs:
+            yield theme.parent.parent.name, Image.open(jpgs[-1]).convert("RGB")
+
+
 def posterised(im: Image.Image, colours: int) -> Image.Image:
     return im.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB")
 
@@ -81,6 +95,8 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--clip-art", type=int, default=0, help="add this many clip-art images")
     ap.add_argument("--posterised", action="store_true", help="add the training photos posterised")
+    ap.add_argument("--wallpapers", action="store_true",
+                    help="add the JPEG wallpapers of lomiri-wallpapers-16.04 and plasma-workspace-wallpapers")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -101,6 +117,10 @@ def main() -> None:
         im = Image.open(f).convert("RGB")
         save(_down(im, 3), f"mate-{f.stem}-third")
         save(_down(im, 4), f"mate-{f.stem}-quarter")
+    if a.wallpapers:
+        for name, im in wallpapers(a.debian_root):
+            save(_down(im, max(im.width, im.height) / 850), f"wall-{name}-850")
+            save(_down(im, max(im.width, im.height) / 640), f"wall-{name}-640")
     flower = Image.open(a.debian_root / "usr/share/libjxl-testdata/jxl/flower/flower.png").convert("RGB")
     for s, tag in ((1, ""), (2, "-half"), (3, "-third")):
         save(flower if s == 1 else _down(flower, s), f"jxl-flower{tag}")
