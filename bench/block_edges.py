@@ -22,7 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitswap_core.blocks import BLOCK, to_blocks, valid_sizes  # noqa: E402
+from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes  # noqa: E402
+from bitswap_core.coding.bitsback import borders  # noqa: E402
 from bitswap_core.coding.rans import cost_bits_each, random_coder  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
@@ -34,6 +35,7 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     cfg, m = bc.cfg, bc.net
     blocks, valid = to_blocks(im), valid_sizes(*im.shape[:2])
     full = [i for i, (r, c) in enumerate(valid) if r == BLOCK and c == BLOCK]
+    border = borders(bc, [(blocks, valid, grid(*im.shape[:2])[1], full)])
     blocks, valid = blocks[full], valid[full]
     n = len(blocks)
     rng = np.random.default_rng(seed)
@@ -43,9 +45,10 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     z1 = np.stack([sampler.pop(rows[j], bases[j], bc.tz) for j in range(n)])
     z1 = torch.from_numpy(z1.reshape(n, cfg.z_channels, BLOCK // 2, BLOCK // 2))
     cost = np.zeros((cfg.channels, BLOCK, BLOCK))
-    for s in bc.pixel_symbols(x, z1, valid):  # step by step, channel by channel, block by block (all full)
-        grid = bc.step_view(cost, s.step)[s.channel]
-        grid += cost_bits_each(s.values, s.rows, s.bases, bc.tx).reshape(grid.shape)
+    # step by step, channel by channel, block by block (all full)
+    for s in bc.pixel_symbols(x, z1, valid, border=border):
+        at = bc.step_view(cost, s.step)[s.channel]
+        at += cost_bits_each(s.values, s.rows, s.bases, bc.tx).reshape(at.shape)
     return cost, n
 
 

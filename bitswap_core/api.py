@@ -147,7 +147,8 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         first = boxes[idx[0]]
-        bc = m.block_coder(scheme, first.spike_adapted)  # phase 0 in sub-phases from container v4 on
+        # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
+        bc = m.block_coder(scheme, first.spike_adapted, first.bordered)
         adaptations, coders = [], []
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)

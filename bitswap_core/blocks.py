@@ -48,3 +48,37 @@ def pad_block(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if cols < BLOCK:
         block[:, :, cols:] = block[:, :, cols - 1 : cols]
     return block
+
+
+SIDE = BLOCK + 1  # a block with its border: the first row of the block below, the first column of the next
+
+
+def bordered(blocks: np.ndarray, valid: np.ndarray, grid_w: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks idx of one image (blocks (n, C, 32, 32), valid (n, 2), raster order, grid_w blocks a row) with
+    their border: ((k, C, 33, 33) pixels, (k, 1, 33, 33) int64 known: 1 on real pixels).
+
+    Row 32 is the first row of the block below (column 32 of it: the first pixel of the block below and to the
+    right), column 32 the first column of the block to the right, where those blocks exist; every other
+    border pixel is 0 and not known. The decoder pops an image's blocks last-first, so when it decodes a
+    block these neighbours are already decoded: their pixels are context both sides have (container v8)."""
+    n, c = blocks.shape[:2]
+    idx = np.asarray(idx, dtype=np.int64)
+    x = np.zeros((len(idx), c, SIDE, SIDE), dtype=blocks.dtype)
+    known = np.zeros((len(idx), 1, SIDE, SIDE), dtype=np.int64)
+    for o, t in enumerate(idx):
+        r, k = valid[t]
+        x[o, :, :BLOCK, :BLOCK] = blocks[t]
+        known[o, 0, :r, :k] = 1
+        right = (t + 1) % grid_w != 0 and t + 1 < n
+        if right:
+            x[o, :, :BLOCK, BLOCK] = blocks[t + 1, :, :, 0]
+            known[o, 0, : valid[t + 1][0], BLOCK] = 1
+        if t + grid_w < n:
+            x[o, :, BLOCK, :BLOCK] = blocks[t + grid_w, :, 0, :]
+            known[o, 0, BLOCK, : valid[t + grid_w][1]] = 1
+            if right:
+                x[o, :, BLOCK, BLOCK] = blocks[t + grid_w + 1, :, 0, 0]
+                known[o, 0, BLOCK, BLOCK] = 1
+        x[o, :, BLOCK] *= known[o, 0, BLOCK].astype(x.dtype)  # the next blocks' padding: not their pixels
+        x[o, :, :, BLOCK] *= known[o, 0, :, BLOCK].astype(x.dtype)
+    return x, known

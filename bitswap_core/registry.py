@@ -49,14 +49,16 @@ class Model:
 
         return ExactModel(self.cfg, self.tensors, self.device)
 
-    def block_coder(self, scheme: str, split_first: bool = True):
-        """The model's BlockCoder for a scheme; split_first=False codes as container versions 1-3 did."""
+    def block_coder(self, scheme: str, split_first: bool = True, border: bool = True):
+        """The model's BlockCoder for a scheme, coding as new containers do; split_first=False codes as
+        container versions 1-3 did, border=False as versions 4-7 did."""
         from bitswap_core.coding.bitsback import BlockCoder
 
         cache = self.__dict__.setdefault("_coders", {})
-        if (scheme, split_first) not in cache:
-            cache[scheme, split_first] = BlockCoder(self.exact, scheme, split_first)
-        return cache[scheme, split_first]
+        key = (scheme, split_first, border and split_first)
+        if key not in cache:
+            cache[key] = BlockCoder(self.exact, scheme, split_first, key[2])
+        return cache[key]
 
 
 def save_model(path: str | Path, cfg: ModelConfig, tensors: dict[str, np.ndarray], info: dict | None = None) -> str:

@@ -71,7 +71,7 @@ def test_exact_cost_matches_the_float_model(phase_model_path):
     tiles = torch.from_numpy(img.reshape(3, 32, 4, 32, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, 32, 32).copy())
     exact = load_model(path)
     mosaic = tiles.permute(0, 2, 3, 1).reshape(-1, 32, 3).numpy()
-    exact_bpd = elbo_bits(exact.block_coder("bitswap"), [mosaic])[0] / mosaic.size
+    exact_bpd = elbo_bits(exact.block_coder("bitswap", border=False), [mosaic])[0] / mosaic.size
     with torch.no_grad():
         torch.manual_seed(0)
         float_bpd = float(np.mean([model(tiles.float())["bpd"].item() for _ in range(8)]))
@@ -144,15 +144,25 @@ def test_phase_parameters_depend_on_earlier_real_pixels_only(phase_model_path):
     assert not torch.equal(ref["mean"], got["mean"])
 
 
-def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
+def _bordered_known(side: int, rows: int, cols: int) -> torch.Tensor:
+    """Known masks of two (side x side) blocks: block 0 all real but for part of a border row (side 33:
+    the next blocks' first row and column, blocks.bordered), block 1 rows x cols real pixels."""
+    known = torch.ones((2, 1, side, side), dtype=torch.int64)
+    known[0, :, 32:, 20:] = 0
+    known[1, :, rows:] = 0
+    known[1, :, :, cols:] = 0
+    return known
+
+
+@pytest.mark.parametrize("side", [32, 33])
+def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours(side):
     """Reference loop over pixels: the later phases' predictor reads only neighbours of earlier phases
-    that are real pixels inside the block, and rounds their mean down in 1/F pixel units."""
+    that are real pixels inside the block (or its border, on bordered blocks), and rounds their mean down
+    in 1/F pixel units."""
     rng = np.random.default_rng(3)
-    x = torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32)))
-    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
-    known[1, :, 23:] = 0  # block 1: 23 x 30 real pixels
-    known[1, :, :, 30:] = 0
-    phase_of = np.zeros((32, 32), dtype=int)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 3, side, side)))
+    known = _bordered_known(side, 23, 30)  # block 1: 23 x 30 real pixels
+    phase_of = np.zeros((side, side), dtype=int)
     for k in range(4):
         phases.view(phase_of, 4, k)[:] = k
     for k in range(1, 4):
@@ -165,7 +175,7 @@ def test_neighbour_prediction_is_the_floor_mean_of_real_earlier_neighbours():
                     r, c = 2 * i + dy, 2 * j + dx
                     if not known[b, 0, r, c]:
                         continue
-                    nb = [(r + a, c + e) for a, e in steps if 0 <= r + a < 32 and 0 <= c + e < 32
+                    nb = [(r + a, c + e) for a, e in steps if 0 <= r + a < side and 0 <= c + e < side
                           and known[b, 0, r + a, c + e] and phase_of[r + a, c + e] < k]
                     assert nb, (k, r, c)
                     total = sum(x[b, :, p, q] for p, q in nb)
@@ -192,15 +202,14 @@ def _real_neighbours(x, known, phase: int):
                                             if 0 <= r + a < size and 0 <= c + e < size and known[b, 0, r + a, c + e]]
 
 
-def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
+@pytest.mark.parametrize("side", [32, 33])
+def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share(side):
     """The spike value is the first neighbour (in NEIGHBOURS_4 order) whose value the most real earlier
     neighbours share, its class the number of real neighbours that differ, -1 below two; the runner-up
     likewise among the neighbours that differ from it, -1 where none do or there is no spike."""
     rng = np.random.default_rng(4)
-    x = torch.from_numpy(rng.integers(0, 3, (2, 3, 32, 32)))  # few values: agreements of every kind
-    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
-    known[1, :, 21:] = 0
-    known[1, :, :, 27:] = 0
+    x = torch.from_numpy(rng.integers(0, 3, (2, 3, side, side)))  # few values: agreements of every kind
+    known = _bordered_known(side, 21, 27)
     seen = set()
     for k in range(1, 4):
         value, cls, runner_up = phases.neighbour_spikes(x, known, k)
@@ -218,14 +227,14 @@ def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share():
     assert seen == {(-1, False), (0, False), (1, True), (2, True)}
 
 
-def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range():
+@pytest.mark.parametrize("side", [32, 33])
+def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range(side):
     """On phase (0,0)'s grid: the floored mean (in 1/8 units) of the real neighbours of a sub-phase pixel
     and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without neighbours)."""
     rng = np.random.default_rng(5)
-    x = torch.from_numpy(rng.integers(0, 40, (2, 3, 32, 32)))
-    known = torch.ones((2, 1, 32, 32), dtype=torch.int64)
-    known[1, :, 13:] = 0
-    known[1, :, :, 22:] = 0
+    x = torch.from_numpy(rng.integers(0, 40, (2, 3, side, side)))
+    x[0, :, :8, :8] = 5  # a flat patch: neighbours that agree (class 0)
+    known = _bordered_known(side, 13, 22)
     seen = set()
     for sub in (1, 2, 3):
         pred, cls = phases.step_context((0, sub), x, known, 8)
@@ -329,5 +338,59 @@ def test_the_order_inside_phase_0_does_not_change_the_model_cost(phase_model_pat
 
     m = load_model(phase_model_path[0])
     img = [np.asarray(photo_crop(box=(0, 0, 45, 37)))]
-    whole, split = (elbo_bits(m.block_coder("bitswap", s), img)[0] for s in (False, True))
+    whole, split = (elbo_bits(m.block_coder("bitswap", s, border=False), img)[0] for s in (False, True))
     assert abs(whole - split) < 1e-6 * whole
+
+
+def test_bordered_blocks_hold_the_next_blocks_first_row_and_column():
+    """blocks.bordered: row 32 and column 32 are the image's pixels just below and to the right of the
+    block where the image has them (known 1), 0 and unknown beyond the image; the block's padding is
+    unknown too. Checked against the image itself for a 3 x 3 grid with a partial last row and column."""
+    from bitswap_core.blocks import bordered, grid, to_blocks, valid_sizes
+
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (70, 75, 3), dtype=np.uint8)
+    blocks, valid = to_blocks(img), valid_sizes(70, 75)
+    gh, gw = grid(70, 75)
+    x, known = bordered(blocks, valid, gw, np.arange(gh * gw))
+    assert x.shape == (9, 3, 33, 33) and known.shape == (9, 1, 33, 33)
+    for t in range(gh * gw):
+        a, b = divmod(t, gw)
+        for r in range(33):
+            for c in range(33):
+                inside = 32 * a + r < 70 and 32 * b + c < 75
+                assert known[t, 0, r, c] == inside, (t, r, c)
+                if inside:
+                    assert (x[t, :, r, c] == img[32 * a + r, 32 * b + c]).all(), (t, r, c)
+                elif r == 32 or c == 32:
+                    assert not x[t, :, r, c].any()
+
+
+def test_v8_coding_reads_the_next_blocks_and_v7_coding_stays_available(phase_model_path):
+    """A bordered coder (container v8) and an unbordered one (v4-v7) both round-trip an image of several
+    block rows and columns, with different bytes (the border feeds the neighbour predictor, spikes and
+    blend); the v8 bytes do not decode as v7 (the decoder must use the container's version)."""
+    from bitswap_core.coding import adapt
+    from bitswap_core.coding.bitsback import decode_images, encode_images
+    from bitswap_core.errors import CorruptPayloadError
+    from bitswap_core.registry import load_model
+
+    model = load_model(phase_model_path[0])
+    img = np.asarray(photo_crop(box=(0, 0, 75, 70)), dtype=np.uint8)
+    out = {}
+    for border in (True, False):
+        bc = model.block_coder("bitswap", border=border)
+        assert bc.border == border
+        ads = adapt.choose(bc, [img])
+        coders = encode_images(bc, [img], adaptations=ads)
+        out[border] = (coders[0].to_bytes(), ads)
+        assert (decode_images(bc, coders, [img.shape], ads)[0] == img).all()
+    assert out[True][0] != out[False][0]
+    from bitswap_core.coding.rans import AnsCoder
+
+    v7 = model.block_coder("bitswap", border=False)
+    try:
+        wrong = decode_images(v7, [AnsCoder.from_bytes(out[True][0], v7.bed_words, True)], [img.shape], out[True][1])
+        assert not (wrong[0] == img).all()
+    except CorruptPayloadError:
+        pass

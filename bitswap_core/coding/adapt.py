@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bitswap_core.blocks import to_blocks, valid_sizes
+from bitswap_core.blocks import bordered, grid, to_blocks, valid_sizes
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -78,7 +78,7 @@ _SECOND_CLASSES = list(range(1, SPIKE_CLASSES))  # agreement classes that have d
 BLEND_CLASSES = pixel_phases.BLEND_CLASSES
 BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
-FORMAT = 7  # the container version whose header layout to_bytes writes
+FORMAT = 8  # the container version whose header layout to_bytes writes (version 8's is version 7's)
 
 
 def _blend_weights(version: int) -> tuple[int, int]:
@@ -288,11 +288,12 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
 
 
 def _sample(images: Sequence[np.ndarray], sample_blocks: int):
-    """Per image: (its block count, the picked blocks, their valid sizes), blocks evenly spread."""
+    """Per image: (its block count, the picked blocks, their valid sizes, the bordered picks: blocks.bordered
+    (pixels, known)), blocks evenly spread."""
     for im in images:
         blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
         pick = np.unique(np.linspace(0, len(blocks) - 1, min(len(blocks), sample_blocks)).round().astype(np.int64))
-        yield len(blocks), blocks[pick], valid[pick]
+        yield len(blocks), blocks[pick], valid[pick], bordered(blocks, valid, grid(*im.shape[:2])[1], pick)
 
 
 def _groups(sizes: Sequence[int], limit: int):
@@ -445,7 +446,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
     parts: dict[tuple[int, int, int], list] = {}
-    for group in _groups([len(picked) for _, picked, _ in samples], _BATCH_BLOCKS):
+    for group in _groups([len(picked) for _, picked, _, _ in samples], _BATCH_BLOCKS):
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
@@ -458,10 +459,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
-        known = block_coder._known(valid)
-        agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], x, known)] for s in spiky}
-        context = {s: pixel_phases.step_context(steps[s], x, known, mf) for s in blendy}
-        for sym in block_coder.pixel_symbols(x, z1, valid):
+        border = None
+        if block_coder.border:
+            border = tuple(torch.from_numpy(np.concatenate([samples[j][3][k] for j in group]).astype(np.int64))
+                           for k in (0, 1))
+        xc, known = (x, block_coder._known(valid)) if border is None else border
+        agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
+        context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
+        for sym in block_coder.pixel_symbols(x, z1, valid, border=border):
             i, s, c = sym.image, sym.step, sym.channel
             item = {"vals": sym.values, "rows": sym.rows, "bases": sym.bases}
             rr, cc = block_coder._extents(s, valid[i : i + 1])[0]
@@ -479,7 +484,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                                   block_coder.tx)
             cost[j, steps[s][0], c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
     out: list[Adaptation] = []
-    for j, (total, picked, _) in enumerate(samples):
+    for j, (total, picked, _, _) in enumerate(samples):
         scale_up = total / len(picked)
         best = cost[j].argmin(axis=3)
         saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bitswap_core.blocks import BLOCK, pad_block, to_blocks, valid_sizes
+from bitswap_core.blocks import BLOCK, bordered, grid, pad_block, to_blocks, valid_sizes
 from bitswap_core.coding import adapt
 from bitswap_core.coding.rans import AnsCoder, Table, random_coder
 from bitswap_core.coding.tables import rows_bases
@@ -59,13 +59,15 @@ class BlockCoder:
     """push_blocks / pop_blocks: one bits-back step for one block of each of several images.
 
     split_first: phase (0,0) is coded in four sub-phases (phases.coding_steps), as container v4 on does;
-    False for older payloads."""
+    False for older payloads. border: the neighbour predictor, spikes and blend contexts also read the next
+    blocks' first row and column (blocks.bordered), which the decoder has already decoded, as container v8
+    on does; the pixel methods then take `border`, the blocks with their border and its known mask."""
 
-    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True):
+    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True, border: bool = False):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
         cfg = model.cfg
-        self.model, self.scheme, self.cfg = model, scheme, cfg
+        self.model, self.scheme, self.cfg, self.border = model, scheme, cfg, border
         self.steps = phases.coding_steps(cfg.pixel_phases, split_first)
         self.tz = Table(model.table_z, cfg.z_bins, cfg.precision)
         self.tx = Table(model.table_x, 256, cfg.precision)
@@ -161,24 +163,32 @@ class BlockCoder:
             return None
         return tuple(np.ascontiguousarray(t[i, :r, :c]).reshape(-1) for t in spikes)
 
-    def _phase_params(self, trunk, x, known):
+    def _phase_params(self, trunk, x, xc, known):
         """Yield (step, the step's phase's pixel tensor, that phase's network outputs), computing each
-        phase's networks once (phase 0's sub-phases share them)."""
+        phase's networks once (phase 0's sub-phases share them). xc, known: the blocks x as the contexts
+        read them (bordered or x itself) and their known mask."""
         last, params = None, None
         for step, (phase, _) in enumerate(self.steps):
             if phase != last:
-                params, last = self.net.p_pixels(trunk, phase, x, known), phase
+                params, last = self.net.p_pixels(trunk, phase, xc, known), phase
             yield step, phases.view(x, self.cfg.pixel_phases, phase), params
 
-    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None):
+    def _bordered(self, x: torch.Tensor, valid: np.ndarray, border):
+        """(blocks as the contexts read them, known mask): the border's if the coder uses one."""
+        if self.border != (border is not None):
+            raise ValueError("a bordered coder takes the blocks' border, an unbordered one none")
+        return (x, self._known(valid)) if border is None else border
+
+    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None):
         """Yield PixelSymbols in decoding order for blocks x whose pixels are all known (encoder, cost
         accounting): every step sees the true earlier ones, as the decoder will. maps: adapt.CodingMaps of
-        these blocks, or None for the model as is."""
-        trunk, known = self.net.px_trunk(z1), self._known(valid)
-        xn = x.numpy()
-        for step, xk, params in self._phase_params(trunk, x, known):
+        these blocks, or None for the model as is. border: (B, C, 33, 33) int64 blocks with their border
+        and (B, 1, 33, 33) known (blocks.bordered), for a bordered coder."""
+        xc, known = self._bordered(x, valid, border)
+        trunk, xn = self.net.px_trunk(z1), x.numpy()
+        for step, xk, params in self._phase_params(trunk, x, xc, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
-            spikes, context = self._spikes(x, known, step, maps), self._context(x, known, step, maps)
+            spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
             for ch in range(x.shape[1]):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
                 for i, (r, c) in enumerate(ext):
@@ -187,20 +197,26 @@ class BlockCoder:
                                        np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
                                        self._block_spikes(spikes[ch], i, r, c))
 
-    def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None) -> None:
+    def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None,
+                    border=None) -> None:
         # the decoder pops first step, first channel first: push everything in reverse
-        for s in reversed(list(self.pixel_symbols(x, z1, valid, maps))):
+        for s in reversed(list(self.pixel_symbols(x, z1, valid, maps, border))):
             coders[s.image].push(s.values, s.rows, s.bases, self.tx, s.spikes)
 
-    def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None) -> torch.Tensor:
+    def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None) -> torch.Tensor:
+        """border: as for pixel_symbols, its block area unused (the decoded pixels go there)."""
         n, ch_count = len(coders), self.cfg.channels
-        trunk, known = self.net.px_trunk(z1), self._known(valid)
-        x = torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64)
+        if border is None:
+            xc, known = self._bordered(torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64), valid, None)
+        else:
+            xc, known = self._bordered(border[0].clone(), valid, border)
+        x = xc[..., :BLOCK, :BLOCK]  # a view: decoded pixels land in xc
         xn = x.numpy()  # shares memory with x
-        for step, xk, params in self._phase_params(trunk, x, known):
+        trunk = self.net.px_trunk(z1)
+        for step, xk, params in self._phase_params(trunk, x, xc, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
             # spikes and blend contexts come from the earlier steps, already decoded
-            spikes, context = self._spikes(x, known, step, maps), self._context(x, known, step, maps)
+            spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
             for ch in range(ch_count):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
                 for i, c in enumerate(coders):
@@ -211,13 +227,14 @@ class BlockCoder:
                     xs[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])
-        return x
+        return x.contiguous()
 
     # ---- one block of each image ----
     def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None,
-                    maps: adapt.CodingMaps | None = None) -> None:
+                    maps: adapt.CodingMaps | None = None, border=None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
-        batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None."""
+        batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None. border:
+        the blocks with their border (borders()) for a bordered coder."""
         m, nz = self.net, self.cfg.nz
         x = torch.from_numpy(blocks.astype(np.int64))
         z: list[torch.Tensor] = []
@@ -226,17 +243,17 @@ class BlockCoder:
             z.append(self.pop_latents(coders, dist))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
-                    self.push_pixels(coders, x, z[0], valid, maps)
+                    self.push_pixels(coders, x, z[0], valid, maps, border)
                 else:
                     self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         if self.scheme == "bbans":
-            self.push_pixels(coders, x, z[0], valid, maps)
+            self.push_pixels(coders, x, z[0], valid, maps, border)
             for i in range(1, nz):
                 self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
         self.push_latents(coders, z[-1], m.top_prior(len(coders)))
 
-    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None
-                   ) -> np.ndarray:
+    def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None,
+                   border=None) -> np.ndarray:
         m, nz = self.net, self.cfg.nz
         z: list[torch.Tensor | None] = [None] * nz
         z[-1] = self.pop_latents(coders, m.top_prior(len(coders)))
@@ -246,15 +263,25 @@ class BlockCoder:
                 if i > 0:
                     z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
                 else:
-                    x = self.pop_pixels(coders, z[0], valid, maps)
+                    x = self.pop_pixels(coders, z[0], valid, maps, border)
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         else:
             for i in range(nz - 1, 0, -1):
                 z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
-            x = self.pop_pixels(coders, z[0], valid, maps)
+            x = self.pop_pixels(coders, z[0], valid, maps, border)
             for i in range(nz - 1, -1, -1):
                 self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
         return x.numpy().astype(np.uint8)
+
+
+def borders(block_coder: BlockCoder, parts) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The `border` argument of a bordered coder's pixel methods, None for another coder: parts is a list
+    of (an image's blocks (n, C, 32, 32), their valid sizes, blocks per row, block indices), stacked in
+    order (blocks.bordered)."""
+    if not block_coder.border:
+        return None
+    xs, ks = zip(*(bordered(b, v, gw, idx) for b, v, gw, idx in parts))
+    return torch.from_numpy(np.concatenate(xs).astype(np.int64)), torch.from_numpy(np.concatenate(ks))
 
 
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
@@ -267,6 +294,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     blocks = [to_blocks(im) for im in images]
     valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
+    per_row = [grid(im.shape[0], im.shape[1])[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
@@ -285,7 +313,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 k += len(js)
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                                 np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
-                                maps=None if maps is None else maps[act])
+                                maps=None if maps is None else maps[act],
+                                border=borders(block_coder, [(blocks[j], valid[j], per_row[j], [t]) for j in act]))
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -296,7 +325,7 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
                   adaptations: Sequence[adapt.Adaptation] | None = None) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
-    from bitswap_core.blocks import from_blocks, grid
+    from bitswap_core.blocks import from_blocks
 
     counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
     valid = [valid_sizes(h, w) for h, w, _ in shapes]
@@ -304,8 +333,10 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
         idx = [counts[j] - 1 - t for j in act]
+        # the blocks after these (to the right, below) are decoded already: the border reads them
+        border = borders(block_coder, [(out[j], valid[j], grid(*shapes[j][:2])[1], [k]) for j, k in zip(act, idx)])
         x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
-                                   maps=None if maps is None else maps[act])
+                                   maps=None if maps is None else maps[act], border=border)
         for row, (j, k) in enumerate(zip(act, idx)):
             out[j][k] = x[row]
     for c in coders:
@@ -329,6 +360,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
     totals = []
     for j_im, im in enumerate(images):
         blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
+        per_row = grid(im.shape[0], im.shape[1])[1]
         bits = 0.0
         for s in range(0, len(blocks), 64):
             xb, vb = blocks[s : s + 64], valid[s : s + 64]
@@ -347,7 +379,8 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
             mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
-            for s in block_coder.pixel_symbols(x, z[0], vb, mb):
-                bits += cost_bits(s.values, s.rows, s.bases, block_coder.tx, s.spikes)
+            border = borders(block_coder, [(blocks, valid, per_row, np.arange(s, s + n))])
+            for sym in block_coder.pixel_symbols(x, z[0], vb, mb, border):
+                bits += cost_bits(sym.values, sym.rows, sym.bases, block_coder.tx, sym.spikes)
         totals.append(bits)
     return totals

@@ -335,7 +335,8 @@ class ExactModel:
         neighbour predictor also its weight g in [-64, 64] and the neighbours' mean P (conditional_mean
         applies them).
         x (B, C, 32, 32) holds the decoded pixels and known (B, 1, 32, 32) marks which of them are real
-        (not padding): only earlier phases' real pixels are read, so encoder and decoder agree.
+        (not padding): only earlier phases' real pixels are read, so encoder and decoder agree. Bordered
+        blocks (B, C, 33, 33) (blocks.bordered) give the neighbour predictor the next blocks' pixels too.
         """
         cfg = self.cfg
         if phase == 0:
@@ -347,7 +348,9 @@ class ExactModel:
                 out = {k: v[:, rows] for k, v in out.items()}
         else:
             ctx_conv, blocks, head = self.phase_heads[phase - 1]
-            xs = (x.to(self.device, torch.int64) - 128) * known.to(self.device)
+            # the head's pixel context is the block's own; a bordered block's row and column 32 reach only
+            # the neighbour predictor below
+            xs = (x[..., :32, :32].to(self.device, torch.int64) - 128) * known[..., :32, :32].to(self.device)
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
             out = head(self.px.act(self.px.blocks_on(s, blocks)))

@@ -73,11 +73,11 @@ NEIGHBOURS_4 = {
 }
 
 
-def _shift(t, di: int, dj: int):
-    """t[..., i + di, j + dj] at (i, j), zero where that falls outside the 16x16 grid."""
+def _shift(t, di: int, dj: int, h: int = 16, w: int = 16):
+    """t[..., i + di, j + dj] at (i, j) of an h x w grid, zero where that falls outside t (a phase's 16x16
+    grid, or phase (0,0)'s 17x17 of a bordered block, whose row and column 16 are the next blocks')."""
     import torch.nn.functional as F
 
-    h, w = t.shape[-2:]
     p = F.pad(t, (1, 1, 1, 1))
     return p[..., 1 + di : 1 + di + h, 1 + dj : 1 + dj + w]
 
@@ -87,16 +87,19 @@ def neighbour_prediction(x, known, phase: int, mean_frac: int):
     rounded down (integer arithmetic, so the float and exact models agree): (B, C, 16, 16).
 
     x (B, C, 32, 32) pixels and known (B, 1, 32, 32) 1 on real pixels, 0 on padding (int64 or float
-    tensors holding integers). Every real pixel of a later phase has at least one real neighbour (the
-    (0, 0) pixel of its own cell), so the count is never zero there; elsewhere the result is unused.
+    tensors holding integers); or both (..., 33, 33), blocks with their border (blocks.bordered), where the
+    next blocks' pixels count as neighbours too. Every real pixel of a later phase has at least one real
+    neighbour (the (0, 0) pixel of its own cell), so the count is never zero there; elsewhere the result
+    is unused.
     """
     import torch
 
     total = count = 0
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
     for src, di, dj in NEIGHBOURS_4[phase]:
         k = view(known, 4, src)
-        total = total + _shift(view(x, 4, src) * k, di, dj)
-        count = count + _shift(k, di, dj)
+        total = total + _shift(view(x, 4, src) * k, di, dj, h, w)
+        count = count + _shift(k, di, dj, h, w)
     return torch.div(total * mean_frac, count.clamp_min(1), rounding_mode="floor")
 
 
@@ -152,7 +155,8 @@ def _spikes_kernel(x, known, dy, dx, rel, value, cls, value2):
 
 def neighbour_spikes(x, known, phase: int):
     """(value, class, runner-up) of phase `phase`'s pixels, each (B, C, 16, 16) int64 tensors (x and known
-    (..., 32, 32) tensors; on a phase-0 grid (..., 16, 16), its sub-phases' (..., 8, 8)): value is the
+    (..., 32, 32) tensors, or (..., 33, 33) bordered blocks whose border pixels count as neighbours; on a
+    phase-0 grid (..., 16, 16) or (..., 17, 17), its sub-phases' (..., 8, 8)): value is the
     neighbour value (NEIGHBOURS_4) that most real neighbours share (the first such neighbour on a tie),
     class the number of real neighbours that differ from it, or -1 where fewer than two agree (no spike);
     runner-up is the value most of those differing neighbours share (the first on a tie), or -1 where
