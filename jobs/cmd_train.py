@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "to a model file, the rest frozen as shipped)")
     p.add_argument("--block-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier for the phase heads' residual blocks (new, starting at zero)")
+    p.add_argument("--border", action="store_true",
+                   help="train on bordered blocks (the next blocks' first row and column), as container v8 codes")
     p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
     p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
@@ -66,7 +68,7 @@ def _train(args) -> int:
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
                      free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale,
                      sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
-                     block_lr_scale=args.block_lr_scale)
+                     block_lr_scale=args.block_lr_scale, border=args.border)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

@@ -47,46 +47,69 @@ def load_rgb(url: str, max_pixels: int = 50_000_000, max_side: int | None = None
     return np.asarray(img, dtype=np.uint8)
 
 
-class CropSampler:
-    """Random 32x32 crops with flips, chosen by an RNG seeded by (seed, step): resumable exactly."""
+BORDER_MISSING = 0.1  # share of bordered crops without the right column, and (independently) the bottom row
 
-    def __init__(self, images: list[np.ndarray], seed: int = 0, sensor_noise: float = 0.0):
-        self.sensor_noise = sensor_noise
-        self.images = [im for im in images if im.shape[0] >= 32 and im.shape[1] >= 32]
+
+class CropSampler:
+    """Random 32x32 crops with flips, chosen by an RNG seeded by (seed, step): resumable exactly.
+
+    border: 33x33 crops and their known mask instead (the next blocks' first row and column, as container
+    v8 codes a block), each border side missing in BORDER_MISSING of the crops, as on an image's last block
+    row or column; batch() then returns (crops, known)."""
+
+    def __init__(self, images: list[np.ndarray], seed: int = 0, sensor_noise: float = 0.0, border: bool = False):
+        self.sensor_noise, self.border = sensor_noise, border
+        self.side = 33 if border else 32
+        self.images = [im for im in images if im.shape[0] >= self.side and im.shape[1] >= self.side]
         if not self.images:
-            raise ValueError("no training image is at least 32x32")
+            raise ValueError(f"no training image is at least {self.side}x{self.side}")
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
         self.p = areas / areas.sum()
         self.seed = seed
 
-    def batch(self, step: int, n: int) -> torch.Tensor:
+    def batch(self, step: int, n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, step])
         idx = rng.choice(len(self.images), size=n, p=self.p)
-        out = np.empty((n, 32, 32, 3), dtype=np.uint8)
+        side = self.side
+        out = np.empty((n, side, side, 3), dtype=np.uint8)
         for j, i in enumerate(idx):
             im = self.images[i]
-            y = rng.integers(0, im.shape[0] - 31)
-            x = rng.integers(0, im.shape[1] - 31)
-            crop = im[y : y + 32, x : x + 32]
+            y = rng.integers(0, im.shape[0] - side + 1)
+            x = rng.integers(0, im.shape[1] - side + 1)
+            crop = im[y : y + side, x : x + side]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             out[j] = crop
         if self.sensor_noise > 0:  # drawn after the crops, so runs without it keep their exact crops
             noisy = np.flatnonzero(rng.random(n) < self.sensor_noise)
             sigma = rng.uniform(0.5, 4.0, (len(noisy), 1, 1, 1))
-            noise = rng.normal(0.0, 1.0, (len(noisy), 32, 32, 3)) * sigma
+            noise = rng.normal(0.0, 1.0, (len(noisy), side, side, 3)) * sigma
             out[noisy] = np.clip(np.rint(out[noisy] + noise), 0, 255).astype(np.uint8)
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).float()
+        if not self.border:
+            return x
+        known = torch.ones((n, 1, side, side))
+        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, :, 32] = 0
+        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, 32, :] = 0
+        return x * known, known
 
 
-def tile_blocks(images: list[np.ndarray]) -> torch.Tensor:
-    """All full 32x32 tiles of the images (validation: the blocks the codec would see)."""
-    tiles = []
+def tile_blocks(images: list[np.ndarray], border: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """All full 32x32 tiles of the images (validation: the blocks the codec would see); with border, each with
+    the next tiles' first row and column and their known mask (blocks.bordered)."""
+    from bitswap_core.blocks import bordered
+
+    tiles, known = [], []
     for im in images:
         h, w = im.shape[0] // 32 * 32, im.shape[1] // 32 * 32
         t = im[:h, :w].reshape(h // 32, 32, w // 32, 32, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, 32, 32)
+        if border:  # the next tiles' first row and column; the last tile row and column have none
+            tb, kb = bordered(t, np.full((len(t), 2), 32), w // 32, np.arange(len(t)))
+            t = tb
+            known.append(kb)
         tiles.append(t)
-    return torch.from_numpy(np.concatenate(tiles)).float()
+    x = torch.from_numpy(np.concatenate(tiles)).float()
+    return (x, torch.from_numpy(np.concatenate(known)).float()) if border else x
 
 
 @dataclass
@@ -112,6 +135,9 @@ class TrainConfig:
     # trained alone: the rest's outputs stay exactly as shipped and a step costs little more than a forward.
     trainable: tuple[str, ...] = ()
     block_lr_scale: float = 1.0  # learning-rate multiplier for the phase heads' residual blocks (new parts)
+    # Train (and validate) on bordered blocks: the neighbour predictor also reads the next blocks' first row
+    # and column, as the codec does from container v8 on (CropSampler, blocks.bordered).
+    border: bool = False
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -122,13 +148,15 @@ def lr_at(tc: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: BitSwapModel, blocks: torch.Tensor, batch: int = 256) -> dict[str, float]:
+def evaluate(model: BitSwapModel, blocks: torch.Tensor, batch: int = 256, known: torch.Tensor | None = None
+             ) -> dict[str, float]:
+    """Mean -ELBO (bits per dimension) of blocks; bordered blocks with their known mask (tile_blocks)."""
     model.eval()
     tot = {"bpd": 0.0, "bpd_x": 0.0, "bpd_z": 0.0}
     with torch.random.fork_rng(devices=[]):  # same latent samples every time; training RNG untouched
         torch.manual_seed(1234)
         for i in range(0, len(blocks), batch):
-            out = model(blocks[i : i + batch])
+            out = model(blocks[i : i + batch], known=None if known is None else known[i : i + batch])
             for k in tot:
                 tot[k] += float(out[k]) * len(blocks[i : i + batch])
     model.train()
@@ -243,15 +271,15 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     else:  # hold out every 10th image
         val_images = images[::10]
         images = [im for i, im in enumerate(images) if i % 10]
-    sampler = CropSampler(images, seed=tc.seed, sensor_noise=tc.sensor_noise)
-    val = validation_subset(val_images, tc.val_blocks, tc.seed)
-
     step, history = 0, []
     if resume and ckpt.exists():
         ck = load_checkpoint(ckpt)
         cfg = ModelConfig.from_json(ck["config"])
         tc = replace(TrainConfig(**json.loads(ck["train_config"])), **{
             k: v for k, v in tc.__dict__.items() if k in ("steps", "eval_every", "ckpt_every_s")})
+    sampler = CropSampler(images, seed=tc.seed, sensor_noise=tc.sensor_noise, border=tc.border)
+    val = validation_subset(val_images, tc.val_blocks, tc.seed, tc.border)
+
     torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
     model = BitSwapModel(cfg).to(device)
     ema = BitSwapModel(cfg).to(device)
@@ -261,7 +289,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"no parameter name starts with {list(tc.trainable)}")
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
-    val = val.to(device)
+    val = tuple(v.to(device) for v in val) if tc.border else val.to(device)
     if resume and ckpt.exists():
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
@@ -296,8 +324,9 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
             group["lr"] = lr_at(tc, step)
         # latent noise and crops are functions of (seed, step, rank): resume is exact, ranks differ
         torch.manual_seed(tc.seed * 1_000_003 + step * 64 + rank)
-        x = sampler.batch(step if world == 1 else step * world + rank, per_rank).to(device)
-        out = net(x, free_bits=tc.free_bits)
+        x = sampler.batch(step if world == 1 else step * world + rank, per_rank)
+        x, known = (x[0].to(device), x[1].to(device)) if tc.border else (x.to(device), None)
+        out = net(x, free_bits=tc.free_bits, known=known)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)
@@ -315,7 +344,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{out['bpd'].item():.3f}", refresh=False)
         if lead and (step % tc.eval_every == 0 or step == tc.steps):
-            ev = evaluate(ema, val)
+            ev = evaluate(ema, val[0], known=val[1]) if tc.border else evaluate(ema, val)
             rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": out["bpd"].item(),
                    **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
             history.append(rec)
@@ -388,11 +417,13 @@ def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: 
     return save_model(out, model.cfg, export_tensors(model), info)
 
 
-def validation_subset(images: list[np.ndarray], n: int, seed: int = 0) -> torch.Tensor:
-    """A fixed, seeded subset of n tiles of the images: what train() evaluates on."""
-    val = tile_blocks(images)
+def validation_subset(images: list[np.ndarray], n: int, seed: int = 0, border: bool = False):
+    """A fixed, seeded subset of n tiles of the images: what train() evaluates on (with border: (bordered
+    tiles, known), the same tiles)."""
+    val = tile_blocks(images, border)
     g = torch.Generator().manual_seed(seed)
-    return val[torch.randperm(len(val), generator=g)[:n]]
+    pick = torch.randperm(len(val[0] if border else val), generator=g)[:n]
+    return (val[0][pick], val[1][pick]) if border else val[pick]
 
 
 def validation_tiles(val_data: str, n: int, seed: int = 0) -> torch.Tensor:

@@ -394,3 +394,27 @@ def test_v8_coding_reads_the_next_blocks_and_v7_coding_stays_available(phase_mod
         assert not (wrong[0] == img).all()
     except CorruptPayloadError:
         pass
+
+
+def test_exact_cost_with_the_border_matches_the_float_model_on_bordered_blocks(phase_model_path):
+    """Container v8's coder and the float model trained with --border agree: the exact -ELBO of an image
+    coded with the next blocks' border is the float model's on the same blocks bordered (blocks.bordered),
+    up to latent sampling; and with a predictor the border changes the cost (edge cells average more
+    neighbours; whether that pays depends on the weights, which here are random)."""
+    from bitswap_core.blocks import bordered, grid, to_blocks, valid_sizes
+    from bitswap_core.coding.bitsback import elbo_bits
+    from bitswap_core.registry import load_model
+
+    path, model = phase_model_path
+    img = np.asarray(photo_crop(box=(0, 0, 128, 96)))
+    exact = load_model(path)
+    exact_bpd = {b: elbo_bits(exact.block_coder("bitswap", border=b), [img])[0] / img.size for b in (False, True)}
+    blocks, valid = to_blocks(img), valid_sizes(96, 128)
+    x, known = bordered(blocks, valid, grid(96, 128)[1], np.arange(len(blocks)))
+    x, known = torch.from_numpy(x).float(), torch.from_numpy(known).float()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        float_bpd = float(np.mean([model(x, known=known)["bpd"].item() for _ in range(8)]))
+    assert abs(exact_bpd[True] - float_bpd) < 0.03 * float_bpd, (exact_bpd, float_bpd)
+    if model.cfg.phase_predictor:
+        assert exact_bpd[True] != exact_bpd[False]

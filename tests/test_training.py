@@ -205,3 +205,57 @@ def test_train_only_moves_just_the_named_parameters_and_boosts_the_phase_blocks(
             assert torch.equal(boosted[name], only[name]), name
     with pytest.raises(ValueError, match="no parameter"):
         run("none", trainable=("nothing.",))
+
+
+def test_bordered_crops_hold_the_next_row_and_column_and_sometimes_miss_them():
+    """--border: 33x33 crops of one window of an image (row and column 32 continue the block), each border
+    side missing (known 0, pixels 0) in about BORDER_MISSING of the crops; the block itself always known."""
+    from jobs.training import BORDER_MISSING, CropSampler
+
+    rows, cols = np.mgrid[0:90, 0:120]
+    image = np.stack([cols, rows, np.zeros_like(rows)], -1).astype(np.uint8)  # pixel = its coordinates
+    x, known = CropSampler([image], seed=2, border=True).batch(5, 400)
+    assert x.shape == (400, 3, 33, 33) and known.shape == (400, 1, 33, 33)
+    assert (known[:, :, :32, :32] == 1).all()
+    assert torch.equal(x * known, x)
+    right, below = known[:, 0, 0, 32] == 1, known[:, 0, 32, 0] == 1
+    for missing in (~right, ~below):
+        assert 0.5 * BORDER_MISSING < missing.float().mean() < 2 * BORDER_MISSING
+    step = x[:, 0, 0, 1] - x[:, 0, 0, 0]  # +1, or -1 where the crop was flipped
+    assert torch.equal(x[right, 0, :32, 32], x[right, 0, :32, 31] + step[right, None])
+    assert torch.equal(x[below, 1, 32, :32], x[below, 1, 31, :32] + 1)
+
+
+def test_the_float_model_reads_the_border_only_where_it_is_known(tmp_path):
+    """A bordered block whose border is unknown costs exactly what the bare block does; a known border
+    changes the neighbour predictor's mean of the later phases' edge cells, so the cost; training with
+    --border runs and validates on bordered tiles."""
+    from bitswap_core.model.config import PRESETS
+    from bitswap_core.model.float_model import BitSwapModel
+
+    torch.manual_seed(0)
+    model = BitSwapModel(PRESETS["tiny-predictor"]).eval()
+    with torch.no_grad():
+        for head in model.phase_heads:  # the predictor's weights far from their neutral start
+            head.conv_out.g[-3:].fill_(head.conv_out.g[:-3].mean() * 3.0)
+            head.conv_out.bias[-3:].fill_(0.5)
+    img = np.asarray(Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB"))[:65, :65]
+    x = torch.from_numpy(img.transpose(2, 0, 1)[None, :, :33, :33].copy()).float()
+    known = torch.ones((1, 1, 33, 33))
+
+    def cost(inp, kn=None):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return model(inp, known=kn)["bpd"].item()
+
+    bare = cost(x[..., :32, :32])
+    unknown = known.clone()
+    unknown[..., 32, :] = 0
+    unknown[..., :, 32] = 0
+    assert cost(x * unknown, unknown) == bare
+    assert cost(x, known) != bare
+    ckpt = train(
+        str(SAMPLES), tmp_path / "border", "tiny-predictor", TrainConfig(**{**TC, "steps": 4}, border=True),
+        max_side=160, log=lambda *_: None)
+    history = load_checkpoint(ckpt)["history"]
+    assert load_checkpoint(ckpt)["step"] == 4 and "val_bpd" in history

@@ -229,15 +229,16 @@ class BitSwapModel(nn.Module):
                 gates.append(out[:, len(rows) :])
         return pre, gates
 
-    def neighbour_terms(self, gates: list[torch.Tensor], x: torch.Tensor, mean_lvl: torch.Tensor) -> torch.Tensor:
+    def neighbour_terms(self, gates: list[torch.Tensor], x: torch.Tensor, mean_lvl: torch.Tensor,
+                        ctx: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, C, 32, 32) mean offsets of the neighbour predictor (1/F pixel): floor((g * (pred - mean) + 32)
         / 64) on later-phase pixels, 0 on phase 0 (as the exact model computes them)."""
         f = self.cfg.mean_frac
         terms = torch.zeros_like(x)
-        known = torch.ones_like(x[:, :1])
+        xc, known = ctx if ctx is not None else (x, torch.ones_like(x[:, :1]))
         for k, gate_pre in enumerate(gates, start=1):
             g = self.heads["gate"].level(gate_pre) - (self.heads["gate"].levels // 2)
-            d = g * (phases.neighbour_prediction(x, known, k, f) - phases.view(mean_lvl, 4, k))
+            d = g * (phases.neighbour_prediction(xc, known, k, f) - phases.view(mean_lvl, 4, k))
             phases.view(terms, 4, k)[:] = fq_div64(d)
         return terms
 
@@ -256,8 +257,10 @@ class BitSwapModel(nn.Module):
         mu = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
         return mu, z_scale_value(cfg, scale_lvl)
 
-    def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = ()) -> torch.Tensor:
-        """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255."""
+    def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = (),
+                   ctx: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255; ctx: the blocks with their border
+        and its known mask (forward), which the neighbour predictor reads."""
         cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
         mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
         scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
@@ -276,7 +279,8 @@ class BitSwapModel(nn.Module):
             )
         if len(gates):  # last: the neighbour predictor moves the final (colour-conditioned) mean
             c = cfg.channels
-            mean_lvl = torch.clamp(mean_lvl + self.neighbour_terms([g[:, :c] for g in gates], x, mean_lvl), 0, 255 * f)
+            moved = self.neighbour_terms([g[:, :c] for g in gates], x, mean_lvl, ctx)
+            mean_lvl = torch.clamp(mean_lvl + moved, 0, 255 * f)
             if cfg.colour_residual:
                 mean_lvl = self.colour_residual_means([g[:, c:] for g in gates], x, mean_lvl)
         return discretized_logistic_logp(x, mean_lvl / f, scale)
@@ -297,12 +301,18 @@ class BitSwapModel(nn.Module):
         mb = torch.clamp(mean_lvl[:, 2] + fq_div64(d), 0, hi)
         return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
-    def forward(self, x: torch.Tensor, free_bits: float = 0.0) -> dict[str, torch.Tensor]:
-        """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float.
+    def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
+        bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
+        and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
+        container v8 does.
 
         Returns bits per dimension: 'loss' (with free bits, for training) and 'bpd' (the true -ELBO).
         """
         cfg = self.cfg
+        ctx = (x, known if known is not None else torch.ones_like(x[:, :1])) if x.shape[-1] > cfg.block else None
+        x = x[..., : cfg.block, : cfg.block]
         n, dims = x.shape[0], x[0].numel()
         a = F.pixel_unshuffle(x - 128.0, 2)
         zs, kls = [], []
@@ -324,7 +334,7 @@ class BitSwapModel(nn.Module):
             mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
             logp[i] = logistic_logpdf(zs[i], mu, s)
         pre, gates = self.pixel_pre(self.z_to_input(zs[0]), x)
-        logpx = self.pixel_logp(pre, x, gates).flatten(1).sum(1)
+        logpx = self.pixel_logp(pre, x, gates, ctx).flatten(1).sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)
