@@ -1,6 +1,11 @@
 """What a hand-made interpolator gets on the later pixel phases: a yardstick for the phase heads (issue 7).
 
     .venv/bin/python bench/interpolation_bound.py ../shared/datasets/val --crop 256
+    .venv/bin/python bench/interpolation_bound.py ../shared/datasets/val --crop 0 --grid 2
+
+--grid 2 measures phase (0,0)'s own 16x16 grid (every second pixel of every second row), which the codec
+codes in four sub-phases (phases.coding_steps): its sub-phases 1-3 see decoded pixels two apart, so this
+is the yardstick for them (a learned head per sub-phase would aim at it).
 
 A 4-phase model codes the pixels of phase (1,1) knowing their four diagonal neighbours and those of
 phase (0,1) knowing all four direct neighbours. This prints, per phase, the empirical entropy (bits per
@@ -63,6 +68,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--crop", type=int, default=256, help="top-left crop of each image (0: whole image)")
+    ap.add_argument("--grid", type=int, default=1, choices=(1, 2),
+                    help="2: phase (0,0)'s grid (x[::2, ::2]), whose sub-phases see pixels two apart")
     args = ap.parse_args()
     names = ("mean", "+activity", "+edge", "+colour")
     totals: dict[str, list[list[float]]] = {"11": [], "01": []}
@@ -70,6 +77,7 @@ def main() -> None:
     for p in sorted(q for q in args.data.iterdir() if q.suffix.lower() == ".png"):
         x = np.asarray(Image.open(p).convert("RGB")).astype(np.int64)
         x = x[: args.crop, : args.crop] if args.crop else x
+        x = x[:: args.grid, :: args.grid]
         row = []
         for phase in totals:
             e = phase_entropies(x, phase)
