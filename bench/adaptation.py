@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapt_setting import parse, parts_of  # noqa: E402
+from roundtrip import timed_round_trip  # noqa: E402
 
 from bitswap_core import api  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
@@ -61,14 +61,9 @@ def main() -> None:
         dims += n
         row = []
         for j, b in enumerate(settings):
-            t = time.perf_counter()
-            data = _compress(im, model, b)
-            secs[j] += time.perf_counter() - t
-            t = time.perf_counter()
-            back = api.decompress(data, model)
-            dsecs[j] += time.perf_counter() - t
-            if back.tobytes() != im.tobytes():
-                raise SystemExit(f"{p.name}: adapt_blocks={b} did not decode exactly")
+            data, e, d = timed_round_trip(im, model, f"{p.name}: adapt_blocks={b}", _compress, im, model, b)
+            secs[j] += e
+            dsecs[j] += d
             bits[j] += 8 * len(data)
             row.append(8 * len(data) / n)
         print(f"  {p.name:<26} " + " ".join(f"{v:7.4f}" for v in row), flush=True)

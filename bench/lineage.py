@@ -1,6 +1,6 @@
 """Issue 7: every shipped default model added one lever to the one before it; measure them all in one run.
 
-    .venv/bin/python bench/lineage.py ../shared/datasets/val [--models extra.safetensors ...]
+    .venv/bin/python bench/lineage.py ../shared/datasets/val [--models extra.safetensors ...] [--no-zoo]
 
 For each model of the zoo (bitswap_core/zoo: the earlier defaults and the current one), oldest first, and
 any extra model file: the exact model's negative ELBO as is (elbo_bits, one latent sample per block), the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from roundtrip import timed_round_trip  # noqa: E402
 
 from bitswap_core import api  # noqa: E402
 from bitswap_core.coding.bitsback import elbo_bits  # noqa: E402
@@ -45,11 +46,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--models", nargs="*", default=[], type=Path, help="model files after the zoo's")
+    ap.add_argument("--no-zoo", action="store_true", help="only the --models files (e.g. two side by side)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    files = sorted(zoo_models(), key=lambda p: (p.name == "default.safetensors", p.name)) + list(args.models)
+    zoo = [] if args.no_zoo else sorted(zoo_models(), key=lambda p: (p.name == "default.safetensors", p.name))
+    files = zoo + list(args.models)
     models = [load_model(f) for f in files]
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() == ".png")[: args.limit]
     k = len(models)
@@ -64,14 +67,9 @@ def main() -> None:
         row = []
         for j, m in enumerate(models):
             elbo[j] += elbo_bits(m.block_coder("bitswap"), [arr])[0]
-            t = time.perf_counter()
-            data = api.compress(im, m, smallest=False)
-            enc[j] += time.perf_counter() - t
-            t = time.perf_counter()
-            back = api.decompress(data, m)
-            dec[j] += time.perf_counter() - t
-            if back.tobytes() != im.tobytes():
-                raise SystemExit(f"{p.name}: {files[j].name} did not decode exactly")
+            data, e, d = timed_round_trip(im, m, f"{p.name}: {files[j].name}", api.compress, im, m, smallest=False)
+            enc[j] += e
+            dec[j] += d
             coded[j] += 8 * len(data)
             row.append(8 * len(data) / arr.size)
         print(f"  {p.name:<26} coded " + " ".join(f"{v:.4f}" for v in row), flush=True)
