@@ -211,6 +211,7 @@ class BlockCoder:
         else:
             xc, known = self._bordered(border[0].clone(), valid, border)
         x = xc[..., :BLOCK, :BLOCK]  # a view: decoded pixels land in xc
+        x.zero_()  # (a bordered block arrives with whatever the caller's buffer held there)
         xn = x.numpy()  # shares memory with x
         trunk = self.net.px_trunk(z1)
         for step, xk, params in self._phase_params(trunk, x, xc, known):
