@@ -73,11 +73,16 @@ def main() -> None:
     ap.add_argument("data", help="validation images")
     ap.add_argument("--models", nargs="+", required=True, help="checkpoints (.pt) or model files")
     ap.add_argument("--per-image", action="store_true")
+    ap.add_argument("--border", action="store_true",
+                    help="also the -ELBO of the same tiles with the next tiles' row and column (container v8)")
     args = ap.parse_args()
     tiles = validation_tiles(args.data, 1024, 0)
+    bordered = validation_tiles(args.data, 1024, 0, border=True) if args.border else None
     models = {m: float_model(m) for m in args.models}
     for name, model in models.items():
         print(f"{name}: -ELBO {evaluate(model, tiles)['bpd']:.4f} bpd on the 1024 validation tiles")
+        if bordered is not None:
+            print(f"  bordered: {evaluate(model, bordered[0], known=bordered[1])['bpd']:.4f} bpd")
         if not model.cfg.phase_predictor:
             continue
         names = ("R", "G", "B") + (("h G|R", "h B|R", "h B|G") if model.cfg.colour_residual else ())

@@ -426,9 +426,9 @@ def validation_subset(images: list[np.ndarray], n: int, seed: int = 0, border: b
     return (val[0][pick], val[1][pick]) if border else val[pick]
 
 
-def validation_tiles(val_data: str, n: int, seed: int = 0) -> torch.Tensor:
+def validation_tiles(val_data: str, n: int, seed: int = 0, border: bool = False):
     """The fixed validation tiles of a run with val_data (the same subset train() evaluates on)."""
-    return validation_subset([load_rgb(u) for u in list_images(val_data)], n, seed)
+    return validation_subset([load_rgb(u) for u in list_images(val_data)], n, seed, border)
 
 
 def float_and_exact_bpd(checkpoint: Path, model_file: Path, tiles: torch.Tensor) -> dict[str, float]:
