@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.blocks import grid, to_blocks, valid_sizes  # noqa: E402
 from bitswap_core.coding import adapt  # noqa: E402
-from bitswap_core.coding.bitsback import borders  # noqa: E402
 from bitswap_core.coding.rans import cost_bits, cost_bits_each, random_coder  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
@@ -53,7 +52,7 @@ def breakdown(bc, im: np.ndarray, seed: int = 0, edges: np.ndarray | None = None
             dist = bc.net.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else bc.net.top_prior(n)
             rows, bases = bc._latent_codes(*dist)
             latent[i] += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), bc.tz)
-        border = borders(bc, [(blocks, valid, grid(*im.shape[:2])[1], np.arange(s0, s0 + n))])
+        border = bc.borders([(blocks, valid, grid(*im.shape[:2])[1], np.arange(s0, s0 + n))])
         for s in bc.pixel_symbols(x, z[0], vb, None if maps is None else maps.repeat(n), border):
             each = cost_bits_each(s.values, s.rows, s.bases, bc.tx, s.spikes)
             bits[s.step, s.channel] += each.sum()

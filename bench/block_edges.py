@@ -23,7 +23,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes  # noqa: E402
-from bitswap_core.coding.bitsback import borders  # noqa: E402
 from bitswap_core.coding.rans import cost_bits_each, random_coder  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
@@ -35,7 +34,7 @@ def position_costs(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
     cfg, m = bc.cfg, bc.net
     blocks, valid = to_blocks(im), valid_sizes(*im.shape[:2])
     full = [i for i, (r, c) in enumerate(valid) if r == BLOCK and c == BLOCK]
-    border = borders(bc, [(blocks, valid, grid(*im.shape[:2])[1], full)])
+    border = bc.borders([(blocks, valid, grid(*im.shape[:2])[1], full)])
     blocks, valid = blocks[full], valid[full]
     n = len(blocks)
     rng = np.random.default_rng(seed)

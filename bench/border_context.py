@@ -31,24 +31,6 @@ from bitswap_core.coding.tables import rows_bases  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
-# each later phase's neighbours as (row, column) offsets in the image, as phases.NEIGHBOURS_4 names them
-OFFSETS = {1: ((-1, -1), (-1, 1), (1, -1), (1, 1)), 2: ((0, -1), (0, 1), (-1, 0), (1, 0)),
-           3: ((-1, 0), (1, 0), (0, -1), (0, 1))}
-
-
-def bordered_prediction(ext: np.ndarray, phase: int, mean_frac: int) -> torch.Tensor:
-    """floor(F * mean) of a later phase's neighbours inside the block or to its right / below, (B, C, 16, 16);
-    ext (B, C, 33, 33): the blocks with the next blocks' first row and column."""
-    dy, dx = phases.ORDER_4[phase]
-    total = np.zeros((len(ext), ext.shape[1], 16, 16), np.int64)
-    count = np.zeros((len(ext), 1, 16, 16), np.int64)
-    for oy, ox in OFFSETS[phase]:
-        rr, cc = np.arange(16) * 2 + dy + oy, np.arange(16) * 2 + dx + ox
-        ok = ((rr >= 0)[:, None] & (cc >= 0)[None, :]).astype(np.int64)  # above / left: decoded later
-        total += ext[:, :, np.clip(rr, 0, 32)[:, None], np.clip(cc, 0, 32)[None, :]] * ok
-        count += ok
-    return torch.from_numpy(total * mean_frac // count)
-
 
 def edge_costs(bc, im: np.ndarray, max_blocks: int, seed: int = 0) -> dict[int, np.ndarray]:
     """Per later phase, (3 channels, [other cells, edge cells, edge cells with the border]) bits/subpixel."""
@@ -70,7 +52,10 @@ def edge_costs(bc, im: np.ndarray, max_blocks: int, seed: int = 0) -> dict[int, 
     for phase in (1, 2, 3):
         params, xk = net.p_pixels(trunk, phase, x, known), phases.view(x, 4, phase)
         res = np.zeros((cfg.channels, 3))
-        for k, pred in enumerate((params["pred"], bordered_prediction(ext, phase, cfg.mean_frac))):
+        # the predictor over the block and its border (blocks.bordered's layout), as container v8 codes it
+        bordered = phases.neighbour_prediction(torch.from_numpy(ext), torch.ones((n, 1, 33, 33), dtype=torch.int64),
+                                               phase, cfg.mean_frac)
+        for k, pred in enumerate((params["pred"], bordered)):
             p, earlier = {**params, "pred": pred}, []
             for ch in range(cfg.channels):
                 earlier.append(net.conditional_mean(p, ch, xk, earlier))

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core.blocks import grid, to_blocks, valid_sizes  # noqa: E402
 from bitswap_core.coding import adapt  # noqa: E402
-from bitswap_core.coding.bitsback import borders  # noqa: E402
 from bitswap_core.coding.rans import cost_bits_each, random_coder  # noqa: E402
 from bitswap_core.model.phases import ORDER_4  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
@@ -51,7 +50,7 @@ def coded_symbols(bc, im: np.ndarray, seed: int = 0):
         rows, bases = bc._latent_codes(*bc.net.q_latent(0, x))
         sampler = random_coder(rng, 4 * cfg.z_dims * n)
         z1 = np.stack([sampler.pop(rows[j], bases[j], bc.tz) for j in range(n)]).reshape(n, cfg.z_channels, 16, 16)
-        border = borders(bc, [(blocks, valid, grid(*im.shape[:2])[1], np.arange(s0, s0 + n))])
+        border = bc.borders([(blocks, valid, grid(*im.shape[:2])[1], np.arange(s0, s0 + n))])
         for s in bc.pixel_symbols(x, torch.from_numpy(z1), vb, None if maps is None else maps.repeat(n), border):
             yield xb[s.image], vb[s.image], s
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bitswap_core.blocks import bordered, grid, to_blocks, valid_sizes
+from bitswap_core.blocks import grid, to_blocks, valid_sizes
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -288,12 +288,12 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
 
 
 def _sample(images: Sequence[np.ndarray], sample_blocks: int):
-    """Per image: (its block count, the picked blocks, their valid sizes, the bordered picks: blocks.bordered
-    (pixels, known)), blocks evenly spread."""
+    """Per image: (its block count, the picked blocks, their valid sizes, (all its blocks, their valid sizes,
+    blocks per row, the picks): what BlockCoder.borders takes), blocks evenly spread."""
     for im in images:
         blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
         pick = np.unique(np.linspace(0, len(blocks) - 1, min(len(blocks), sample_blocks)).round().astype(np.int64))
-        yield len(blocks), blocks[pick], valid[pick], bordered(blocks, valid, grid(*im.shape[:2])[1], pick)
+        yield len(blocks), blocks[pick], valid[pick], (blocks, valid, grid(*im.shape[:2])[1], pick)
 
 
 def _groups(sizes: Sequence[int], limit: int):
@@ -459,11 +459,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
-        border = None
-        if block_coder.border:
-            border = tuple(torch.from_numpy(np.concatenate([samples[j][3][k] for j in group]).astype(np.int64))
-                           for k in (0, 1))
-        xc, known = (x, block_coder._known(valid)) if border is None else border
+        border = block_coder.borders([samples[j][3] for j in group])
+        xc, known = block_coder._bordered(x, valid, border)
         agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
         context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
         for sym in block_coder.pixel_symbols(x, z1, valid, border=border):

@@ -179,6 +179,15 @@ class BlockCoder:
             raise ValueError("a bordered coder takes the blocks' border, an unbordered one none")
         return (x, self._known(valid)) if border is None else border
 
+    def borders(self, parts) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The `border` argument of the pixel methods, None for an unbordered coder: parts is a list of (an
+        image's blocks (n, C, 32, 32), their valid sizes, blocks per row, block indices), stacked in order
+        (blocks.bordered)."""
+        if not self.border:
+            return None
+        xs, ks = zip(*(bordered(b, v, gw, idx) for b, v, gw, idx in parts))
+        return torch.from_numpy(np.concatenate(xs).astype(np.int64)), torch.from_numpy(np.concatenate(ks))
+
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None):
         """Yield PixelSymbols in decoding order for blocks x whose pixels are all known (encoder, cost
         accounting): every step sees the true earlier ones, as the decoder will. maps: adapt.CodingMaps of
@@ -235,7 +244,7 @@ class BlockCoder:
                     maps: adapt.CodingMaps | None = None, border=None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
         batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None. border:
-        the blocks with their border (borders()) for a bordered coder."""
+        the blocks with their border (self.borders) for a bordered coder."""
         m, nz = self.net, self.cfg.nz
         x = torch.from_numpy(blocks.astype(np.int64))
         z: list[torch.Tensor] = []
@@ -275,16 +284,6 @@ class BlockCoder:
         return x.numpy().astype(np.uint8)
 
 
-def borders(block_coder: BlockCoder, parts) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The `border` argument of a bordered coder's pixel methods, None for another coder: parts is a list
-    of (an image's blocks (n, C, 32, 32), their valid sizes, blocks per row, block indices), stacked in
-    order (blocks.bordered)."""
-    if not block_coder.border:
-        return None
-    xs, ks = zip(*(bordered(b, v, gw, idx) for b, v, gw, idx in parts))
-    return torch.from_numpy(np.concatenate(xs).astype(np.int64)), torch.from_numpy(np.concatenate(ks))
-
-
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
                   adaptations: Sequence[adapt.Adaptation] | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
@@ -315,7 +314,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                                 np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
                                 maps=None if maps is None else maps[act],
-                                border=borders(block_coder, [(blocks[j], valid[j], per_row[j], [t]) for j in act]))
+                                border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]))
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -330,12 +329,13 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
 
     counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
     valid = [valid_sizes(h, w) for h, w, _ in shapes]
+    per_row = [grid(h, w)[1] for h, w, _ in shapes]
     out = [np.empty((n, c, BLOCK, BLOCK), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
         idx = [counts[j] - 1 - t for j in act]
         # the blocks after these (to the right, below) are decoded already: the border reads them
-        border = borders(block_coder, [(out[j], valid[j], grid(*shapes[j][:2])[1], [k]) for j, k in zip(act, idx)])
+        border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
         x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
                                    maps=None if maps is None else maps[act], border=border)
         for row, (j, k) in enumerate(zip(act, idx)):
@@ -380,7 +380,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
                 rows, bases = block_coder._latent_codes(*dist)
                 bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
             mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
-            border = borders(block_coder, [(blocks, valid, per_row, np.arange(s, s + n))])
+            border = block_coder.borders([(blocks, valid, per_row, np.arange(s, s + n))])
             for sym in block_coder.pixel_symbols(x, z[0], vb, mb, border):
                 bits += cost_bits(sym.values, sym.rows, sym.bases, block_coder.tx, sym.spikes)
         totals.append(bits)
