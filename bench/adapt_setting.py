@@ -1,5 +1,6 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
-(scale shifts, both spikes, the blend of every step with decoded neighbours), "16b" = the blend of phase
+(scale shifts, both spikes, the blend of every step with decoded neighbours, the colour blend), "16k" = all
+but the colour blend (container v8's adaptation; every letter below leaves it out too), "16b" = the blend of phase
 (0,0)'s sub-phases only (container v6's), "16n" = no blend, "16o" = no blend and one spike only, "16s" =
 scale shifts only, "0" = the model as is, "all" = every block; a trailing "u" (after any other letter:
 "16u", "0u") codes without the next blocks' border, as container v7 did (bench/adaptation.py and
@@ -15,14 +16,14 @@ from bitswap_core.coding import adapt
 from bitswap_core.registry import Model
 
 _CHOOSE = adapt.choose
-_PARTS = {"s": (0, 0), "o": (1, 0), "n": (2, 0), "b": (2, 1)}
+_PARTS = {"s": (0, 0, 0), "o": (1, 0, 0), "n": (2, 0, 0), "b": (2, 1, 0), "k": (2, 2, 0)}
 
 
-def parse(setting: str) -> tuple[int, int, int]:
-    """(adapt_blocks, spikes, blend) of a setting (adapt.choose's spikes and blend)."""
+def parse(setting: str) -> tuple[int, int, int, int]:
+    """(adapt_blocks, spikes, blend, colour) of a setting (adapt.choose's spikes, blend and colour)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonb")
-    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2)))
+    blocks = setting.rstrip("sonbk")
+    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1)))
 
 
 def bordered(setting: str) -> bool:
@@ -32,14 +33,17 @@ def bordered(setting: str) -> bool:
 
 @contextmanager
 def parts_of(setting: str):
-    """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes and
-    blend), and without the border write container v7 (which api.decompress decodes without it)."""
-    _, spikes, blend = parse(setting)
-    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend)
+    """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes,
+    blend and colour), write container v8 without the colour blend and v7 without the border (which
+    api.decompress decodes as those versions)."""
+    _, spikes, blend, colour = parse(setting)
     plain, version = Model.block_coder, container.VERSION
     if not bordered(setting):
         Model.block_coder = functools.partialmethod(plain, border=False)
-        container.VERSION = 7
+        container.VERSION, colour = 7, 0
+    elif not colour:
+        container.VERSION = 8
+    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour)
     try:
         yield
     finally:

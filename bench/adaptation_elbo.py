@@ -30,7 +30,7 @@ from bitswap_core.registry import resolve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("images", nargs="+", type=Path)
-    ap.add_argument("--settings", nargs="+", default=["16o", "16n", "16b", "16"])
+    ap.add_argument("--settings", nargs="+", default=["16o", "16n", "16b", "16k", "16"])
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -41,9 +41,9 @@ def main() -> None:
         im = np.asarray(Image.open(path).convert("RGB"))
         row = []
         for setting in args.settings:
-            blocks, spikes, blend = parse(setting)
-            a = adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend) if blocks else [adapt.NONE]
-            row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(adapt.to_bytes(a[0])))
+            blocks, spikes, blend, colour = parse(setting)
+            a = adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend, colour=colour) if blocks else [adapt.NONE]
+            row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(adapt.to_bytes(a[0], 9 if colour else 8)))
         totals += row
         dims += im.size
         print(f"{path.name:<26} " + " ".join(f"{b / im.size:8.4f}" for b in row), flush=True)

@@ -97,7 +97,8 @@ def compress_batch(
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
-            data = _pack(images[i], codec, m.id, adapt.to_bytes(adaptation) + coder.to_bytes(), digests[i])
+            header = adapt.to_bytes(adaptation, container.VERSION)
+            data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
     return out  # type: ignore[return-value]

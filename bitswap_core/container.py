@@ -5,19 +5,20 @@ were, or whether the bytes are intact. The header answers those before any decod
 and every length is checked against the bytes actually present, so damaged input fails fast with a
 clear error instead of a crash or a huge allocation.
 
-Layout, versions 1 to 8 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
+Layout, versions 1 to 9 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
 versions share the layout; from version 2 on the learned codecs' ANS slots are dithered (coding/rans.py),
 so version 1 learned payloads are decoded without dithering; from version 3 on a learned payload starts
 with its per-image scale adaptation header (coding/adapt.py), from version 4 on that header also holds
 the spike levels, from version 5 on the second-spike levels, from version 6 on the blend of phase (0,0)'s
 sub-phases, from version 7 on the blend of every step with decoded neighbours, and from version 8 on a
 block's neighbour predictor, spikes and blend also read the first row and column of the blocks below and
-to its right, which the decoder holds already (blocks.bordered). New containers are always version 8.
+to its right, which the decoder holds already (blocks.bordered), and from version 9 on the adaptation
+header also holds the colour blend (coding/adapt.py). New containers are always version 9.
 
 
     offset  size  field
     0       4     magic b"BSWP"
-    4       1     format version (1 to 8)
+    4       1     format version (1 to 9)
     5       str8  codec name, non-empty printable ASCII ("bitswap", "bbans", "fallback:png", ...)
     .       str8  model id, lowercase hex, empty for the fallback codecs
     .       str8  PIL mode ("RGB", "L", "I;16", ...), a mode Pillow knows
@@ -43,8 +44,8 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 8
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+VERSION = 9
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 DIGEST_SIZE = 32
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01

@@ -239,16 +239,17 @@ def test_payloads_of_earlier_default_models_keep_decoding(model_id):
 
 def _same_adaptation(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
-               for x, y in zip((a.shifts, a.spikes, a.spikes2, a.blend), (b.shifts, b.spikes, b.spikes2, b.blend)))
+               for x, y in zip((a.shifts, a.spikes, a.spikes2, a.blend, a.colour),
+                               (b.shifts, b.spikes, b.spikes2, b.blend, b.colour)))
 
 
 def test_adapted_payloads_of_container_v4_to_v7_decode_and_the_encoder_still_writes_them():
     """tests/data: the fifth default's payloads of a flat-graphic crop, container v4 (scale shifts and
     spikes in its header) and v5 (and second spikes), and of a scan crop, v6 (and the blend of phase
     (0,0)'s sub-phases) and v7 (and of the later phases). All decode exactly; encoding the crops again with
-    the model they name, without the border of v8, gives the v7 bytes, and with the newer parts switched
-    off the older adaptations and codings (the encoder's choice and coding are deterministic; a change
-    shows here)."""
+    the model they name, without the border of v8 and the colour blend of v9, gives the v7 adaptation and
+    coding, and with the newer parts switched off the older ones (the encoder's choice and coding are
+    deterministic; a change shows here)."""
     from pathlib import Path
 
     from bitswap_core.coding.bitsback import encode_images
@@ -272,10 +273,12 @@ def test_adapted_payloads_of_container_v4_to_v7_decode_and_the_encoder_still_wri
     model = find_by_id(boxes[3].model_id)
     bc = model.block_coder("bitswap", border=False)
     arr = np.asarray(scan, dtype=np.uint8)
-    (a,) = adapt.choose(bc, [arr])
-    assert adapt.to_bytes(a) + encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == boxes[3].payload
-    for kw, img, (old, ans) in (({"spikes": 1, "blend": 0}, graphic, parsed[0]), ({"blend": 0}, graphic, parsed[1]),
-                                ({"blend": 1}, scan, parsed[2])):
+    (a,) = adapt.choose(bc, [arr], colour=0)
+    assert _same_adaptation(a, parsed[3][0])
+    assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == parsed[3][1]
+    for kw, img, (old, ans) in (({"spikes": 1, "blend": 0, "colour": 0}, graphic, parsed[0]),
+                                ({"blend": 0, "colour": 0}, graphic, parsed[1]),
+                                ({"blend": 1, "colour": 0}, scan, parsed[2])):
         arr = np.asarray(img, dtype=np.uint8)
         (a,) = adapt.choose(bc, [arr], **kw)
         assert _same_adaptation(a, old)
@@ -309,9 +312,11 @@ def test_flipped_bits_in_each_section_of_a_v6_header_give_an_error_or_the_exact_
 def test_v8_payload_decodes_and_the_encoder_still_writes_it():
     """tests/data: the sixth default's container v8 payload of a 3 x 3-block scan crop (every block but the
     last row and column reads the next blocks' border) decodes exactly, and encoding the crop again with
-    that model gives the same bytes (coding with the border is deterministic; a change shows here)."""
+    that model and without the colour blend of v9 gives the same adaptation and coding (coding with the
+    border is deterministic; a change shows here)."""
     from pathlib import Path
 
+    from bitswap_core.coding.bitsback import encode_images
     from bitswap_core.registry import find_by_id
 
     stored = (Path(__file__).parent / "data" / "default-c018a9f4-usc-4.2.07-96x96-v8.bsw").read_bytes()
@@ -319,4 +324,26 @@ def test_v8_payload_decodes_and_the_encoder_still_writes_it():
     assert box.version == 8 and box.bordered
     scan = photo_crop("usc-4.2.07.png", box=(0, 0, 96, 96))
     assert same(bitswap_core.decompress(stored), scan)
-    assert bitswap_core.compress(scan, find_by_id(box.model_id), smallest=False) == stored
+    old, ans = adapt.from_bytes(box.payload, 4, 3, version=8)
+    bc = find_by_id(box.model_id).block_coder("bitswap")
+    arr = np.asarray(scan, dtype=np.uint8)
+    (a,) = adapt.choose(bc, [arr], colour=0)
+    assert _same_adaptation(a, old) and a.colour is None
+    assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans
+
+
+def test_v9_payload_with_a_colour_blend_decodes_and_the_encoder_still_writes_it():
+    """tests/data: the seventh default's container v9 payload of a 3 x 3-block crop of a colour photo, whose
+    header holds a colour blend, decodes exactly, and encoding the crop again gives the same bytes."""
+    from pathlib import Path
+
+    from bitswap_core.registry import find_by_id
+
+    stored = (Path(__file__).parent / "data" / "default-42aaf5c8-monarch-96x96-v9.bsw").read_bytes()
+    box = container.unpack(stored)
+    assert box.version == 9 and box.bordered
+    a, _ = adapt.from_bytes(box.payload, 4, 3, version=9)
+    assert a.colour is not None and a.colour[4:, ..., 0].any()
+    crop = photo_crop("waterloo-monarch.png", box=(64, 64, 160, 160))
+    assert same(bitswap_core.decompress(stored), crop)
+    assert bitswap_core.compress(crop, find_by_id(box.model_id), smallest=False) == stored

@@ -253,6 +253,34 @@ def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range(si
         phases.step_context((0, 0), x, known, 8)
 
 
+@pytest.mark.parametrize("side", [32, 33])
+def test_colour_context_is_the_neighbours_mean_difference_to_the_previous_channel_and_its_range_class(side):
+    """For each step with decoded neighbours and channel c >= 1: the floored mean (1/8 units) of x_c - x_(c-1)
+    over the real neighbours (negative differences included) and the class of its max - min (0-1, 2-3,
+    4-7, 8-15, 16-31, 32+; 0 without neighbours)."""
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(rng.integers(0, 80, (2, 3, side, side)))
+    x[0, :, :8, :8] = 5  # a grey patch: differences that agree (class 0)
+    x[1, 1, :12, :12] = x[1, 0, :12, :12] + 3  # G follows R: agreeing differences on a varied patch
+    x[1, 2, :12, :12] = x[1, 1, :12, :12] + torch.from_numpy(rng.integers(0, 4, (12, 12)))  # and B nearly follows G
+    known = _bordered_known(side, 13, 22)
+    seen = set()
+    for step in ((0, 1), (0, 2), (0, 3), (1, -1), (2, -1), (3, -1)):
+        pred, cls = phases.colour_context(step, x, known, 8)
+        assert pred.shape == cls.shape == (2, 2) + ((8, 8) if step[0] == 0 else (16, 16))
+        xs, ks, k = (phases.view(x, 4, 0), phases.view(known, 4, 0), step[1]) if step[0] == 0 else (x, known, step[0])
+        diff = xs[:, 1:] - xs[:, :-1]
+        for b, ch, i, j, nb in _real_neighbours(diff, ks, k):
+            spread = max(nb) - min(nb)
+            want = sum(e <= spread for e in (2, 4, 8, 16, 32))
+            assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb), (step, b, ch, i, j)
+            assert int(cls[b, ch, i, j]) == want, (step, b, ch, i, j)
+            seen.add(want)
+    assert seen == set(range(6))
+    with pytest.raises(ValueError, match="no decoded neighbours"):
+        phases.colour_context((0, 0), x, known, 8)
+
+
 @pytest.mark.parametrize("before, after", [("tiny-phases", "tiny-predictor"), ("tiny-predictor", "tiny-residual"),
                                            ("tiny-residual", "tiny-deep")])
 def test_predictor_starts_neutral_when_a_model_is_extended_with_it(tmp_path, before, after):

@@ -25,7 +25,9 @@ with dissenting neighbours), then, for the same steps, channels x 2 u8 levels (e
 first spike's level to at most 255); from version 6 on, then u8 blend classes (0 = none, else 4), then
 (version 7 on) u8 blended steps (3: phase (0,0)'s sub-phases 1-3; 6: and phases 1-3), then for those
 steps channels x classes x (int8 weight, int8 scale shift); version 6 holds the sub-phases only, with
-weights 0..8, version 7 weights -8..8.
+weights 0..8, version 7 weights -8..8; from version 9 on, then u8 colour classes (0 = none, else 6), then
+u8 coloured steps (3 or 6, as the blend's), then for those steps (channels - 1) x classes x (int8 weight
+0..8, int8 scale shift).
 
 Blend (container version 6 on): phase (0,0)'s means come from z1 alone, yet three quarters of its pixels
 are coded after decoded pixels two apart. The encoder may move their means toward those neighbours' mean,
@@ -33,6 +35,14 @@ mean' = floor((w pred + (8 - w) mean) / 8), and shift their scale, with w and th
 channel, class of the neighbours' value range): on smooth areas the neighbours say more than the latents.
 From version 7 on the later phases get the same correction of the model's own neighbour interpolation
 (a negative w where the model moves too far toward the neighbours).
+
+Colour blend (container version 9 on): on colour photos a channel's fine detail follows the channel
+before it, so the same steps' G and B may move toward "this pixel's previous channel plus the neighbours'
+mean difference", mean' = floor((w (F x_(c-1) + D) + (8 - w) mean) / 8) with D from
+phases.colour_context, and shift their scale, with w in 0..8 and the shift per (step, channel, class of
+the neighbours' range of that difference). The model's own colour residual reads the previous channel's
+residual against its *predicted* mean; this reads the neighbours' actual differences, which the model's
+networks see only blurred (measured: docs/BENCHMARKS.md, bench/adaptation.py).
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -64,13 +74,15 @@ _SPIKE_LEVELS = np.array([0, 2, 8, 16, 32, 64, 96, 128, 160, 192, 224, 240, 248,
 class Adaptation:
     """One image's corrections: scale shifts (phases, channels, bands), spike levels and second-spike
     levels (coding steps, channels, classes; rows of steps without decoded neighbours are 0, and so is
-    class 0 of the second spikes), and the blend (coding steps, channels, range classes, (weight of 8,
+    class 0 of the second spikes), the blend (coding steps, channels, range classes, (weight of 8,
+    scale shift)) and the colour blend (coding steps, channels - 1 (G, B), colour classes, (weight of 8,
     scale shift)); rows of steps without decoded neighbours are 0. None = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
     spikes2: np.ndarray | None = None
     blend: np.ndarray | None = None
+    colour: np.ndarray | None = None
 
 
 NONE = Adaptation()
@@ -78,7 +90,9 @@ _SECOND_CLASSES = list(range(1, SPIKE_CLASSES))  # agreement classes that have d
 BLEND_CLASSES = pixel_phases.BLEND_CLASSES
 BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
-FORMAT = 8  # the container version whose header layout to_bytes writes (version 8's is version 7's)
+COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
+COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
+FORMAT = 9  # the container version whose header layout to_bytes writes
 
 
 def _blend_weights(version: int) -> tuple[int, int]:
@@ -88,8 +102,13 @@ def _blend_weights(version: int) -> tuple[int, int]:
     return (0 if version < 7 else -BLEND_ONE), BLEND_ONE
 
 
-def to_bytes(a: Adaptation) -> bytes:
-    """The payload header (container version FORMAT) of an adaptation."""
+def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
+    """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
+    layout without the colour blend, which only version 9 on can hold)."""
+    if not 7 <= version <= FORMAT:
+        raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
+    if version < 9 and a.colour is not None and a.colour.any():
+        raise ValueError(f"container version {version} cannot hold a colour blend")
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -97,12 +116,17 @@ def to_bytes(a: Adaptation) -> bytes:
     second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
-    blend = b"\0"
-    if a.blend is not None and a.blend.any():
-        rows = _blend_rows(a.blend.shape[0], FORMAT)
-        rows = rows if a.blend[rows[3:]].any() else rows[:3]  # the sub-phases alone: half the bytes
-        blend = bytes([a.blend.shape[2], len(rows)]) + a.blend[rows].astype(np.int8).tobytes()
-    return shifts + spikes + second + blend
+    return shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
+
+
+def _blend_bytes(table: np.ndarray | None) -> bytes:
+    """A blend or colour blend section: u8 classes (0 = none), u8 steps, then steps x channels x classes x
+    (weight, shift) int8."""
+    if table is None or not table.any():
+        return b"\0"
+    rows = _blend_rows(table.shape[0], FORMAT)
+    rows = rows if table[rows[3:]].any() else rows[:3]  # the sub-phases alone: half the bytes
+    return bytes([table.shape[2], len(rows)]) + table[rows].astype(np.int8).tobytes()
 
 
 def _spike_rows(steps: int) -> list[int]:
@@ -124,6 +148,11 @@ def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
 def blend_shape(phases: int, channels: int) -> tuple[int, int, int, int]:
     """Shape of Adaptation.blend for a model."""
     return len(pixel_phases.coding_steps(phases, True)), channels, BLEND_CLASSES, 2
+
+
+def colour_shape(phases: int, channels: int) -> tuple[int, int, int, int]:
+    """Shape of Adaptation.colour for a model: the blend's steps, channels 1.. (each against the one before)."""
+    return len(pixel_phases.coding_steps(phases, True)), channels - 1, COLOUR_CLASSES, 2
 
 
 def _section(rest: bytes, what: str, classes_ok: int, rows: list[int], channels: int, per_class: int, dtype,
@@ -176,36 +205,51 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
             if ((np.zeros_like(second) if spikes is None else spikes) + second).max() > 255:
                 raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
     if version >= 6:
-        rows = _blend_rows(steps, version)
-        if version >= 7 and len(rest) > 1 and rest[0]:  # u8 classes, u8 steps: the sub-phases or all
-            if rest[1] not in (3, len(rows)) or not rows:
-                raise CorruptPayloadError(f"blend header declares {rest[1]} steps for a {phases}-phase model")
-            rows, rest = rows[: rest[1]], rest[:1] + rest[2:]
-        values, rest = _section(rest, "blend", BLEND_CLASSES, rows, channels, 2, np.int8, phases)
-        if values is not None:
-            lo, hi = _blend_weights(version)
-            if values[..., 0].min() < lo or values[..., 0].max() > hi:
-                raise CorruptPayloadError(f"blend weight outside {lo}..{hi}")
-            if np.abs(values[..., 1]).max() > MAX_BLEND_SHIFT:
-                raise CorruptPayloadError(f"blend scale shift exceeds {MAX_BLEND_SHIFT}")
-            blend = np.zeros(blend_shape(phases, channels), np.int64)
-            blend[rows] = values
-    return Adaptation(shifts, spikes, second, blend), rest
+        blend, rest = _blend_section(rest, "blend", BLEND_CLASSES, steps, channels, version, _blend_weights(version),
+                                     blend_shape(phases, channels), phases)
+    colour = None
+    if version >= 9:
+        colour, rest = _blend_section(rest, "colour blend", COLOUR_CLASSES, steps if channels > 1 else 0,
+                                      channels - 1, version, COLOUR_WEIGHTS, colour_shape(phases, channels), phases)
+    return Adaptation(shifts, spikes, second, blend, colour), rest
+
+
+def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
+                   weights: tuple[int, int], shape: tuple[int, ...], phases: int) -> tuple[np.ndarray | None, bytes]:
+    """A blend (version 6 on) or colour blend (version 9 on) section: (table of this shape or None, the rest)."""
+    rows = _blend_rows(steps, version)
+    if version >= 7 and len(rest) > 1 and rest[0]:  # u8 classes, u8 steps: the sub-phases or all
+        if rest[1] not in (3, len(rows)) or not rows:
+            raise CorruptPayloadError(f"{what} header declares {rest[1]} steps for a {phases}-phase model")
+        rows, rest = rows[: rest[1]], rest[:1] + rest[2:]
+    values, rest = _section(rest, what, classes, rows, channels, 2, np.int8, phases)
+    if values is None:
+        return None, rest
+    lo, hi = weights
+    if values[..., 0].min() < lo or values[..., 0].max() > hi:
+        raise CorruptPayloadError(f"{what} weight outside {lo}..{hi}")
+    if np.abs(values[..., 1]).max() > MAX_BLEND_SHIFT:
+        raise CorruptPayloadError(f"{what} scale shift exceeds {MAX_BLEND_SHIFT}")
+    table = np.zeros(shape, np.int64)
+    table[rows] = values
+    return table, rest
 
 
 @dataclass(frozen=True)
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
     levels), spike and second-spike levels (B, coding steps, channels, classes), blends (B, coding steps,
-    channels, range classes, 2), each None when no block has one."""
+    channels, range classes, 2) and colour blends (B, coding steps, channels - 1, colour classes, 2), each
+    None when no block has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
     spikes2: torch.Tensor | None = None
     blend: torch.Tensor | None = None
+    colour: torch.Tensor | None = None
 
     def _parts(self):
-        return self.levels, self.spikes, self.spikes2, self.blend
+        return self.levels, self.spikes, self.spikes2, self.blend, self.colour
 
     def __getitem__(self, idx) -> CodingMaps:
         return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
@@ -233,7 +277,8 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
     spiked, blended = spike_shape(cfg.pixel_phases, cfg.channels), blend_shape(cfg.pixel_phases, cfg.channels)
     maps = CodingMaps(levels, stacked([a.spikes for a in adaptations], spiked),
                       stacked([a.spikes2 for a in adaptations], spiked),
-                      stacked([a.blend for a in adaptations], blended))
+                      stacked([a.blend for a in adaptations], blended),
+                      stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels)))
     return None if all(t is None for t in maps._parts()) else maps
 
 
@@ -340,9 +385,10 @@ def _fit_spikes(bits: np.ndarray, hit: np.ndarray, hit2: np.ndarray | None) -> t
     return l1, int(cand[est3.argmin()]), l2, float(est[0] - est.min()), float(est.min() - est3.min())
 
 
-def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg, colour=None) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale level) of sampled pixels p (choose's parts) after the scale shifts and, if given, the
-    blend (classes, 2) of their step and channel: what the coder will use (bitsback._pixel_codes)."""
+    blend (classes, 2) and the colour blend (classes, 2) of their step and channel: what the coder will use
+    (bitsback._pixel_codes)."""
     mf, levels = cfg.mean_frac, cfg.x_scales
     level, mean = p["rows"] // mf, p["bases"] * mf + p["rows"] % mf
     if shifts is not None:
@@ -350,14 +396,24 @@ def _corrected(p: dict, shifts, phase: int, c: int, blend, cfg) -> tuple[np.ndar
     if blend is not None and "pred" in p:
         per = blend[p["bcls"]]
         mean, level = _blend_each(mean, level, p["pred"], per[:, 0], per[:, 1], levels, 255 * mf)
+    if colour is not None and "cpred" in p:
+        per = colour[p["ccls"]]
+        mean, level = _blend_each(mean, level, colour_prediction(p["prev"], p["cpred"], mf), per[:, 0], per[:, 1],
+                                  levels, 255 * mf)
     return mean, level
+
+
+def colour_prediction(prev: np.ndarray, diff: np.ndarray, mean_frac: int) -> np.ndarray:
+    """The colour blend's target in 1/mean_frac units: the pixel's previous channel plus the neighbours'
+    mean difference (phases.colour_context); the blend clamps the result to the pixel range."""
+    return prev * mean_frac + diff
 
 
 _BLEND_SHIFTS = np.array(sorted(range(-MAX_BLEND_SHIFT, MAX_BLEND_SHIFT + 1), key=lambda s: (abs(s), s)))
 
 
-def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weights: tuple[int, int]
-               ) -> tuple[np.ndarray, float]:
+def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weights: tuple[int, int],
+               classes: int = BLEND_CLASSES) -> tuple[np.ndarray, float]:
     """(blend (classes, 2), estimated saving in bits) of one blended step and channel from its sampled
     pixels (flat arrays: values, mean and scale levels after the scale shifts, neighbour prediction, range
     class): per class the weight of the prediction (in weights = (lo, hi)) with the scale unshifted, then the
@@ -369,9 +425,9 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
     def costs(w, shift):  # per class, for per-pixel weight and shift arrays
         m, lv = _blend_each(mean, level, pred, w, shift, levels, 255 * mf)
         bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table)
-        return np.bincount(cls, weights=bits, minlength=BLEND_CLASSES)
+        return np.bincount(cls, weights=bits, minlength=classes)
 
-    w, shift = np.zeros(BLEND_CLASSES, np.int64), np.zeros(BLEND_CLASSES, np.int64)
+    w, shift = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
     base = costs(w[cls], shift[cls]).sum()
     for part, cands in ((w, cands_w), (shift, _BLEND_SHIFTS), (w, cands_w)):
         grid = []
@@ -383,10 +439,10 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
 
 
 def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
-                 table, scale_up: float) -> tuple[Adaptation, float]:
-    """(image j's adaptation with these shifts and blend and its spikes fitted on top, its estimated bits:
-    the blended steps' pixels, less the spikes' saving, plus the whole header). Each spike part is kept
-    only where its estimated saving pays for its header twice."""
+                 table, scale_up: float, colours=None) -> tuple[Adaptation, float]:
+    """(image j's adaptation with these shifts, blend and colour blend and its spikes fitted on top, its
+    estimated bits: the pixels of the steps in blendy, less the spikes' saving, plus the whole header).
+    Each spike part is kept only where its estimated saving pays for its header twice."""
     from bitswap_core.coding.rans import cost_bits_each
 
     ch, mf = cfg.channels, cfg.mean_frac
@@ -398,7 +454,8 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
             if (j, s, c) not in parts:  # an image too small to have pixels in this step
                 continue
             p = parts[(j, s, c)]
-            mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c], cfg)
+            mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c], cfg,
+                                     None if colours is None or c == 0 else colours[s, c - 1])
             bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table)
             if s in blendy:
                 base += bits.sum() * scale_up
@@ -414,19 +471,20 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
     keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and one.any()
     keep2 = keep and saving2 > 2 * 8 * (1 + len(spiky) * ch * len(_SECOND_CLASSES)) and second.any()
     if keep2:
-        a, saved = Adaptation(shifts, first if first.any() else None, second, mixing), saving + saving2
+        a, saved = Adaptation(shifts, first if first.any() else None, second, mixing, colours), saving + saving2
     else:
-        a, saved = Adaptation(shifts, one if keep else None, None, mixing), saving if keep else 0.0
+        a, saved = Adaptation(shifts, one if keep else None, None, mixing, colours), saving if keep else 0.0
     return a, base - saved + 8 * len(to_bytes(a))
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2, blend: int = 2) -> list[Adaptation]:
+           spikes: int = 2, blend: int = 2, colour: int = 1) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
     blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
     = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8,
-    as container v6 wrote; 0: none), then, given both, the spike levels (spikes = 2: both
-    spikes, 1: the first only, 0: none; _fit_spikes); blend and spikes on 4-phase models only. One latent
+    as container v6 wrote; 0: none), then, given them, the colour blend (colour = 1: the same steps' G and B,
+    weights 0..8; 0: none, as container v8 wrote), then, given all, the spike levels (spikes = 2: both
+    spikes, 1: the first only, 0: none; _fit_spikes); blend, colour blend and spikes on 4-phase models only. One latent
     sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
     the image alone, not on the batch; the networks see the samples of several images at once. A part is
     left out (None) where its estimated saving does not pay for its header twice."""
@@ -441,6 +499,10 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     if blend not in (0, 1, 2):
         raise ValueError(f"blend must be 0, 1 or 2, not {blend!r}")
     blendy = pixel_phases.blend_steps(steps, blend == 2) if blend and len(steps) == 7 else []
+    if colour not in (0, 1):
+        raise ValueError(f"colour must be 0 or 1, not {colour!r}")
+    colourful = pixel_phases.blend_steps(steps) if colour and len(steps) == 7 and ch > 1 else []
+    scored = sorted(set(blendy) | set(colourful))  # the steps whose pixels the estimates compare
     weights = _blend_weights(7 if blend == 2 else 6)
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
@@ -463,6 +525,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
         xc, known = block_coder._bordered(x, valid, border)
         agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
         context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
+        colours = {s: pixel_phases.colour_context(steps[s], xc, known, mf) for s in colourful}
+        xn = x.numpy()
         for sym in block_coder.pixel_symbols(x, z1, valid, border=border):
             i, s, c = sym.image, sym.step, sym.channel
             item = {"vals": sym.values, "rows": sym.rows, "bases": sym.bases}
@@ -470,6 +534,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             for names, found in ((("value", "cls", "value2"), agreed), (("pred", "bcls"), context)):
                 if s in found:  # these pixels' spike values and classes, blend predictions and classes
                     item.update((k, t[i, c, :rr, :cc].reshape(-1)) for k, t in zip(names, found[s]))
+            if s in colours and c > 0:  # the previous channel's values, the colour blend's differences
+                item["prev"] = block_coder.step_view(xn, s)[i, c - 1, :rr, :cc].reshape(-1).astype(np.int64)
+                item.update((k, t[i, c - 1, :rr, :cc].reshape(-1)) for k, t in zip(("cpred", "ccls"), colours[s]))
             parts.setdefault((int(owner[i]), s, c), []).append(item)
     for key, items in parts.items():
         p = parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
@@ -496,10 +563,27 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                                                  p["pred"], p["bcls"], block_coder.tx, levels, mf, weights)
         # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
         # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
-        plain = _with_spikes(parts, j, shifts, None, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
+        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
         if mixing.any():
-            mixed = _with_spikes(parts, j, shifts, mixing, spiky, blendy, spikes, cfg, block_coder.tx, scale_up)
+            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
             section = len(to_bytes(Adaptation(blend=mixing))) - len(to_bytes(NONE)) + 1
             plain = mixed if mixed[1] + 8 * section < plain[1] else plain
+        if colourful:  # the colour blend on top of the blend kept, kept on the same terms
+            mixing = plain[0].blend
+            table = np.zeros(colour_shape(ph, ch), dtype=np.int64)
+            for s in colourful:
+                for c in range(1, ch):
+                    if (j, s, c) in parts:
+                        p = parts[(j, s, c)]
+                        mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c],
+                                                 cfg)
+                        target = colour_prediction(p["prev"], p["cpred"], mf)
+                        table[s, c - 1], _ = _fit_blend(p["vals"], mean, level, target, p["ccls"], block_coder.tx,
+                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES)
+            if table.any():
+                coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
+                                        scale_up, table)
+                section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
+                plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(plain[0])
     return out

@@ -113,11 +113,12 @@ class BlockCoder:
         return phases.step_view(x, self.cfg.pixel_phases, *self.steps[step])
 
     def _pixel_codes(self, params, step: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
-                     maps: adapt.CodingMaps | None = None, context=None):
+                     maps: adapt.CodingMaps | None = None, context=None, colour=None):
         """(rows, bases) of one channel's distributions in one step's grid; xk: the step's phase's pixels
         (B, C, 16, 16). Channels come in order; means collects their mean levels, which later channels'
         colour residual reads (the model's, unblended). maps: the blocks' per-image adaptation
-        (coding/adapt.py) or None; context: the step's (prediction, class) arrays if it is blended."""
+        (coding/adapt.py) or None; context: the step's (prediction, class) arrays if it is blended; colour:
+        its colour blend's (difference, class) arrays (phases.colour_context) if it has one."""
         phase, sub = self.steps[step]
         means.append(self.model.conditional_mean(params, channel, xk, means[:channel]))
         levels = None if maps is None or maps.levels is None else maps.levels[:, phase, channel]
@@ -130,6 +131,13 @@ class BlockCoder:
             mean, scale = adapt.blended(mean, scale, context[0][:, channel], context[1][:, channel],
                                         maps.blend[:, step, channel].numpy(), self.cfg.x_scales,
                                         255 * self.cfg.mean_frac)
+        if colour is not None and channel > 0:  # the previous channel of these pixels is decoded already
+            prev = xk[:, channel - 1] if sub < 0 else phases.view(xk[:, channel - 1], 4, sub)
+            target = adapt.colour_prediction(prev.cpu().numpy().astype(np.int64), colour[0][:, channel - 1],
+                                             self.cfg.mean_frac)
+            mean, scale = adapt.blended(mean, scale, target, colour[1][:, channel - 1],
+                                        maps.colour[:, step, channel - 1].numpy(), self.cfg.x_scales,
+                                        255 * self.cfg.mean_frac)
         return rows_bases(mean, scale, self.cfg.mean_frac)
 
     def _context(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
@@ -137,6 +145,12 @@ class BlockCoder:
         if maps is None or maps.blend is None or not maps.blend[:, step].any():
             return None
         return phases.step_context(self.steps[step], x, known, self.cfg.mean_frac)
+
+    def _colour(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
+        """(difference, class) of a colour-blended step's pixels from the decoded neighbours, or None."""
+        if maps is None or maps.colour is None or not maps.colour[:, step].any():
+            return None
+        return phases.colour_context(self.steps[step], x, known, self.cfg.mean_frac)
 
     def _spikes(self, x: torch.Tensor, known: torch.Tensor, step: int, maps: adapt.CodingMaps | None):
         """Per channel, (spike values, levels) or (spike values, levels, second values, levels) numpy
@@ -198,8 +212,9 @@ class BlockCoder:
         for step, xk, params in self._phase_params(trunk, x, xc, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
             spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
+            colour = self._colour(xc, known, step, maps)
             for ch in range(x.shape[1]):
-                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
                 for i, (r, c) in enumerate(ext):
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
                     yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
@@ -227,8 +242,9 @@ class BlockCoder:
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
             # spikes and blend contexts come from the earlier steps, already decoded
             spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
+            colour = self._colour(xc, known, step, maps)
             for ch in range(ch_count):
-                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context)
+                rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),

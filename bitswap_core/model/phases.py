@@ -191,7 +191,7 @@ def _context_kernel(x, known, dy, dx, rel, mean_frac, edges, pred, cls):
             for j in range(pred.shape[3]):
                 r0, c0 = 2 * i + dy, 2 * j + dx
                 for ch in range(nc):
-                    total, count, lo, hi = 0, 0, 255, 0
+                    total, count, lo, hi = 0, 0, 1 << 30, -(1 << 30)  # any values: pixels or differences
                     for m in range(rel.shape[0]):
                         r, c = r0 + rel[m, 0], c0 + rel[m, 1]
                         if 0 <= r < hh and 0 <= c < ww and known[b, r, c] != 0:
@@ -220,6 +220,34 @@ def neighbour_context(x, known, phase: int, mean_frac: int):
     pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
     dy, dx = ORDER_4[phase]
     _context_kernel(xs, ks[:, 0], dy, dx, _relative(phase), mean_frac, np.array(_RANGE_EDGES, np.int64), pred, cls)
+    return pred, cls
+
+
+# ---- the colour blend: a later channel's difference from the one before it, from the decoded neighbours ----
+COLOUR_CLASSES = 6  # classes of the neighbours' range of x_c - x_(c-1): 0-1, 2-3, 4-7, 8-15, 16-31, 32 and more
+_COLOUR_EDGES = (2, 4, 8, 16, 32)
+
+
+def colour_context(step: tuple[int, int], x, known, mean_frac: int):
+    """(prediction, class) numpy arrays (B, C - 1, h, w) of a coding step with decoded neighbours (as
+    step_context): for channel c >= 1 (index c - 1) the floored mean, in 1/mean_frac units, of x_c - x_(c-1)
+    over the real neighbours, and the class of that difference's range among them (COLOUR_CLASSES).
+
+    Why: in colour photos the channels' fine detail moves together, so a pixel's G is its own R plus the
+    G - R its neighbours show, closer than any mean of G alone; the encoder may blend that into the coded
+    mean, per range class (coding/adapt.py, container version 9)."""
+    phase, sub = step
+    if phase == 0:
+        if sub <= 0:
+            raise ValueError(f"coding step {step} has no decoded neighbours")
+        x, known, phase = view(x, 4, 0), view(known, 4, 0), sub
+    xs = np.asarray(x.numpy(), dtype=np.int64)
+    diff = np.ascontiguousarray(xs[:, 1:] - xs[:, :-1])
+    b, c, h, w = diff.shape
+    pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
+    dy, dx = ORDER_4[phase]
+    _context_kernel(diff, known.numpy()[:, 0], dy, dx, _relative(phase), mean_frac,
+                    np.array(_COLOUR_EDGES, np.int64), pred, cls)
     return pred, cls
 
 
