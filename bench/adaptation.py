@@ -1,10 +1,10 @@
 """What the per-image adaptation (bitswap_core/coding/adapt.py) saves, and what it costs encoder and decoder.
 
-    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16n 16b 16
+    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16n 16b 16k 16
 
 For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image; a trailing
 "s" = scale shifts only, "o" = and one spike per pixel, "n" = and both spikes but no blend, "b" = the
-blend of phase (0,0)'s sub-phases only: see
+blend of phase (0,0)'s sub-phases only, "k" = everything but the colour blend (container v8's): see
 bench/adapt_setting.py) this compresses every image with the learned path (smallest=False), decodes and
 verifies it, and prints bits per subpixel per image and in total, and the encode and decode times relative
 to the first setting, all in one run (the settings alternate image by image, so machine noise hits them
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16o", "16n", "16b", "16"])
+    ap.add_argument("--blocks", nargs="+", default=["0", "16s", "16o", "16n", "16b", "16k", "16"])
     ap.add_argument("--crop", type=int, default=0, help="top-left crop of each image (0: whole image)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -8,7 +8,7 @@ OUT=docs/bench
 mkdir -p "$OUT"
 PY=.venv/bin/python
 $PY bench/codec_speed.py --images 8 --threads 2 --json $OUT/codec_speed.json 2>&1 | grep -v Warning | tee $OUT/codec_speed.txt
-$PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16 --matmul int8 float --json $OUT/codec_speed_1thread.json 2>&1 \
+$PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16k 16 --matmul int8 float --json $OUT/codec_speed_1thread.json 2>&1 \
   | grep -v Warning | tee $OUT/codec_speed_1thread.txt
 $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
@@ -20,7 +20,7 @@ $PY bench/patterns.py --adapted 2>&1 | grep -v Warning | tee $OUT/patterns_adapt
 $PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/block_edges.txt
 $PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
 $PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt
-$PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
+$PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16k 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
 $PY bench/adaptation_elbo.py "$VAL"/usc-4.1.0*.png --settings 16o 16n 2>&1 | grep -v Warning | tee $OUT/adaptation_elbo_usc41.txt
 $PY bench/bit_breakdown.py "$VAL"/waterloo-serrano.png 2>&1 | grep -v Warning | tee $OUT/bit_breakdown_serrano.txt
 $PY bench/mean_adaptation.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/mean_adaptation_crop256.txt
