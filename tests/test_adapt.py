@@ -282,35 +282,35 @@ def test_the_default_model_blends_its_means_toward_the_decoded_neighbours_on_a_p
     """Phase (0,0)'s distributions see only z1; on a smooth photo the encoder moves the means of its
     sub-phases 1-3 toward the decoded neighbours two pixels away, and corrects the later phases' own
     interpolation, and that lowers the -ELBO (header included) against the same adaptation without it."""
-    m = resolve(None)
-    bc = m.block_coder("bitswap")
-    img = np.asarray(photo_crop("waterloo-monarch.png", box=(64, 64, 192, 192)), dtype=np.uint8)
+    bc, img, cost = _default_model_on_a_colour_photo()
     (with_blend,) = adapt.choose(bc, [img])
     (without,) = adapt.choose(bc, [img], blend=0)
     assert with_blend.blend is not None and without.blend is None
     assert with_blend.blend[1:4, ..., 0].max() > 0 and with_blend.blend[4:7].any() and not with_blend.blend[0].any()
+    assert cost(with_blend) < cost(without)
+
+
+def _default_model_on_a_colour_photo():
+    """(the default model's block coder, a 128 x 128 crop of waterloo-monarch, the -ELBO of an adaptation on
+    it plus its header in bits)."""
+    bc = resolve(None).block_coder("bitswap")
+    img = np.asarray(photo_crop("waterloo-monarch.png", box=(64, 64, 192, 192)), dtype=np.uint8)
 
     def cost(a):
         return elbo_bits(bc, [img], adaptations=[a])[0] + 8 * len(adapt.to_bytes(a))
 
-    assert cost(with_blend) < cost(without)
+    return bc, img, cost
 
 
 def test_the_default_model_moves_g_and_b_toward_the_previous_channel_plus_the_neighbours_difference():
     """On a colour photo (waterloo-monarch) the encoder picks a colour blend for G and B, which lowers the
     -ELBO (header included) against the same adaptation without it; the payload decodes exactly and is
     smaller than container v8's coding (colour=0)."""
-    m = resolve(None)
-    bc = m.block_coder("bitswap")
-    img = np.asarray(photo_crop("waterloo-monarch.png", box=(64, 64, 192, 192)), dtype=np.uint8)
+    bc, img, cost = _default_model_on_a_colour_photo()
     (coloured,) = adapt.choose(bc, [img])
     (plain,) = adapt.choose(bc, [img], colour=0)
     assert coloured.colour is not None and plain.colour is None
     assert coloured.colour[1:, ..., 0].max() > 0 and not coloured.colour[0].any()
-
-    def cost(a):
-        return elbo_bits(bc, [img], adaptations=[a])[0] + 8 * len(adapt.to_bytes(a))
-
     assert cost(coloured) < 0.99 * cost(plain)
     data = [encode_images(bc, [img], adaptations=[a])[0].to_bytes() for a in (coloured, plain)]
     assert len(data[0]) + len(adapt.to_bytes(coloured)) < len(data[1]) + len(adapt.to_bytes(plain))
