@@ -207,10 +207,11 @@ def _context_kernel(x, known, dy, dx, rel, mean_frac, edges, pred, cls):
                     cls[b, ch, i, j] = k
 
 
-def neighbour_context(x, known, phase: int, mean_frac: int):
+def neighbour_context(x, known, phase: int, mean_frac: int, edges: tuple[int, ...] = _RANGE_EDGES):
     """(prediction, class) numpy arrays (B, C, h, w) of phase `phase`'s pixels (x, known as for
     neighbour_spikes): the floored mean of the real neighbours in 1/mean_frac units (neighbour_prediction's
-    formula) and the class of their value range (BLEND_CLASSES; 0 without real neighbours).
+    formula) and the class of their value range (the number of edges it reaches: BLEND_CLASSES with the
+    default edges; 0 without real neighbours). x may hold any integers (colour_context passes differences).
 
     Phase (0,0)'s distributions come from z1 alone; its sub-phases 1-3 have decoded pixels two apart, which
     the encoder may blend into the model's mean per range class, and so, for the later phases, into the
@@ -219,7 +220,7 @@ def neighbour_context(x, known, phase: int, mean_frac: int):
     b, c, h, w = xs.shape
     pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
     dy, dx = ORDER_4[phase]
-    _context_kernel(xs, ks[:, 0], dy, dx, _relative(phase), mean_frac, np.array(_RANGE_EDGES, np.int64), pred, cls)
+    _context_kernel(xs, ks[:, 0], dy, dx, _relative(phase), mean_frac, np.array(edges, np.int64), pred, cls)
     return pred, cls
 
 
@@ -236,19 +237,8 @@ def colour_context(step: tuple[int, int], x, known, mean_frac: int):
     Why: in colour photos the channels' fine detail moves together, so a pixel's G is its own R plus the
     G - R its neighbours show, closer than any mean of G alone; the encoder may blend that into the coded
     mean, per range class (coding/adapt.py, container version 9)."""
-    phase, sub = step
-    if phase == 0:
-        if sub <= 0:
-            raise ValueError(f"coding step {step} has no decoded neighbours")
-        x, known, phase = view(x, 4, 0), view(known, 4, 0), sub
-    xs = np.asarray(x.numpy(), dtype=np.int64)
-    diff = np.ascontiguousarray(xs[:, 1:] - xs[:, :-1])
-    b, c, h, w = diff.shape
-    pred, cls = np.empty((b, c, h // 2, w // 2), np.int64), np.empty((b, c, h // 2, w // 2), np.int64)
-    dy, dx = ORDER_4[phase]
-    _context_kernel(diff, known.numpy()[:, 0], dy, dx, _relative(phase), mean_frac,
-                    np.array(_COLOUR_EDGES, np.int64), pred, cls)
-    return pred, cls
+    x = x.long()
+    return step_context(step, x[:, 1:] - x[:, :-1], known, mean_frac, _COLOUR_EDGES)
 
 
 def blend_steps(steps, later: bool = True) -> list[int]:
@@ -257,15 +247,15 @@ def blend_steps(steps, later: bool = True) -> list[int]:
     return [s for s, (phase, sub) in enumerate(steps) if (phase == 0 and sub > 0) or (later and phase > 0)]
 
 
-def step_context(step: tuple[int, int], x, known, mean_frac: int):
+def step_context(step: tuple[int, int], x, known, mean_frac: int, edges: tuple[int, ...] = _RANGE_EDGES):
     """neighbour_context of a coding step with decoded neighbours, of (B, C, 32, 32) blocks: a later
     phase's in the block's grid, a sub-phase's of phase (0,0) on that phase's grid."""
     phase, sub = step
     if phase > 0:
-        return neighbour_context(x, known, phase, mean_frac)
+        return neighbour_context(x, known, phase, mean_frac, edges)
     if sub <= 0:
-        raise ValueError(f"coding step {step} has no blend")
-    return neighbour_context(view(x, 4, 0), view(known, 4, 0), sub, mean_frac)
+        raise ValueError(f"coding step {step} has no decoded neighbours: no blend")
+    return neighbour_context(view(x, 4, 0), view(known, 4, 0), sub, mean_frac, edges)
 
 
 def spike_steps(steps) -> list[int]:
