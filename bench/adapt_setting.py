@@ -1,5 +1,7 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
-(scale shifts, both spikes, the blend of every step with decoded neighbours, the colour blend), "16k" = all
+(scale shifts, both spikes, the blend of every step with decoded neighbours, the colour blend, the latent
+shift) and the first block on a coarse grid (container v11), "16l" = all but the latent shift (v10), "16c"
+= all but the latent shift and the coarse first block (v9; every letter below leaves both out too), "16k" = all
 but the colour blend (container v8's adaptation; every letter below leaves it out too), "16b" = the blend of phase
 (0,0)'s sub-phases only (container v6's), "16n" = no blend, "16o" = no blend and one spike only, "16s" =
 scale shifts only, "0" = the model as is, "all" = every block; a trailing "u" (after any other letter:
@@ -16,14 +18,25 @@ from bitswap_core.coding import adapt
 from bitswap_core.registry import Model
 
 _CHOOSE = adapt.choose
-_PARTS = {"s": (0, 0, 0), "o": (1, 0, 0), "n": (2, 0, 0), "b": (2, 1, 0), "k": (2, 2, 0)}
+_PARTS = {"s": (0, 0, 0, 0), "o": (1, 0, 0, 0), "n": (2, 0, 0, 0), "b": (2, 1, 0, 0), "k": (2, 2, 0, 0),
+          "c": (2, 2, 1, 0), "l": (2, 2, 1, 0)}
+_VERSIONS = {"c": 9, "l": 10}  # the container version a letter writes (those of "k" and below: 8)
 
 
-def parse(setting: str) -> tuple[int, int, int, int]:
-    """(adapt_blocks, spikes, blend, colour) of a setting (adapt.choose's spikes, blend and colour)."""
+def parse(setting: str) -> tuple[int, int, int, int, int]:
+    """(adapt_blocks, spikes, blend, colour, latent) of a setting (adapt.choose's spikes, blend, colour and
+    latent)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbk")
-    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1)))
+    blocks = setting.rstrip("sonbkcl")
+    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1, 1)))
+
+
+def version(setting: str) -> int:
+    """The container version a setting writes."""
+    if not bordered(setting):
+        return 7
+    parts = parse(setting)
+    return container.VERSION if parts[4] else _VERSIONS.get(setting[-1], 8 if not parts[3] else 10)
 
 
 def bordered(setting: str) -> bool:
@@ -34,19 +47,20 @@ def bordered(setting: str) -> bool:
 @contextmanager
 def parts_of(setting: str):
     """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes,
-    blend and colour), write container v8 without the colour blend and v7 without the border (which
+    blend, colour and latent) and write the container version that holds them: v10 without the latent
+    shift, v9 without the coarse first block too, v8 without the colour blend, v7 without the border (which
     api.decompress decodes as those versions)."""
-    _, spikes, blend, colour = parse(setting)
-    plain, version = Model.block_coder, container.VERSION
+    _, spikes, blend, colour, latent = parse(setting)
+    plain, current = Model.block_coder, container.VERSION
     if not bordered(setting):
         Model.block_coder = functools.partialmethod(plain, border=False)
-        container.VERSION, colour = 7, 0
-    elif not colour:
-        container.VERSION = 8
-    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour)
+        colour = latent = 0
+    container.VERSION = version(setting)
+    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
+                                                     latent=latent)
     try:
         yield
     finally:
         api.adapt.choose = _CHOOSE
         Model.block_coder = plain
-        container.VERSION = version
+        container.VERSION = current

@@ -41,9 +41,11 @@ def main() -> None:
         im = np.asarray(Image.open(path).convert("RGB"))
         row = []
         for setting in args.settings:
-            blocks, spikes, blend, colour = parse(setting)
-            a = adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend, colour=colour) if blocks else [adapt.NONE]
-            row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(adapt.to_bytes(a[0], 9 if colour else 8)))
+            blocks, spikes, blend, colour, latent = parse(setting)
+            a = (adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend, colour=colour, latent=latent) if blocks
+                 else [adapt.NONE])
+            header = adapt.to_bytes(a[0], 11 if latent else 9 if colour else 8)
+            row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(header))
         totals += row
         dims += im.size
         print(f"{path.name:<26} " + " ".join(f"{b / im.size:8.4f}" for b in row), flush=True)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bitswap_core import container, fallback
-from bitswap_core.coding import adapt
+from bitswap_core.coding import adapt, first_block
 from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
 from bitswap_core.coding.rans import AnsCoder
 from bitswap_core.errors import (
@@ -60,6 +60,7 @@ def compress_batch(
     smallest: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     adapt_blocks: int = adapt.SAMPLE_BLOCKS,
+    coarse_first: bool | None = None,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
@@ -67,6 +68,8 @@ def compress_batch(
     smallest: also try the classical fallback on those images and keep whichever container is smaller.
     adapt_blocks: blocks per image the encoder samples to fit its adaptation, scale shifts and spikes (0: none;
     coding/adapt.py).
+    coarse_first: send each image's first block's latents on a coarse grid instead of by bits-back
+    (coding/first_block.py); None: on for bitswap, off for bbans (the paper's naive baseline).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
@@ -86,18 +89,20 @@ def compress_batch(
                   for i in learned]
         bc = m.block_coder(codec)
         adaptations = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [adapt.NONE] * len(arrays)
+        coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and container.VERSION >= 10
+        grids = first_block.choose(bc, arrays, adaptations) if coarse else [0] * len(arrays)
         try:
-            coders = encode_images(bc, arrays, adaptations=adaptations)
+            coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(learned)
-        for i, coder, adaptation in zip(learned, coders, adaptations):
+        for i, coder, adaptation, k in zip(learned, coders, adaptations, grids):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
-            header = adapt.to_bytes(adaptation, container.VERSION)
+            header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if container.VERSION >= 10 else b"")
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
@@ -105,10 +110,11 @@ def compress_batch(
 
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
-             max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int = adapt.SAMPLE_BLOCKS) -> bytes:
+             max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int = adapt.SAMPLE_BLOCKS,
+             coarse_first: bool | None = None) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
-                          adapt_blocks=adapt_blocks)[0]
+                          adapt_blocks=adapt_blocks, coarse_first=coarse_first)[0]
 
 
 def _model_for(c: container.Container, model: ModelArg) -> Model:
@@ -126,6 +132,19 @@ def _model_for(c: container.Container, model: ModelArg) -> Model:
             f"payload was coded with model {c.model_id}, which is not the default model ({m.id}) "
             "nor any shipped model; pass model=PATH to the right model file")
     return found
+
+
+def _first_grid(rest: bytes, has_byte: bool, z_bins: int) -> tuple[int, bytes]:
+    """(the first block's latent grid, the ANS bytes) of a learned payload after its adaptation header."""
+    if not has_byte:
+        return 0, rest
+    if not rest:
+        raise CorruptPayloadError("learned payload truncated: the first block's latent grid is missing")
+    try:
+        first_block.check_grid(rest[0], z_bins)
+    except ValueError as exc:
+        raise CorruptPayloadError(f"learned payload is corrupt: {exc}") from None
+    return rest[0], rest[1:]
 
 
 def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
@@ -150,14 +169,16 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         first = boxes[idx[0]]
         # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
         bc = m.block_coder(scheme, first.spike_adapted, first.bordered)
-        adaptations, coders = [], []
+        adaptations, coders, grids = [], [], []
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
+            k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
             adaptations.append(adaptation)
+            grids.append(k)
             coders.append(AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
-        arrays = decode_images(bc, coders, shapes, adaptations)
+        arrays = decode_images(bc, coders, shapes, adaptations, grids)
         for i, arr in zip(idx, arrays):
             out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adapt-blocks", type=int, default=None, metavar="N",
                    help="blocks the encoder samples to fit the per-image scale adaptation (default: the "
                         "codec's, 16; 0: the model as is)")
+    p.add_argument("--first-block", choices=("coarse", "bits-back"), default=None,
+                   help="the first block's latents: on a coarse grid (bitswap's default) or by bits-back "
+                        "(bbans's default, the paper's baseline)")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -96,6 +99,8 @@ def _compress(args: argparse.Namespace) -> int:
     try:
         image = _open_image(args.input)
         extra = {} if args.adapt_blocks is None else {"adapt_blocks": args.adapt_blocks}
+        if args.first_block is not None:
+            extra["coarse_first"] = args.first_block == "coarse"
         data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only, **extra)
     except (ValueError, BitswapError) as exc:
         return _fail(str(exc))

@@ -124,6 +124,11 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     plain = tmp_path / "plain.bsw"
     assert main(["compress", str(src), str(plain), *args, "--adapt-blocks", "0"]) == 0
     assert container.unpack(plain.read_bytes()).payload[0] == 0  # no scale adaptation header
+    coarse = tmp_path / "coarse.bsw"
+    assert main(["compress", str(src), str(coarse), *args, "--adapt-blocks", "0", "--first-block", "coarse"]) == 0
+    # the same empty adaptation header (6 zero bytes), then the first block's grid
+    assert container.unpack(plain.read_bytes()).payload[6] == 0 != container.unpack(coarse.read_bytes()).payload[6]
+    assert main(["decompress", str(coarse), str(out), "--model", str(tiny_model_path)]) == 0
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:
         assert (restored.mode, restored.tobytes()) == (source.mode, source.tobytes())

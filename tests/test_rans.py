@@ -232,3 +232,67 @@ def test_spiked_search_finds_the_symbol_a_full_search_finds(table):
             got = [_find_mixed(table.cdf, table.inv, r, b, w, n, total, np.uint64(t), table.precision, v, a, e1,
                                v2, e2) for t in targets]
             assert np.array_equal(got, want), (r, b, v, level, v2, level2)
+
+
+# ---- cells (the first block's coarse latents) ----
+@pytest.mark.parametrize("k", [1, 3, 16, 32, 64, 128])
+def test_cells_partition_the_alphabet_and_their_values_lie_inside(table, k):
+    from bitswap_core.coding.rans import cell_index, cell_value
+
+    s = np.arange(table.n)
+    cells = cell_index(s, table.n, k)
+    assert cells[0] == 0 and np.all(np.diff(cells) >= 0) and np.all(np.diff(cells) <= 1)
+    assert np.bincount(cells).max() <= k  # runs of at most k symbols
+    assert cells[table.n // 2] == cells[table.n // 2 - k // 2] != cells[table.n // 2 - k // 2 - 1] or k == 1
+    values = cell_value(np.arange(cells[-1] + 1), table.n, k)
+    assert np.array_equal(cell_index(values, table.n, k), np.arange(cells[-1] + 1))
+    assert values[cells[table.n // 2]] == table.n // 2  # the middle cell stands for the middle symbol
+
+
+@pytest.mark.parametrize("dithered", [True, False])
+@pytest.mark.parametrize("k", [1, 7, 32, 128])
+def test_cells_round_trip_with_symbols_around_them_and_cost_what_they_estimate(table, k, dithered):
+    from bitswap_core.coding.rans import cell_cost_bits, cell_index
+
+    symbols, rows, bases = _random_codes(table, 3000, k)
+    cells = cell_index(symbols, table.n, k)
+    enc = AnsCoder(64, dithered=dithered)
+    enc.push(symbols[:100], rows[:100], bases[:100], table)
+    before = enc.num_bits()
+    enc.push_cells(cells, rows, bases, table, k)
+    enc.push(symbols[100:200], rows[100:200], bases[100:200], table)
+    dec = AnsCoder.from_bytes(enc.to_bytes(), 64, dithered=dithered)
+    assert np.array_equal(dec.pop(rows[100:200], bases[100:200], table), symbols[100:200])
+    assert np.array_equal(dec.pop_cells(rows, bases, table, k), cells)
+    assert np.array_equal(dec.pop(rows[:100], bases[:100], table), symbols[:100])
+    dec.check_finished()
+    ideal = cell_cost_bits(cells, rows, bases, table, k)
+    grown = AnsCoder(64, dithered=dithered)
+    grown.push(symbols[:100], rows[:100], bases[:100], table)
+    grown.push_cells(cells, rows, bases, table, k)
+    assert abs((grown.num_bits() - before) - ideal) < 0.01 * ideal + 64
+
+
+def test_cells_of_one_symbol_are_the_symbols(table):
+    from bitswap_core.coding.rans import cell_index
+
+    symbols, rows, bases = _random_codes(table, 500, 3)
+    a, b = AnsCoder(64), AnsCoder(64)
+    a.push(symbols, rows, bases, table)
+    b.push_cells(cell_index(symbols, table.n, 1), rows, bases, table, 1)
+    assert a.to_bytes() == b.to_bytes()
+
+
+def test_cell_width_must_leave_two_cells(table):
+    symbols, rows, bases = _random_codes(table, 4, 4)
+    for k in (0, table.n // 2 + 1):
+        with pytest.raises(ValueError, match="cell width"):
+            AnsCoder(64).push_cells(symbols, rows, bases, table, k)
+        with pytest.raises(ValueError, match="cell width"):
+            AnsCoder(64).pop_cells(rows, bases, table, k)
+
+
+def test_popping_cells_from_a_dry_stack_is_corrupt(table):
+    _, rows, bases = _random_codes(table, 200, 5)
+    with pytest.raises(CorruptPayloadError):
+        AnsCoder(0).pop_cells(rows, bases, table, 8)

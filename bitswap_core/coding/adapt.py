@@ -49,7 +49,7 @@ Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adapta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,13 +76,15 @@ class Adaptation:
     levels (coding steps, channels, classes; rows of steps without decoded neighbours are 0, and so is
     class 0 of the second spikes), the blend (coding steps, channels, range classes, (weight of 8,
     scale shift)) and the colour blend (coding steps, channels - 1 (G, B), colour classes, (weight of 8,
-    scale shift)); rows of steps without decoded neighbours are 0. None = the model as is."""
+    scale shift)); rows of steps without decoded neighbours are 0; and the latent shift, added to every
+latent distribution's scale level (q and p alike). None / 0 = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
     spikes2: np.ndarray | None = None
     blend: np.ndarray | None = None
     colour: np.ndarray | None = None
+    latent: int = 0
 
 
 NONE = Adaptation()
@@ -92,7 +94,9 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 9  # the container version whose header layout to_bytes writes
+FORMAT = 11  # the container version whose header layout to_bytes writes (10's is 9's)
+MAX_LATENT_SHIFT = 16
+LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 
 
 def _blend_weights(version: int) -> tuple[int, int]:
@@ -104,11 +108,14 @@ def _blend_weights(version: int) -> tuple[int, int]:
 
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
-    layout without the colour blend, which only version 9 on can hold)."""
+    layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
+    latent shift)."""
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
         raise ValueError(f"container version {version} cannot hold a colour blend")
+    if version < 11 and a.latent:
+        raise ValueError(f"container version {version} cannot hold a latent shift")
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -116,7 +123,8 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
-    return shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
+    return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
+            + (np.int8(a.latent).tobytes() if version >= 11 else b""))
 
 
 def _blend_bytes(table: np.ndarray | None) -> bytes:
@@ -211,7 +219,14 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
     if version >= 9:
         colour, rest = _blend_section(rest, "colour blend", COLOUR_CLASSES, steps if channels > 1 else 0,
                                       channels - 1, version, COLOUR_WEIGHTS, colour_shape(phases, channels), phases)
-    return Adaptation(shifts, spikes, second, blend, colour), rest
+    latent = 0
+    if version >= 11:
+        if not rest:
+            raise CorruptPayloadError("adaptation header truncated: the latent shift is missing")
+        latent, rest = int(np.frombuffer(rest[:1], dtype=np.int8)[0]), rest[1:]
+        if abs(latent) > MAX_LATENT_SHIFT:
+            raise CorruptPayloadError(f"latent shift {latent} exceeds {MAX_LATENT_SHIFT}")
+    return Adaptation(shifts, spikes, second, blend, colour, latent), rest
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -239,17 +254,18 @@ def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: i
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
     levels), spike and second-spike levels (B, coding steps, channels, classes), blends (B, coding steps,
-    channels, range classes, 2) and colour blends (B, coding steps, channels - 1, colour classes, 2), each
-    None when no block has one."""
+    channels, range classes, 2), colour blends (B, coding steps, channels - 1, colour classes, 2) and
+    latent shifts (B,), each None when no block has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
     spikes2: torch.Tensor | None = None
     blend: torch.Tensor | None = None
     colour: torch.Tensor | None = None
+    latent: torch.Tensor | None = None  # (B,) latent shifts
 
     def _parts(self):
-        return self.levels, self.spikes, self.spikes2, self.blend, self.colour
+        return self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent
 
     def __getitem__(self, idx) -> CodingMaps:
         return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
@@ -278,7 +294,9 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
     maps = CodingMaps(levels, stacked([a.spikes for a in adaptations], spiked),
                       stacked([a.spikes2 for a in adaptations], spiked),
                       stacked([a.blend for a in adaptations], blended),
-                      stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels)))
+                      stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels)),
+                      torch.tensor([a.latent for a in adaptations], dtype=torch.int64)
+                      if any(a.latent for a in adaptations) else None)
     return None if all(t is None for t in maps._parts()) else maps
 
 
@@ -478,7 +496,7 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2, blend: int = 2, colour: int = 1) -> list[Adaptation]:
+           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
     blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
     = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8,
@@ -487,7 +505,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     spikes, 1: the first only, 0: none; _fit_spikes); blend, colour blend and spikes on 4-phase models only. One latent
     sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
     the image alone, not on the batch; the networks see the samples of several images at once. A part is
-    left out (None) where its estimated saving does not pay for its header twice."""
+    left out (None) where its estimated saving does not pay for its header twice. Last (latent = 1; 0: none,
+    as container v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     cfg, m = block_coder.cfg, block_coder.net
@@ -586,4 +605,42 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                 section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(plain[0])
+    return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
+
+
+def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[Adaptation],
+               sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0, shifts: Sequence[int] = LATENT_SHIFTS
+               ) -> list[Adaptation]:
+    """Each image's adaptation with the latent shift from `shifts` whose negative ELBO on the image's sampled
+    blocks, with that adaptation, is smallest; kept where it saves its header byte twice.
+
+    Why: a model trained on other images can be too sure of its latents here; widening q and p alike
+    (trained with free bits, the posterior may carry more than pays) costs a little reconstruction and
+    saves more KL (bench/latent_shift.py). One latent sample per block, from a sampler seeded alike for
+    every candidate and image: the candidates are compared on coupled draws, and the choice depends on the
+    image alone."""
+    from bitswap_core.coding.rans import random_coder
+
+    cfg = block_coder.cfg
+    samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
+    out = list(adaptations)
+    for group in _groups([len(picked) for _, picked, _, _ in samples], _BATCH_BLOCKS):
+        x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
+        valid = np.concatenate([samples[j][2] for j in group])
+        owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
+        border = block_coder.borders([samples[j][3] for j in group])
+        costs = np.zeros((len(shifts), len(images)))
+        for t, shift in enumerate(shifts):
+            samplers, per_block = [], []
+            for j in group:
+                n = len(samples[j][1])
+                samplers += [random_coder(np.random.default_rng(seed), 4 * cfg.nz * cfg.z_dims * n)] * n
+                per_block += [replace(adaptations[j], latent=int(shift))] * n
+            bits = block_coder.sample_elbo_bits(x, valid, samplers, coding_maps(per_block, cfg), border)
+            costs[t] = np.bincount(owner, weights=bits, minlength=len(images))
+        for j in group:
+            best = int(costs[:, j].argmin())
+            saving = (costs[0, j] - costs[best, j]) * samples[j][0] / len(samples[j][1])
+            if shifts[best] and saving > 2 * 8:
+                out[j] = replace(adaptations[j], latent=int(shifts[best]))
     return out

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, bordered, grid, pad_block, to_blocks, valid_sizes
-from bitswap_core.coding import adapt
-from bitswap_core.coding.rans import AnsCoder, Table, random_coder
+from bitswap_core.coding import adapt, first_block
+from bitswap_core.coding.rans import AnsCoder, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
 from bitswap_core.model.exact import ExactModel
@@ -76,21 +76,51 @@ class BlockCoder:
         self.net = _Timed(model)  # the networks, timed for the benchmarks' network/coder split
 
     # ---- latents ----
-    def _latent_codes(self, mean: torch.Tensor, scale: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _latent_codes(self, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, bases) per block; shift: per block, a scale-level shift of the latents' distributions (the
+        adaptation's latent shift, coding/adapt.py), or None."""
+        if shift is not None:
+            scale = torch.clamp(scale + shift.reshape(-1, *[1] * (scale.dim() - 1)), 0, self.cfg.z_scales - 1)
         rows, bases = rows_bases(mean.cpu().numpy(), scale.cpu().numpy(), self.cfg.mean_frac)
         n = rows.shape[0]
         return rows.reshape(n, -1), bases.reshape(n, -1)
 
-    def pop_latents(self, coders: Sequence[AnsCoder], dist) -> torch.Tensor:
-        rows, bases = self._latent_codes(*dist)
+    def pop_latents(self, coders: Sequence[AnsCoder], dist, shift: torch.Tensor | None = None) -> torch.Tensor:
+        rows, bases = self._latent_codes(*dist, shift)
         z = np.stack([c.pop(rows[i], bases[i], self.tz) for i, c in enumerate(coders)])
         return torch.from_numpy(z.reshape(dist[0].shape))
 
-    def push_latents(self, coders: Sequence[AnsCoder], z: torch.Tensor, dist) -> None:
-        rows, bases = self._latent_codes(*dist)
+    def push_latents(self, coders: Sequence[AnsCoder], z: torch.Tensor, dist, shift: torch.Tensor | None = None
+                     ) -> None:
+        rows, bases = self._latent_codes(*dist, shift)
         zf = z.reshape(len(coders), -1).numpy()
         for i, c in enumerate(coders):
             c.push(zf[i], rows[i], bases[i], self.tz)
+
+    def sample_elbo_bits(self, x: torch.Tensor, valid: np.ndarray, samplers: Sequence[AnsCoder], maps=None,
+                         border=None) -> np.ndarray:
+        """Per block, its negative ELBO in bits with one latent sample popped from its sampler (a coder on
+        random bits; blocks may share one): what the bits-back chain pays for it, without ANS. maps and
+        border as for pixel_symbols."""
+        from bitswap_core.coding.rans import cost_bits
+
+        m, n, shift = self.net, len(x), _latent_shift(maps)
+        bits, z = np.zeros(n), []
+        for i in range(self.cfg.nz):
+            dist = m.q_latent(i, x if i == 0 else z[i - 1])
+            rows, bases = self._latent_codes(*dist, shift)
+            zi = np.stack([samplers[j].pop(rows[j], bases[j], self.tz) for j in range(n)])
+            bits -= [cost_bits(zi[j], rows[j], bases[j], self.tz) for j in range(n)]
+            z.append(torch.from_numpy(zi.reshape(dist[0].shape)))
+        for i in range(self.cfg.nz):
+            rows, bases = self._latent_codes(*(m.p_latent(i, z[i + 1]) if i < self.cfg.nz - 1 else m.top_prior(n)),
+                                             shift)
+            zf = z[i].reshape(n, -1).numpy()
+            bits += [cost_bits(zf[j], rows[j], bases[j], self.tz) for j in range(n)]
+        for sym in self.pixel_symbols(x, z[0], valid, maps, border):
+            bits[sym.image] += cost_bits(sym.values, sym.rows, sym.bases, self.tx, sym.spikes)
+        return bits
 
     # ---- pixels: step by step (coding_steps), channel by channel (R, then G|R, then B|R,G); real pixels ----
     def _known(self, valid: np.ndarray) -> torch.Tensor:
@@ -255,57 +285,126 @@ class BlockCoder:
             pad_block(xn[i], *valid[i])
         return x.contiguous()
 
+    # ---- an image's first block: latents on a coarse grid (coding/first_block.py) ----
+    def push_first(self, coders: Sequence[AnsCoder], x: torch.Tensor, valid: np.ndarray, grids: Sequence[int],
+                   q1=None, maps: adapt.CodingMaps | None = None, border=None) -> None:
+        """Code first blocks without bits-back: their pixels given z1 at the cell of grids[i] latent bins
+        holding its posterior mean, then those cells under p(z1 | z2 at its prior's mode)."""
+        mean = (q1 if q1 is not None else self.net.q_latent(0, x))[0]
+        cells, z1 = first_block.latent_cells(self, mean, grids)
+        self.push_pixels(coders, x, z1, valid, maps, border)
+        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), _latent_shift(maps))
+        for i, c in enumerate(coders):
+            c.push_cells(cells[i], rows[i], bases[i], self.tz, int(grids[i]))
+
+    def pop_first(self, coders: Sequence[AnsCoder], valid: np.ndarray, grids: Sequence[int],
+                  maps: adapt.CodingMaps | None = None, border=None) -> torch.Tensor:
+        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), _latent_shift(maps))
+        z1 = np.stack([cell_value(c.pop_cells(rows[i], bases[i], self.tz, int(k)), self.cfg.z_bins, int(k))
+                       for i, (c, k) in enumerate(zip(coders, grids))])
+        z1 = torch.from_numpy(z1.reshape(len(coders), self.cfg.z_channels, 16, 16))
+        return self.pop_pixels(coders, z1, valid, maps, border)
+
     # ---- one block of each image ----
     def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None,
-                    maps: adapt.CodingMaps | None = None, border=None) -> None:
+                    maps: adapt.CodingMaps | None = None, border=None, grids: Sequence[int] | None = None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
         batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None. border:
-        the blocks with their border (self.borders) for a bordered coder."""
-        m, nz = self.net, self.cfg.nz
+        the blocks with their border (self.borders) for a bordered coder. grids: per block, its image's
+        first-block grid if this is that image's first block (push_first) and 0 otherwise, or None (all 0)."""
         x = torch.from_numpy(blocks.astype(np.int64))
+        first, rest = _split(grids, len(coders))
+        if len(first):
+            self.push_first([coders[i] for i in first], x[first], valid[first], [grids[i] for i in first],
+                            *_rows((q1, maps, border), first))
+        if len(rest):
+            self._push_bits_back([coders[i] for i in rest], x[rest], valid[rest],
+                                 *_rows((q1, maps, border), rest, len(first) > 0))
+
+    def _push_bits_back(self, coders, x: torch.Tensor, valid: np.ndarray, q1=None, maps=None, border=None) -> None:
+        m, nz, ls = self.net, self.cfg.nz, _latent_shift(maps)
         z: list[torch.Tensor] = []
         for i in range(nz):
             dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
-            z.append(self.pop_latents(coders, dist))  # bits back
+            z.append(self.pop_latents(coders, dist, ls))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
                     self.push_pixels(coders, x, z[0], valid, maps, border)
                 else:
-                    self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
+                    self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]), ls)
         if self.scheme == "bbans":
             self.push_pixels(coders, x, z[0], valid, maps, border)
             for i in range(1, nz):
-                self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]))
-        self.push_latents(coders, z[-1], m.top_prior(len(coders)))
+                self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]), ls)
+        self.push_latents(coders, z[-1], m.top_prior(len(coders)), ls)
 
     def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None,
-                   border=None) -> np.ndarray:
-        m, nz = self.net, self.cfg.nz
+                   border=None, grids: Sequence[int] | None = None) -> np.ndarray:
+        first, rest = _split(grids, len(coders))
+        if not len(first):
+            return self._pop_bits_back(coders, valid, maps, border)
+        out = np.empty((len(coders), self.cfg.channels, BLOCK, BLOCK), dtype=np.uint8)
+        out[first] = self.pop_first([coders[i] for i in first], valid[first], [grids[i] for i in first],
+                                    *_rows((maps, border), first)).numpy().astype(np.uint8)
+        if len(rest):
+            out[rest] = self._pop_bits_back([coders[i] for i in rest], valid[rest], *_rows((maps, border), rest))
+        return out
+
+    def _pop_bits_back(self, coders, valid: np.ndarray, maps=None, border=None) -> np.ndarray:
+        m, nz, ls = self.net, self.cfg.nz, _latent_shift(maps)
         z: list[torch.Tensor | None] = [None] * nz
-        z[-1] = self.pop_latents(coders, m.top_prior(len(coders)))
+        z[-1] = self.pop_latents(coders, m.top_prior(len(coders)), ls)
         if self.scheme == "bitswap":
             x = None
             for i in range(nz - 1, -1, -1):
                 if i > 0:
-                    z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
+                    z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]), ls)
                 else:
                     x = self.pop_pixels(coders, z[0], valid, maps, border)
-                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
+                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]), ls)
         else:
             for i in range(nz - 1, 0, -1):
-                z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]))
+                z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]), ls)
             x = self.pop_pixels(coders, z[0], valid, maps, border)
             for i in range(nz - 1, -1, -1):
-                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]))
+                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]), ls)
         return x.numpy().astype(np.uint8)
 
 
+def _latent_shift(maps: adapt.CodingMaps | None) -> torch.Tensor | None:
+    return None if maps is None else maps.latent
+
+
+def _split(grids: Sequence[int] | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of first blocks coded on a grid, indices of the others)."""
+    g = np.zeros(n, dtype=np.int64) if grids is None else np.asarray(grids, dtype=np.int64)
+    return np.flatnonzero(g > 0), np.flatnonzero(g <= 0)
+
+
+def _rows(parts, idx: np.ndarray, needed: bool = True) -> list:
+    """Each of parts (q1 / border pairs of tensors, CodingMaps, or None) at rows idx; as is if not needed."""
+    if not needed:
+        return list(parts)
+    out = []
+    for p in parts:
+        if p is None:
+            out.append(None)
+        elif isinstance(p, tuple):
+            out.append(tuple(t[torch.from_numpy(idx)] for t in p))
+        else:
+            out.append(p[torch.from_numpy(idx)])
+    return out
+
+
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
-                  adaptations: Sequence[adapt.Adaptation] | None = None) -> list[AnsCoder]:
+                  adaptations: Sequence[adapt.Adaptation] | None = None,
+                  first_grids: Sequence[int] | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
     adaptations: per image, its adaptation (coding/adapt.py), or None; the decoder needs the same.
+    first_grids: per image, the latent grid of its first block (coding/first_block.py; 0: bits-back), or
+    None (all 0, as containers before version 10); the decoder needs the same.
     """
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     blocks = [to_blocks(im) for im in images]
@@ -330,7 +429,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                                 np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
                                 maps=None if maps is None else maps[act],
-                                border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]))
+                                border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
+                                grids=None if first_grids is None or t else [first_grids[j] for j in act])
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -338,7 +438,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
-                  adaptations: Sequence[adapt.Adaptation] | None = None) -> list[np.ndarray]:
+                  adaptations: Sequence[adapt.Adaptation] | None = None,
+                  first_grids: Sequence[int] | None = None) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     from bitswap_core.blocks import from_blocks
@@ -353,7 +454,9 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
         # the blocks after these (to the right, below) are decoded already: the border reads them
         border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
         x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
-                                   maps=None if maps is None else maps[act], border=border)
+                                   maps=None if maps is None else maps[act], border=border,
+                                   grids=None if first_grids is None else [0 if k else first_grids[j]
+                                                                           for j, k in zip(act, idx)])
         for row, (j, k) in enumerate(zip(act, idx)):
             out[j][k] = x[row]
     for c in coders:
@@ -370,9 +473,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
     adaptations: per image, the adaptation the codec would use (coding/adapt.py), or None.
     """
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
-    from bitswap_core.coding.rans import cost_bits
-
-    cfg, m = block_coder.cfg, block_coder.net
+    cfg = block_coder.cfg
     rng = np.random.default_rng(seed)
     totals = []
     for j_im, im in enumerate(images):
@@ -383,21 +484,9 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
             xb, vb = blocks[s : s + 64], valid[s : s + 64]
             n = len(xb)
             sampler = random_coder(rng, 4 * cfg.nz * cfg.z_dims * n)
-            x = torch.from_numpy(xb.astype(np.int64))
-            z = []
-            for i in range(cfg.nz):
-                dist = m.q_latent(i, x if i == 0 else z[i - 1])
-                rows, bases = block_coder._latent_codes(*dist)
-                zi = np.stack([sampler.pop(rows[j], bases[j], block_coder.tz) for j in range(n)])
-                bits -= cost_bits(zi.reshape(-1), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
-                z.append(torch.from_numpy(zi.reshape(dist[0].shape)))
-            for i in range(cfg.nz):
-                dist = m.p_latent(i, z[i + 1]) if i < cfg.nz - 1 else m.top_prior(n)
-                rows, bases = block_coder._latent_codes(*dist)
-                bits += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), block_coder.tz)
             mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
             border = block_coder.borders([(blocks, valid, per_row, np.arange(s, s + n))])
-            for sym in block_coder.pixel_symbols(x, z[0], vb, mb, border):
-                bits += cost_bits(sym.values, sym.rows, sym.bases, block_coder.tx, sym.spikes)
+            bits += block_coder.sample_elbo_bits(torch.from_numpy(xb.astype(np.int64)), vb, [sampler] * n, mb,
+                                                 border).sum()
         totals.append(bits)
     return totals

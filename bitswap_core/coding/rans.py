@@ -198,6 +198,113 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
     return x, m, min_m, True
 
 
+# ---- cells: a coarse alphabet of runs of k symbols (the first block's latents, coding/first_block.py) ----
+@numba.njit(cache=True, inline="always")
+def _cell_first(n, k):
+    """Where cell 1 starts: cell edges lie at n/2 - k/2 + k m, so the middle cell is centred on n/2."""
+    f = (n // 2 - k // 2) % k
+    return f if f > 0 else k
+
+
+@numba.njit(cache=True, inline="always")
+def _cell_of(s, n, k):
+    """The cell holding symbol s: cell 0 is [0, first), cell j >= 1 is [first + (j-1) k, first + j k) (capped at n)."""
+    first = _cell_first(n, k)
+    return 0 if s < first else (s - first) // k + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _cell_edge(j, n, k):
+    if j <= 0:
+        return 0
+    return min(_cell_first(n, k) + (j - 1) * k, n)
+
+
+@numba.njit(cache=True)
+def _push_cells(state, buf, m, cells, rows, bases, table, inv, width, n, precision, dithered, k):
+    """_push of cell indices under the mass each distribution gives its cells (a cell's frequency is the sum
+    of its symbols', so >= 1), with the same dithered rotation: intervals start at the cell holding the
+    pseudo-random quantile."""
+    x = np.uint64(state)
+    total = np.uint64(1 << precision)
+    shift = np.uint64(64 - precision)
+    p = np.uint64(precision)
+    for i in range(cells.shape[0] - 1, -1, -1):
+        j, r, b = cells[i], rows[i], bases[i]
+        lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
+        f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
+        j0 = _cell_of(_rotation_start(i, r, b, inv, n, dithered), n, k)
+        c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
+        c = lo - c0 if j >= j0 else lo + total - c0
+        if x >= (f << shift):
+            buf[m] = np.uint32(x & _LOW)
+            m += 1
+            x >>= _WORD
+        x = ((x // f) << p) + (x % f) + c
+    return x, m
+
+
+@numba.njit(cache=True)
+def _pop_cells(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, k):
+    """Inverse of _push_cells; returns (state, m, min_m, ok) as _pop does."""
+    x = np.uint64(state)
+    total = np.uint64(1 << precision)
+    mask = total - np.uint64(1)
+    p = np.uint64(precision)
+    for i in range(out.shape[0]):
+        r, b = rows[i], bases[i]
+        slot = x & mask
+        j0 = _cell_of(_rotation_start(i, r, b, inv, n, dithered), n, k)
+        c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
+        # the cells' CDF is the symbols' CDF at the cell edges: the symbol holding the target names the cell
+        j = _cell_of(_find(table, inv, r, b, width, n, total, (slot + c0) & mask, precision), n, k)
+        lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
+        f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
+        c = lo - c0 if j >= j0 else lo + total - c0
+        x = f * (x >> p) + slot - c
+        if x < _L:
+            if m == 0:
+                return x, m, min_m, False
+            m -= 1
+            x = (x << _WORD) | np.uint64(buf[m])
+            if m < min_m:
+                min_m = m
+        out[i] = j
+    return x, m, min_m, True
+
+
+@numba.njit(cache=True)
+def _cell_bits(cells, rows, bases, table, width, n, precision, k, out):
+    total = np.uint64(1 << precision)
+    for i in range(cells.shape[0]):
+        j, r, b = cells[i], rows[i], bases[i]
+        f = (_cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total)
+             - _cdf(table, r, _cell_edge(j, n, k), b, width, n, total))
+        out[i] = precision - np.log2(np.float64(f))
+
+
+def cell_index(symbols: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The cell (runs of k symbols, edges at n/2 - k/2 + k m) holding each symbol in [0, n)."""
+    first = (n // 2 - k // 2) % k or k
+    s = np.asarray(symbols, dtype=np.int64)
+    return np.where(s < first, 0, (s - first) // k + 1)
+
+
+def cell_value(cells: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The symbol that stands for each cell: n/2 + k (j - middle cell), clamped to [0, n) (inside the cell)."""
+    mid = int(cell_index(np.array([n // 2]), n, k)[0])
+    return np.clip(n // 2 + k * (np.asarray(cells, dtype=np.int64) - mid), 0, n - 1)
+
+
+def cell_cost_bits(cells: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> float:
+    """-sum log2 of each cell's mass under its distribution: what push_cells stores, ideally."""
+    out = np.empty(len(cells), dtype=np.float64)
+    if len(cells):
+        _cell_bits(np.asarray(cells, dtype=np.int64), rows, bases, table.cdf, table.width, table.n,
+                   table.precision, k, out)
+    return float(out.sum())
+
+
 _NO_SPIKE = np.zeros((4, 1), dtype=np.int64)
 
 
@@ -298,6 +405,32 @@ class AnsCoder:
         state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
                                              table.cdf, table.inv, table.width, table.n, table.precision,
                                              self.dithered, sp, mixed)
+        self.state = np.uint64(state)
+        if not ok:
+            raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
+        return out
+
+    def push_cells(self, cells: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> None:
+        """Push cell indices (cell_index): each distribution's mass over runs of k symbols, so a value
+        known only to within k symbols costs about log2(k) bits less than the symbol itself."""
+        if len(cells) == 0:
+            return
+        if not 1 <= k <= table.n // 2:  # two cells at least, so no cell holds the whole mass
+            raise ValueError(f"cell width {k} is outside 1..{table.n // 2}")
+        self._reserve(len(cells))
+        state, self.m = _push_cells(self.state, self.buf, self.m, np.asarray(cells, dtype=np.int64), rows, bases,
+                                    table.cdf, table.inv, table.width, table.n, table.precision, self.dithered, k)
+        self.state = np.uint64(state)
+
+    def pop_cells(self, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> np.ndarray:
+        if not 1 <= k <= table.n // 2:  # two cells at least, so no cell holds the whole mass
+            raise ValueError(f"cell width {k} is outside 1..{table.n // 2}")
+        out = np.empty(len(rows), dtype=np.int64)
+        if len(rows) == 0:
+            return out
+        state, self.m, self.min_m, ok = _pop_cells(self.state, self.buf, self.m, self.min_m, out, rows, bases,
+                                                   table.cdf, table.inv, table.width, table.n, table.precision,
+                                                   self.dithered, k)
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")

@@ -1,0 +1,83 @@
+"""An image's first block: latents sent on a coarse grid, since there are no bits to get back yet.
+
+Bits-back coding pays for a block's latents only net of the bits it pops to choose them; those pops read
+what the blocks coded before left on the stack. The first block has nothing under it, so its pops read the
+stack's deterministic bed and it pays the latents in full: 7-10 bits per dimension on the validation images
+where a later block pays 3-6 (docs/BENCHMARKS.md), about a kilobyte per image, 2% of a 256x256 image and
+most of a 32x32 one.
+
+From container version 10 on the encoder may instead send the first block's latents without bits-back:
+the layers above z1 sit at their prior's mode (nothing to send), and z1 at the cell of k latent bins that
+holds its posterior mean, coded as that cell's mass under p(z1 | z2) (AnsCoder.push_cells). The cell
+costs about log2(k) bits less than a bin, and the networks, trained on noisy posterior samples, hardly
+mind the coarser z1. k is picked per image from GRIDS on its own first block; 0 keeps the bits-back first
+block (older containers, and naive BB-ANS by default, which stays the paper's baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bitswap_core.blocks import grid, to_blocks, valid_sizes
+from bitswap_core.coding.rans import cell_cost_bits, cell_index, cell_value, cost_bits
+
+GRIDS = (16, 24, 32, 40, 48, 64)  # cell widths in latent bins the encoder tries (z_bins 512: 0.5-2 units)
+MAX_GRID = 255  # a header byte; the decoder also needs at least two cells (k <= z_bins / 2)
+
+
+def mode_bins(mean_level: torch.Tensor, mean_frac: int, bins: int) -> torch.Tensor:
+    """The bin holding each distribution's mean (levels in 1/mean_frac bins): its most likely bin."""
+    return torch.clamp(torch.div(mean_level + mean_frac // 2, mean_frac, rounding_mode="floor"), 0, bins - 1)
+
+
+def prior_above(block_coder, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distribution z1 is coded with in a first block: p(z1 | z2) with z2 (and any layer above it) at its
+    prior's mode, or the top prior for a one-layer model."""
+    cfg, m = block_coder.cfg, block_coder.net
+    dist = m.top_prior(n)
+    for i in range(cfg.nz - 2, -1, -1):
+        dist = m.p_latent(i, mode_bins(dist[0], cfg.mean_frac, cfg.z_bins))
+    return dist
+
+
+def latent_cells(block_coder, q1_mean: torch.Tensor, grids: Sequence[int]) -> tuple[list[np.ndarray], torch.Tensor]:
+    """(per block, the cells of its z1's posterior means at its grid; z1, the cells' values as latent bins)."""
+    cfg = block_coder.cfg
+    bins = mode_bins(q1_mean, cfg.mean_frac, cfg.z_bins).reshape(len(grids), -1).cpu().numpy()
+    cells = [cell_index(b, cfg.z_bins, int(k)) for b, k in zip(bins, grids)]
+    z1 = np.stack([cell_value(c, cfg.z_bins, int(k)) for c, k in zip(cells, grids)])
+    return cells, torch.from_numpy(z1.reshape(q1_mean.shape))
+
+
+def check_grid(k: int, z_bins: int) -> None:
+    if not (k == 0 or 1 <= k <= min(MAX_GRID, z_bins // 2)):
+        raise ValueError(f"first-block grid {k} is neither 0 nor in 1..{min(MAX_GRID, z_bins // 2)}")
+
+
+def choose(block_coder, images: Sequence[np.ndarray], adaptations=None, grids: Sequence[int] = GRIDS) -> list[int]:
+    """Per image, the grid from `grids` that codes its first block smallest (ideal code lengths of the cells
+    and of the pixels given their values, with the image's adaptation)."""
+    from bitswap_core.coding import adapt
+
+    if not images:
+        return []
+    cfg, m = block_coder.cfg, block_coder.net
+    n = len(images)
+    x = torch.from_numpy(np.stack([to_blocks(im)[0] for im in images]).astype(np.int64))
+    valid = np.stack([valid_sizes(*im.shape[:2])[0] for im in images])
+    maps = adapt.coding_maps(adaptations, cfg)
+    border = block_coder.borders([(to_blocks(im), valid_sizes(*im.shape[:2]), grid(*im.shape[:2])[1], [0])
+                                  for im in images])
+    q_mean = m.q_latent(0, x)[0]
+    rows, bases = block_coder._latent_codes(*prior_above(block_coder, n), None if maps is None else maps.latent)
+    costs = np.zeros((len(grids), n))
+    for g, k in enumerate(grids):
+        cells, z1 = latent_cells(block_coder, q_mean, [k] * n)
+        for i in range(n):
+            costs[g, i] = cell_cost_bits(cells[i], rows[i], bases[i], block_coder.tz, k)
+        for s in block_coder.pixel_symbols(x, z1, valid, maps, border):
+            costs[g, s.image] += cost_bits(s.values, s.rows, s.bases, block_coder.tx, s.spikes)
+    return [int(grids[g]) for g in costs.argmin(0)]
