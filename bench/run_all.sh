@@ -12,6 +12,8 @@ $PY bench/codec_speed.py --images 8 --threads 1 --adapt-blocks 0 16k 16 --matmul
   | grep -v Warning | tee $OUT/codec_speed_1thread.txt
 $PY bench/ratio.py "$VAL" --out $OUT/ratio_val.json 2>&1 | grep -v Warning | tee $OUT/ratio_val.txt
 $PY bench/first_block.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/first_block.txt
+$PY bench/first_block.py "$VAL" --all --crop 32 2>&1 | grep -v Warning | tee $OUT/first_block_crop32.txt
+$PY bench/first_block.py "$VAL" --all --crop 64 2>&1 | grep -v Warning | tee $OUT/first_block_crop64.txt
 $PY bench/pipeline_overhead.py --crop 256 --json 2>&1 | grep -v Warning | tee $OUT/pipeline_overhead.txt
 $PY bench/memory.py --megapixels 24 2>&1 | grep -v Warning | tee $OUT/memory.txt
 $PY bench/rans_search.py 2>&1 | grep -v Warning | tee $OUT/rans_search.txt
@@ -20,9 +22,11 @@ $PY bench/patterns.py --adapted 2>&1 | grep -v Warning | tee $OUT/patterns_adapt
 $PY bench/block_edges.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/block_edges.txt
 $PY bench/interpolation_bound.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/interpolation_bound.txt
 $PY bench/predictor.py "$VAL" --models bitswap_core/zoo/default.safetensors 2>&1 | grep -v Warning | tee $OUT/predictor.txt
-$PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16k 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
+$PY bench/adaptation.py "$VAL" --blocks 0 16s 16o 16n 16b 16k 16c 16l 16 2>&1 | grep -v Warning | tee $OUT/adaptation_val.txt
 $PY bench/adaptation_elbo.py "$VAL"/usc-4.1.0*.png --settings 16o 16n 2>&1 | grep -v Warning | tee $OUT/adaptation_elbo_usc41.txt
 $PY bench/bit_breakdown.py "$VAL"/waterloo-serrano.png 2>&1 | grep -v Warning | tee $OUT/bit_breakdown_serrano.txt
 $PY bench/mean_adaptation.py "$VAL" --crop 256 2>&1 | grep -v Warning | tee $OUT/mean_adaptation_crop256.txt
 $PY bench/distribution_headroom.py "$VAL"/waterloo-tulips.png "$VAL"/usc-4.1.04.png "$VAL"/usc-4.2.07.png "$VAL"/usc-4.1.07.png \
   --model bitswap_core/zoo/default-v5-653383b7.safetensors 2>&1 | grep -v Warning | tee $OUT/distribution_headroom.txt
+$PY bench/latent_shift.py "$VAL"/waterloo-serrano.png "$VAL"/usc-4.1.04.png "$VAL"/waterloo-tulips.png "$VAL"/usc-4.2.01.png \
+  "$VAL"/usc-4.1.08.png 2>&1 | grep -v Warning | tee $OUT/latent_shift.txt
