@@ -140,6 +140,31 @@ def _find_mixed(table, inv, r, b, width, n, total, target, precision, v, a, e1, 
     return lo_k
 
 
+@numba.njit(cache=True, inline="always")
+def _push_one(x, buf, m, f, c, shift, p):
+    """Encode one symbol of frequency f at cumulative offset c into state x, spilling a word first if needed."""
+    if x >= (f << shift):
+        buf[m] = np.uint32(x & _LOW)
+        m += 1
+        x >>= _WORD
+    return ((x // f) << p) + (x % f) + c, m
+
+
+@numba.njit(cache=True, inline="always")
+def _pop_one(x, buf, m, min_m, f, slot, c, p):
+    """Remove the symbol of frequency f at offset c whose slot x held, refilling a word if needed; ok is False
+    when the stack ran dry. min_m tracks the deepest word read (what the payload must store)."""
+    x = f * (x >> p) + slot - c
+    if x < _L:
+        if m == 0:
+            return x, m, min_m, False
+        m -= 1
+        x = (x << _WORD) | np.uint64(buf[m])
+        if m < min_m:
+            min_m = m
+    return x, m, min_m, True
+
+
 @numba.njit(cache=True)
 def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed):
     """spikes (4, N): per symbol its spike symbol, level, second spike symbol, level (_spike_arrays)."""
@@ -158,11 +183,7 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
         k0 = _rotation_start(i, r, b, inv, n, dithered)
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
         c = lo - c0 if k >= k0 else lo + total - c0
-        if x >= (f << shift):
-            buf[m] = np.uint32(x & _LOW)
-            m += 1
-            x >>= _WORD
-        x = ((x // f) << p) + (x % f) + c
+        x, m = _push_one(x, buf, m, f, c, shift, p)
     return x, m
 
 
@@ -186,14 +207,9 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
         lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2)
         f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2) - lo
         c = lo - c0 if k >= k0 else lo + total - c0
-        x = f * (x >> p) + slot - c
-        if x < _L:
-            if m == 0:
-                return x, m, min_m, False
-            m -= 1
-            x = (x << _WORD) | np.uint64(buf[m])
-            if m < min_m:
-                min_m = m
+        x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
+        if not ok:
+            return x, m, min_m, False
         out[i] = k
     return x, m, min_m, True
 
@@ -220,6 +236,15 @@ def _cell_edge(j, n, k):
     return min(_cell_first(n, k) + (j - 1) * k, n)
 
 
+@numba.njit(cache=True, inline="always")
+def _cell_interval(table, r, b, j, j0, width, n, total, k):
+    """(frequency, offset) of cell j in intervals rotated to start at cell j0."""
+    lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
+    c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
+    f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
+    return f, (lo - c0 if j >= j0 else lo + total - c0)
+
+
 @numba.njit(cache=True)
 def _push_cells(state, buf, m, cells, rows, bases, table, inv, width, n, precision, dithered, k):
     """_push of cell indices under the mass each distribution gives its cells (a cell's frequency is the sum
@@ -231,16 +256,9 @@ def _push_cells(state, buf, m, cells, rows, bases, table, inv, width, n, precisi
     p = np.uint64(precision)
     for i in range(cells.shape[0] - 1, -1, -1):
         j, r, b = cells[i], rows[i], bases[i]
-        lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
-        f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
         j0 = _cell_of(_rotation_start(i, r, b, inv, n, dithered), n, k)
-        c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
-        c = lo - c0 if j >= j0 else lo + total - c0
-        if x >= (f << shift):
-            buf[m] = np.uint32(x & _LOW)
-            m += 1
-            x >>= _WORD
-        x = ((x // f) << p) + (x % f) + c
+        f, c = _cell_interval(table, r, b, j, j0, width, n, total, k)
+        x, m = _push_one(x, buf, m, f, c, shift, p)
     return x, m
 
 
@@ -258,17 +276,10 @@ def _pop_cells(state, buf, m, min_m, out, rows, bases, table, inv, width, n, pre
         c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
         # the cells' CDF is the symbols' CDF at the cell edges: the symbol holding the target names the cell
         j = _cell_of(_find(table, inv, r, b, width, n, total, (slot + c0) & mask, precision), n, k)
-        lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
-        f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
-        c = lo - c0 if j >= j0 else lo + total - c0
-        x = f * (x >> p) + slot - c
-        if x < _L:
-            if m == 0:
-                return x, m, min_m, False
-            m -= 1
-            x = (x << _WORD) | np.uint64(buf[m])
-            if m < min_m:
-                min_m = m
+        f, c = _cell_interval(table, r, b, j, j0, width, n, total, k)
+        x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
+        if not ok:
+            return x, m, min_m, False
         out[i] = j
     return x, m, min_m, True
 
