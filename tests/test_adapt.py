@@ -337,3 +337,44 @@ def test_the_default_model_moves_g_and_b_toward_the_previous_channel_plus_the_ne
     grey = np.repeat(img[..., 1:2], 3, axis=2)
     (g,) = adapt.choose(bc, [grey])
     assert g.colour is not None and (g.colour[4:, :, 0] == [adapt.BLEND_ONE, -adapt.MAX_BLEND_SHIFT]).all()
+
+
+@pytest.mark.parametrize("scheme", ["bitswap", "bbans"])
+def test_latent_shifts_decode_exactly_in_mixed_batches(tiny_model, scheme):
+    """Each image's latent shift widens or narrows its latents' distributions, q and p alike, in every block
+    of a batch of images of different sizes (first blocks on the coarse grid or not)."""
+    from dataclasses import replace
+
+    from bitswap_core.coding.rans import AnsCoder
+
+    bc = tiny_model.block_coder(scheme)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((40, 50), (64, 64), (33, 97))]
+    ads = [replace(adapt.NONE, latent=t) for t in (5, -16, 16)]
+    for grids in (None, [32, 0, 16]):
+        coders = encode_images(bc, images, adaptations=ads, first_grids=grids)
+        back = decode_images(bc, [AnsCoder.from_bytes(c.to_bytes(), bc.bed_words) for c in coders],
+                             [im.shape for im in images], ads, grids)
+        assert all(np.array_equal(a, b) for a, b in zip(back, images))
+    plain = encode_images(bc, images[:1], adaptations=[adapt.NONE])[0].to_bytes()
+    assert encode_images(bc, images[:1], adaptations=ads[:1])[0].to_bytes() != plain
+
+
+def test_a_flat_graphic_takes_a_latent_shift_and_small_images_none():
+    """The default model on a 512x256 crop of the bundled flat graphic (128 blocks): the fit widens its
+    latents (bench/latent_shift.py: -3% on the whole image) and the payload decodes exactly; a crop below
+    LATENT_MIN_BLOCKS keeps the model's latents."""
+    from dataclasses import replace
+
+    bc = resolve(None).block_coder("bitswap")
+    graphic = np.asarray(photo_crop("waterloo-serrano.png", box=(0, 0, 512, 256)), dtype=np.uint8)
+    (a,) = adapt.choose(bc, [graphic], latent=0)
+    (fitted,) = adapt.fit_latent(bc, [graphic], [a])
+    assert fitted.latent in adapt.LATENT_SHIFTS and fitted.latent > 0
+    assert _same(replace(fitted, latent=0), a)
+    (small,) = adapt.fit_latent(bc, [graphic[:128, :256]], [a])
+    assert small.latent == 0
+    img = Image.fromarray(graphic)
+    data = bitswap_core.compress(img, smallest=False)
+    assert adapt.from_bytes(container.unpack(data).payload, 4, 3)[0].latent == fitted.latent
+    assert bitswap_core.decompress(data).tobytes() == graphic.tobytes()

@@ -97,6 +97,9 @@ COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous ch
 FORMAT = 11  # the container version whose header layout to_bytes writes (10's is 9's)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
+# fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
+# candidate, which is up to half a 256x256 image's encode time for a saving of a few tenths of a percent
+LATENT_MIN_BLOCKS = 128
 
 
 def _blend_weights(version: int) -> tuple[int, int]:
@@ -609,8 +612,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
 
 
 def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[Adaptation],
-               sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0, shifts: Sequence[int] = LATENT_SHIFTS
-               ) -> list[Adaptation]:
+               sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0, shifts: Sequence[int] = LATENT_SHIFTS,
+               min_blocks: int = LATENT_MIN_BLOCKS) -> list[Adaptation]:
     """Each image's adaptation with the latent shift from `shifts` whose negative ELBO on the image's sampled
     blocks, with that adaptation, is smallest; kept where it saves its header byte twice.
 
@@ -618,13 +621,15 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
     (trained with free bits, the posterior may carry more than pays) costs a little reconstruction and
     saves more KL (bench/latent_shift.py). One latent sample per block, from a sampler seeded alike for
     every candidate and image: the candidates are compared on coupled draws, and the choice depends on the
-    image alone."""
+    image alone. Images of fewer than min_blocks blocks keep the shift 0 (LATENT_MIN_BLOCKS)."""
     from bitswap_core.coding.rans import random_coder
 
     cfg = block_coder.cfg
     samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
     out = list(adaptations)
-    for group in _groups([len(picked) for _, picked, _, _ in samples], _BATCH_BLOCKS):
+    fitted = [j for j, (total, _, _, _) in enumerate(samples) if total >= min_blocks]
+    for part in _groups([len(samples[j][1]) for j in fitted], _BATCH_BLOCKS):
+        group = [fitted[k] for k in part]
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
