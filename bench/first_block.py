@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--samples", type=int, default=4, help="latent samples averaged in the -ELBO estimate")
     ap.add_argument("--crop", type=int, default=0, help="code each image's top-left S x S crop instead")
+    ap.add_argument("--grids", default=",".join(map(str, first_block.GRIDS)),
+                    help="the coarse grids the encoder may pick from (first_block.GRIDS by default)")
     args = ap.parse_args()
     model = resolve(args.model)
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() == ".png")
@@ -53,7 +55,7 @@ def main() -> None:
         for name, arr in images:
             bc = model.block_coder(scheme)
             trace: list = []
-            grids = first_block.choose(bc, [arr]) if coarse else None
+            grids = first_block.choose(bc, [arr], grids=[int(g) for g in args.grids.split(",")]) if coarse else None
             coder = encode_images(bc, [arr], trace, first_grids=grids)[0]
             size = 8 * len(coder.to_bytes())
             if name not in elbos:  # the same model and latent draws for every scheme
