@@ -20,8 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitswap_core.coding import rans  # noqa: E402
-from bitswap_core.coding.rans import AnsCoder, Table, _cdf, _rotation_start  # noqa: E402
+from bitswap_core.coding.rans import AnsCoder, Table, _cdf, _pop_one, _rotation_start  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
 
@@ -48,10 +47,9 @@ def _pop_plain(state, buf, m, out, rows, bases, table, inv, width, n, precision)
         lo = _cdf(table, r, k, b, width, n, total)
         f = _cdf(table, r, k + 1, b, width, n, total) - lo
         c = lo - c0 if k >= k0 else lo + total - c0
-        x = f * (x >> p) + slot - c
-        if x < rans._L:
-            m -= 1
-            x = (x << rans._WORD) | np.uint64(buf[m])
+        x, m, _, ok = _pop_one(x, buf, m, m, f, slot, c, p)
+        if not ok:
+            break
         out[i] = k
     return x, m
 

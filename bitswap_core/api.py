@@ -89,7 +89,8 @@ def compress_batch(
                   for i in learned]
         bc = m.block_coder(codec)
         adaptations = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [adapt.NONE] * len(arrays)
-        coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and container.VERSION >= 10
+        grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
+        coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
         grids = first_block.choose(bc, arrays, adaptations) if coarse else [0] * len(arrays)
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids)
@@ -102,7 +103,7 @@ def compress_batch(
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
-            header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if container.VERSION >= 10 else b"")
+            header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data

@@ -77,7 +77,7 @@ class Adaptation:
     class 0 of the second spikes), the blend (coding steps, channels, range classes, (weight of 8,
     scale shift)) and the colour blend (coding steps, channels - 1 (G, B), colour classes, (weight of 8,
     scale shift)); rows of steps without decoded neighbours are 0; and the latent shift, added to every
-latent distribution's scale level (q and p alike). None / 0 = the model as is."""
+    latent distribution's scale level (q and p alike). None / 0 = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
@@ -276,6 +276,11 @@ class CodingMaps:
     def repeat(self, n: int) -> CodingMaps:
         """The maps of one image for n of its blocks."""
         return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()))
+
+
+def latent_shift(maps: CodingMaps | None) -> torch.Tensor | None:
+    """The blocks' latent shifts (B,) for BlockCoder._latent_codes, or None for none."""
+    return None if maps is None else maps.latent
 
 
 def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | None:
@@ -634,6 +639,7 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
         border = block_coder.borders([samples[j][3] for j in group])
+        q1 = block_coder.net.q_latent(0, x)  # the shift changes only its codes, not the network's output
         costs = np.zeros((len(shifts), len(images)))
         for t, shift in enumerate(shifts):
             samplers, per_block = [], []
@@ -641,7 +647,7 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
                 n = len(samples[j][1])
                 samplers += [random_coder(np.random.default_rng(seed), 4 * cfg.nz * cfg.z_dims * n)] * n
                 per_block += [replace(adaptations[j], latent=int(shift))] * n
-            bits = block_coder.sample_elbo_bits(x, valid, samplers, coding_maps(per_block, cfg), border)
+            bits = block_coder.sample_elbo_bits(x, valid, samplers, coding_maps(per_block, cfg), border, q1)
             costs[t] = np.bincount(owner, weights=bits, minlength=len(images))
         for j in group:
             best = int(costs[:, j].argmin())

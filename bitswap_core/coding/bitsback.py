@@ -99,16 +99,16 @@ class BlockCoder:
             c.push(zf[i], rows[i], bases[i], self.tz)
 
     def sample_elbo_bits(self, x: torch.Tensor, valid: np.ndarray, samplers: Sequence[AnsCoder], maps=None,
-                         border=None) -> np.ndarray:
+                         border=None, q1=None) -> np.ndarray:
         """Per block, its negative ELBO in bits with one latent sample popped from its sampler (a coder on
         random bits; blocks may share one): what the bits-back chain pays for it, without ANS. maps and
-        border as for pixel_symbols."""
+        border as for pixel_symbols; q1: q(z1|x) of these blocks if already computed, as for push_blocks."""
         from bitswap_core.coding.rans import cost_bits
 
-        m, n, shift = self.net, len(x), _latent_shift(maps)
+        m, n, shift = self.net, len(x), adapt.latent_shift(maps)
         bits, z = np.zeros(n), []
         for i in range(self.cfg.nz):
-            dist = m.q_latent(i, x if i == 0 else z[i - 1])
+            dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
             rows, bases = self._latent_codes(*dist, shift)
             zi = np.stack([samplers[j].pop(rows[j], bases[j], self.tz) for j in range(n)])
             bits -= [cost_bits(zi[j], rows[j], bases[j], self.tz) for j in range(n)]
@@ -293,13 +293,13 @@ class BlockCoder:
         mean = (q1 if q1 is not None else self.net.q_latent(0, x))[0]
         cells, z1 = first_block.latent_cells(self, mean, grids)
         self.push_pixels(coders, x, z1, valid, maps, border)
-        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), _latent_shift(maps))
+        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), adapt.latent_shift(maps))
         for i, c in enumerate(coders):
             c.push_cells(cells[i], rows[i], bases[i], self.tz, int(grids[i]))
 
     def pop_first(self, coders: Sequence[AnsCoder], valid: np.ndarray, grids: Sequence[int],
                   maps: adapt.CodingMaps | None = None, border=None) -> torch.Tensor:
-        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), _latent_shift(maps))
+        rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), adapt.latent_shift(maps))
         z1 = np.stack([cell_value(c.pop_cells(rows[i], bases[i], self.tz, int(k)), self.cfg.z_bins, int(k))
                        for i, (c, k) in enumerate(zip(coders, grids))])
         z1 = torch.from_numpy(z1.reshape(len(coders), self.cfg.z_channels, 16, 16))
@@ -314,15 +314,15 @@ class BlockCoder:
         first-block grid if this is that image's first block (push_first) and 0 otherwise, or None (all 0)."""
         x = torch.from_numpy(blocks.astype(np.int64))
         first, rest = _split(grids, len(coders))
-        if len(first):
-            self.push_first([coders[i] for i in first], x[first], valid[first], [grids[i] for i in first],
-                            *_rows((q1, maps, border), first))
+        if not len(first):
+            return self._push_bits_back(coders, x, valid, q1, maps, border)
+        self.push_first([coders[i] for i in first], x[first], valid[first], [grids[i] for i in first],
+                        *_rows((q1, maps, border), first))
         if len(rest):
-            self._push_bits_back([coders[i] for i in rest], x[rest], valid[rest],
-                                 *_rows((q1, maps, border), rest, len(first) > 0))
+            self._push_bits_back([coders[i] for i in rest], x[rest], valid[rest], *_rows((q1, maps, border), rest))
 
     def _push_bits_back(self, coders, x: torch.Tensor, valid: np.ndarray, q1=None, maps=None, border=None) -> None:
-        m, nz, ls = self.net, self.cfg.nz, _latent_shift(maps)
+        m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)
         z: list[torch.Tensor] = []
         for i in range(nz):
             dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
@@ -351,7 +351,7 @@ class BlockCoder:
         return out
 
     def _pop_bits_back(self, coders, valid: np.ndarray, maps=None, border=None) -> np.ndarray:
-        m, nz, ls = self.net, self.cfg.nz, _latent_shift(maps)
+        m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)
         z: list[torch.Tensor | None] = [None] * nz
         z[-1] = self.pop_latents(coders, m.top_prior(len(coders)), ls)
         if self.scheme == "bitswap":
@@ -371,20 +371,14 @@ class BlockCoder:
         return x.numpy().astype(np.uint8)
 
 
-def _latent_shift(maps: adapt.CodingMaps | None) -> torch.Tensor | None:
-    return None if maps is None else maps.latent
-
-
 def _split(grids: Sequence[int] | None, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices of first blocks coded on a grid, indices of the others)."""
     g = np.zeros(n, dtype=np.int64) if grids is None else np.asarray(grids, dtype=np.int64)
     return np.flatnonzero(g > 0), np.flatnonzero(g <= 0)
 
 
-def _rows(parts, idx: np.ndarray, needed: bool = True) -> list:
-    """Each of parts (q1 / border pairs of tensors, CodingMaps, or None) at rows idx; as is if not needed."""
-    if not needed:
-        return list(parts)
+def _rows(parts, idx: np.ndarray) -> list:
+    """Each of parts (q1 / border pairs of tensors, CodingMaps, or None) at rows idx."""
     out = []
     for p in parts:
         if p is None:

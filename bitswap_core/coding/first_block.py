@@ -66,13 +66,13 @@ def choose(block_coder, images: Sequence[np.ndarray], adaptations=None, grids: S
         return []
     cfg, m = block_coder.cfg, block_coder.net
     n = len(images)
-    x = torch.from_numpy(np.stack([to_blocks(im)[0] for im in images]).astype(np.int64))
-    valid = np.stack([valid_sizes(*im.shape[:2])[0] for im in images])
+    parts = [(to_blocks(im), valid_sizes(*im.shape[:2]), grid(*im.shape[:2])[1], [0]) for im in images]
+    x = torch.from_numpy(np.stack([blocks[0] for blocks, _, _, _ in parts]).astype(np.int64))
+    valid = np.stack([v[0] for _, v, _, _ in parts])
     maps = adapt.coding_maps(adaptations, cfg)
-    border = block_coder.borders([(to_blocks(im), valid_sizes(*im.shape[:2]), grid(*im.shape[:2])[1], [0])
-                                  for im in images])
+    border = block_coder.borders(parts)
     q_mean = m.q_latent(0, x)[0]
-    rows, bases = block_coder._latent_codes(*prior_above(block_coder, n), None if maps is None else maps.latent)
+    rows, bases = block_coder._latent_codes(*prior_above(block_coder, n), adapt.latent_shift(maps))
     costs = np.zeros((len(grids), n))
     for g, k in enumerate(grids):
         cells, z1 = latent_cells(block_coder, q_mean, [k] * n)
