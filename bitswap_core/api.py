@@ -3,6 +3,8 @@
 RGB images go through the learned path (Bit-Swap or BB-ANS over the exact model); every other mode, and
 any RGB image that a classical lossless codec stores smaller (graphics, flat synthetic images), goes
 through bitswap_core.fallback. The container records which, and the decoder checks the pixel digest.
+Where WebP lossless wins at its fast effort, it is encoded again at its full effort (fallback.py): the
+slow setting is spent only where it is kept.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def compress_batch(
     """Compress several images at once: the networks run over one block of every image per step.
 
     codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
-    smallest: also try the classical fallback on those images and keep whichever container is smaller.
+    smallest: also try the classical codecs on those images and keep whichever container is smaller.
     adapt_blocks: blocks per image the encoder samples to fit its adaptation, scale shifts and spikes (0: none;
     coding/adapt.py).
     coarse_first: send each image's first block's latents on a coarse grid instead of by bits-back
@@ -107,6 +109,12 @@ def compress_batch(
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
+    for i, data in enumerate(out):
+        if data is not None and container.unpack(data).codec == fallback.WEBP:
+            payload = fallback.encode_webp(images[i], "max")
+            if payload is not None:
+                better = _pack(images[i], fallback.WEBP, "", payload, digests[i])
+                out[i] = better if len(better) < len(data) else data
     return out  # type: ignore[return-value]
 
 

@@ -1,10 +1,18 @@
-"""Classical lossless codecs for images the learned path does not take (RGBA, P, 1, 16-bit, float, ...).
+"""Classical lossless codecs for images the learned path does not take (RGBA, P, 1, 16-bit, float, ...)
+and for RGB images a classical codec stores smaller (graphics, screenshots, flat renders).
 
-Why three options: PNG is compact and fast but stores few modes; TIFF (deflate) stores more (CMYK, LAB, I,
-F, PA); anything else (YCbCr, HSV, RGBX, La, RGBa, I;16B ...) goes raw through LZMA with just enough
-metadata to rebuild it. Pillow silently changes some modes on save or load (YCbCr TIFF loads as RGB,
-I;16B PNG loads as I;16), so every candidate is decoded again with `decode` and compared before it is
-accepted: only a verified payload is ever returned.
+Why four options: PNG is compact and fast but stores few modes; WebP lossless (RGB, RGBA, L, LA) has the
+palette, colour-cache and LZ77 tools that graphics need (waterloo-serrano: 0.40 bits per subpixel against
+1.31 for the learned path, docs/BENCHMARKS.md); TIFF (deflate) stores more modes (CMYK, LAB, I, F, PA);
+anything else (YCbCr, HSV, RGBX, La, RGBa, I;16B ...) goes raw through LZMA with just enough metadata to
+rebuild it. The smallest of PNG and WebP is kept; TIFF and raw are only tried when neither takes the image.
+Pillow silently changes some modes on save or load (YCbCr TIFF loads as RGB, I;16B PNG loads as I;16), so
+every candidate is decoded again with `decode` and compared before it is accepted: only a verified payload
+is ever returned.
+
+WebP effort: `encode(effort="fast")` (method 2) costs about as much as PNG and decides which route wins;
+`encode(effort="max")` (method 6, quality 100) is 25-60x slower and a third smaller on graphics, so the
+codec spends it only on images the classical route has already won (api.compress_batch).
 """
 
 from __future__ import annotations
@@ -14,14 +22,22 @@ import json
 import lzma
 import struct
 
-from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin
+import numpy as np
+from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin, WebPImagePlugin
 
 from bitswap_core.errors import BitswapError, CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 PNG = "fallback:png"
+WEBP = "fallback:webp"
 TIFF = "fallback:tiff"
 RAW = "fallback:raw"
-CODECS = (PNG, TIFF, RAW)
+CODECS = (PNG, WEBP, TIFF, RAW)
+WEBP_EFFORTS = {"fast": (2, 50), "max": (6, 100)}  # (method, quality): for lossless, quality is effort
+# WebP stores RGB(A); grey images go in as R = G = B (Pillow's L <-> RGB conversion is exact on those)
+_WEBP_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA"}
+_WEBP_MAX_SIDE = 16383
+# below Pillow's decompression-bomb warning (89 Mpx), so that no Pillow setting refuses our own payloads
+_WEBP_MAX_PIXELS = 1 << 26
 DEFAULT_MAX_PIXELS = 2**31
 # Raw payload: u32 metadata length, metadata JSON (ASCII), then an .xz stream of image.tobytes().
 _RAW_META_MAX = 1 << 16
@@ -51,6 +67,51 @@ def _encode_png(image: Image.Image) -> bytes:
     # icc_profile=None: the container stores the profile once; keep it out of the payload.
     image.save(buf, "PNG", optimize=True, icc_profile=None)
     return buf.getvalue()
+
+
+def _encode_webp(image: Image.Image, effort: str = "fast") -> bytes:
+    if image.mode not in _WEBP_MODES:
+        raise ValueError(f"WebP lossless stores RGB, RGBA, L and LA, not {image.mode}")
+    if max(image.size) > _WEBP_MAX_SIDE or image.width * image.height > _WEBP_MAX_PIXELS:
+        raise ValueError(f"WebP is used up to {_WEBP_MAX_SIDE} pixels a side and {_WEBP_MAX_PIXELS} pixels,"
+                         f" not {image.size}")
+    method, quality = WEBP_EFFORTS[effort]
+    buf = io.BytesIO()
+    if image.mode != _WEBP_MODES[image.mode]:
+        image = image.convert(_WEBP_MODES[image.mode])
+    # exact: keep the RGB values under transparent pixels (WebP drops them by default)
+    image.save(buf, "WEBP", lossless=True, method=method, quality=quality, exact=True, icc_profile=None)
+    return buf.getvalue()
+
+
+def _check_webp(payload: bytes, size: tuple[int, int]) -> None:
+    """Refuse anything but the simple lossless file that _encode_webp writes, from its first 25 bytes.
+
+    Why by hand: libwebp allocates the canvas as soon as a decoder is created, before Pillow reports the
+    size, so the declared size must be checked first; and an exact RIFF length catches truncation.
+    """
+    if len(payload) < 25 or payload[:4] != b"RIFF" or payload[8:16] != b"WEBPVP8L" or payload[20] != 0x2F:
+        raise CorruptPayloadError("WebP payload is not a simple lossless (VP8L) WebP file")
+    riff = int.from_bytes(payload[4:8], "little")
+    if riff + 8 != len(payload):
+        raise CorruptPayloadError(f"WebP payload is {len(payload)} bytes, its header says {riff + 8} (truncated)")
+    bits = int.from_bytes(payload[21:25], "little")
+    declared = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    if declared != tuple(size):
+        raise CorruptPayloadError(f"WebP payload holds {declared}, container says {tuple(size)}")
+
+
+def _decode_webp(payload: bytes, mode: str, size: tuple[int, int]) -> Image.Image:
+    if mode not in _WEBP_MODES:
+        raise CorruptPayloadError(f"a WebP payload cannot hold mode {mode}")
+    _check_webp(payload, size)
+    image = _decode_pil(WebPImagePlugin.WebPImageFile, "WebP", payload, _WEBP_MODES[mode], size)
+    if mode == image.mode:
+        return image
+    rgb = np.asarray(image)
+    if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+        raise CorruptPayloadError(f"WebP payload for a {mode} image holds colour pixels")
+    return image.convert(mode)
 
 
 def _encode_tiff(image: Image.Image) -> bytes:
@@ -160,6 +221,8 @@ def decode(
         raise ImageRefusedError(f"fallback image size {width}x{height} outside 1..max_pixels={max_pixels}")
     if codec_name == PNG:
         return _decode_pil(PngImagePlugin.PngImageFile, "PNG", payload, mode, size)
+    if codec_name == WEBP:
+        return _decode_webp(payload, mode, size)
     if codec_name == TIFF:
         return _decode_pil(TiffImagePlugin.TiffImageFile, "TIFF", payload, mode, size)
     if codec_name == RAW:
@@ -167,18 +230,40 @@ def decode(
     raise UnsupportedFormatError(f"unknown fallback codec {codec_name!r} (known: {', '.join(CODECS)})")
 
 
-def encode(image: Image.Image) -> tuple[str, bytes]:
-    """Losslessly encode any Pillow image; returns (codec name, payload) verified by decoding it again."""
+def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
+    """Losslessly encode any Pillow image; returns (codec name, payload), the smallest of PNG and WebP (or
+    else TIFF, or else raw), verified by decoding it again. effort: "fast" or "max", WebP's (see above)."""
+    if effort not in WEBP_EFFORTS:
+        raise ValueError(f"effort must be one of {tuple(WEBP_EFFORTS)}, not {effort!r}")
     image.load()
     failures = []
-    for name, encoder in ((PNG, _encode_png), (TIFF, _encode_tiff), (RAW, _encode_raw)):
+    best: tuple[str, bytes] | None = None
+    encoders = ((PNG, _encode_png), (WEBP, lambda im: _encode_webp(im, effort)),
+                (TIFF, _encode_tiff), (RAW, _encode_raw))
+    for name, encoder in encoders:
+        if best is not None and name in (TIFF, RAW):
+            break
         try:
             payload = encoder(image)
             decoded = decode(name, payload, image.mode, image.size)
         except Exception as exc:  # Pillow refuses many modes per format; the next option may take it
             failures.append(f"{name}: {exc}")
             continue
-        if _same(image, decoded):
-            return name, payload
-        failures.append(f"{name}: round trip differs")
-    raise ImageRefusedError(f"no lossless fallback for {image.mode} {image.size}: {'; '.join(failures)}")
+        if not _same(image, decoded):
+            failures.append(f"{name}: round trip differs")
+        elif best is None or len(payload) < len(best[1]):
+            best = name, payload
+    if best is None:
+        raise ImageRefusedError(f"no lossless fallback for {image.mode} {image.size}: {'; '.join(failures)}")
+    return best
+
+
+def encode_webp(image: Image.Image, effort: str = "max") -> bytes | None:
+    """The image as verified WebP lossless at this effort, or None where WebP cannot store it exactly."""
+    try:
+        payload = _encode_webp(image, effort)
+        if _same(image, decode(WEBP, payload, image.mode, image.size)):
+            return payload
+    except (ValueError, OSError, CorruptPayloadError):
+        pass
+    return None

@@ -12,7 +12,7 @@ from conftest import noise_image, photo_crop
 from PIL import Image, ImageCms
 
 import bitswap_core
-from bitswap_core import container
+from bitswap_core import container, fallback
 from bitswap_core.coding import adapt
 from bitswap_core.errors import (
     BitswapError,
@@ -101,7 +101,20 @@ def test_icc_profile_is_kept(tiny_model):
 def test_smallest_picks_the_fallback_for_flat_graphics(tiny_model):
     img = Image.new("RGB", (64, 64), (10, 200, 30))
     data = bitswap_core.compress(img, tiny_model)
-    assert container.unpack(data).codec == "fallback:png"
+    assert container.unpack(data).codec in (fallback.PNG, fallback.WEBP)
+    assert same(bitswap_core.decompress(data, tiny_model), img)
+
+
+def test_graphics_get_webp_at_full_effort(tiny_model):
+    """Where WebP wins at its fast effort, the kept payload is the full-effort one when that is smaller."""
+    rng = np.random.default_rng(3)
+    colours = rng.integers(0, 256, (5, 3), dtype=np.uint8)
+    img = Image.fromarray(colours[np.tile(rng.integers(0, 5, (8, 12)), (6, 5))], "RGB")
+    data = bitswap_core.compress(img, tiny_model)
+    box = container.unpack(data)
+    name, fast = fallback.encode(img)
+    assert name == fallback.WEBP and box.codec == fallback.WEBP
+    assert len(box.payload) == min(len(fast), len(fallback.encode_webp(img, "max")))
     assert same(bitswap_core.decompress(data, tiny_model), img)
 
 

@@ -44,8 +44,10 @@ def _assert_lossless(image: Image.Image) -> str:
 @pytest.mark.parametrize("mode", Image.MODES)
 def test_every_pillow_mode_round_trips(mode: str) -> None:
     name = _assert_lossless(_random(mode))
-    if mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+    if mode in ("1", "P", "I;16"):
         assert name == fallback.PNG  # the compact, common path must not silently regress to raw
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        assert name in (fallback.PNG, fallback.WEBP)
 
 
 @pytest.mark.parametrize("transparency", [3, bytes([255, 0, 128, 7])])
@@ -144,3 +146,84 @@ def test_decompression_bombs_are_refused_cheaply() -> None:
     bomb = struct.pack(">I", len(meta)) + meta + lzma.compress(bytes(50_000_000))
     with pytest.raises(CorruptPayloadError, match="expected exactly 16"):
         fallback.decode(fallback.RAW, bomb, "L", (4, 4))
+
+
+def _graphic(mode: str = "RGB", size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """Flat areas, a few colours and repeated tiles: what WebP's palette and LZ77 tools are for."""
+    tile = rng.integers(0, 6, (8, 8), dtype=np.uint8)
+    idx = np.tile(tile, (size[1] // 8 + 1, size[0] // 8 + 1))[: size[1], : size[0]]
+    idx[size[1] // 3 :, size[0] // 2 :] = 6
+    colours = rng.integers(0, 256, (7, len(mode)), dtype=np.uint8)
+    pixels = colours[idx]
+    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_webp_wins_on_graphics_and_round_trips(mode: str) -> None:
+    image = _graphic(mode)
+    assert _assert_lossless(image) == fallback.WEBP
+    fast = fallback.encode(image)[1]
+    best = fallback.encode_webp(image, "max")
+    assert best is not None and len(best) <= len(fast)
+    assert fallback.decode(fallback.WEBP, best, mode, image.size).tobytes() == image.tobytes()
+
+
+def test_webp_keeps_colour_under_transparent_pixels() -> None:
+    pixels = rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    pixels[..., 3] = 0  # WebP drops RGB under alpha 0 unless asked not to
+    image = Image.fromarray(pixels, "RGBA")
+    payload = fallback._encode_webp(image)
+    assert fallback.decode(fallback.WEBP, payload, "RGBA", image.size).tobytes() == image.tobytes()
+    assert fallback.encode_webp(image) is not None
+
+
+def test_webp_is_not_used_where_it_cannot_store_the_image() -> None:
+    rgb = _graphic()
+    rgb.info["transparency"] = (0, 0, 0)  # a PNG tRNS colour: WebP has no such field
+    assert _assert_lossless(rgb) == fallback.PNG
+    assert fallback.encode_webp(rgb) is None
+    assert fallback.encode_webp(_random("CMYK")) is None
+    wide = Image.new("RGB", (16384, 1), (1, 2, 3))  # above WebP's 16383 a side
+    assert fallback.encode_webp(wide) is None and _assert_lossless(wide) == fallback.PNG
+    with pytest.raises(ValueError, match="effort"):
+        fallback.encode(rgb, effort="extreme")
+
+
+def test_damaged_webp_payloads_are_corrupt() -> None:
+    image = _graphic()
+    name, payload = fallback.encode(image)
+    assert name == fallback.WEBP
+    for n in sorted({0, 4, 16, 24, 25, len(payload) // 2, len(payload) - 1}):
+        with pytest.raises(CorruptPayloadError):
+            fallback.decode(name, payload[:n], "RGB", image.size)
+    with pytest.raises(CorruptPayloadError, match="container says"):
+        fallback.decode(name, payload, "RGB", (image.width, image.height + 1))
+    with pytest.raises(CorruptPayloadError, match="container says"):
+        fallback.decode(name, payload, "RGBA", image.size)
+    with pytest.raises(CorruptPayloadError, match="simple lossless"):  # a PNG is not a WebP
+        fallback.decode(name, fallback._encode_png(image), "RGB", image.size)
+    damaged = bytearray(payload)
+    damaged[30:] = rng.integers(0, 256, len(payload) - 30, dtype=np.uint8).tobytes()
+    try:  # garbage after a valid header: an error, or other pixels (the container's digest catches those)
+        out = fallback.decode(name, bytes(damaged), "RGB", image.size)
+        assert out.tobytes() != image.tobytes() and out.size == image.size
+    except CorruptPayloadError:
+        pass
+
+
+def test_webp_size_is_checked_before_the_decoder_allocates() -> None:
+    payload = bytearray(fallback._encode_webp(Image.new("RGB", (2, 2))))
+    payload[21:25] = (0x3FFF | 0x3FFF << 14).to_bytes(4, "little")  # declares 16384 x 16384
+    with pytest.raises(CorruptPayloadError, match=r"\(16384, 16384\), container says \(2, 2\)"):
+        fallback.decode(fallback.WEBP, bytes(payload), "RGB", (2, 2))
+
+
+def test_grey_webp_must_hold_grey_pixels() -> None:
+    grey = _graphic("L")
+    payload = fallback._encode_webp(grey)
+    colour = fallback._encode_webp(_graphic("RGB", grey.size))
+    assert fallback.decode(fallback.WEBP, payload, "L", grey.size).tobytes() == grey.tobytes()
+    with pytest.raises(CorruptPayloadError, match="colour pixels"):
+        fallback.decode(fallback.WEBP, colour, "L", grey.size)
+    with pytest.raises(CorruptPayloadError, match="cannot hold mode"):
+        fallback.decode(fallback.WEBP, payload, "CMYK", grey.size)
