@@ -1,6 +1,7 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
-(scale shifts, both spikes, the blend of every step with decoded neighbours, the colour blend, the latent
-shift) and the first block on a coarse grid (container v11), "16l" = all but the latent shift (v10), "16c"
+(value masks, scale shifts, both spikes, the blend of every step with decoded neighbours, the colour blend,
+the latent shift) and the first block on a coarse grid (container v12), "16v" = all but the value masks
+(v11), "16l" = all but the value masks and the latent shift (v10), "16c"
 = all but the latent shift and the coarse first block (v9; every letter below leaves both out too), "16k" = all
 but the colour blend (container v8's adaptation; every letter below leaves it out too), "16b" = the blend of phase
 (0,0)'s sub-phases only (container v6's), "16n" = no blend, "16o" = no blend and one spike only, "16s" =
@@ -18,17 +19,17 @@ from bitswap_core.coding import adapt
 from bitswap_core.registry import Model
 
 _CHOOSE = adapt.choose
-_PARTS = {"s": (0, 0, 0, 0), "o": (1, 0, 0, 0), "n": (2, 0, 0, 0), "b": (2, 1, 0, 0), "k": (2, 2, 0, 0),
-          "c": (2, 2, 1, 0), "l": (2, 2, 1, 0)}
-_VERSIONS = {"c": 9, "l": 10}  # the container version a letter writes (those of "k" and below: 8)
+_PARTS = {"s": (0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0), "n": (2, 0, 0, 0, 0), "b": (2, 1, 0, 0, 0),
+          "k": (2, 2, 0, 0, 0), "c": (2, 2, 1, 0, 0), "l": (2, 2, 1, 0, 0), "v": (2, 2, 1, 1, 0)}
+_VERSIONS = {"c": 9, "l": 10, "v": 11}  # the container version a letter writes (those of "k" and below: 8)
 
 
-def parse(setting: str) -> tuple[int, int, int, int, int]:
-    """(adapt_blocks, spikes, blend, colour, latent) of a setting (adapt.choose's spikes, blend, colour and
-    latent)."""
+def parse(setting: str) -> tuple[int, int, int, int, int, int]:
+    """(adapt_blocks, spikes, blend, colour, latent, values) of a setting (adapt.choose's spikes, blend,
+    colour, latent and values)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkcl")
-    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1, 1)))
+    blocks = setting.rstrip("sonbkclv")
+    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1, 1, 1)))
 
 
 def version(setting: str) -> int:
@@ -36,7 +37,7 @@ def version(setting: str) -> int:
     if not bordered(setting):
         return 7
     parts = parse(setting)
-    return container.VERSION if parts[4] else _VERSIONS.get(setting[-1], 8 if not parts[3] else 10)
+    return container.VERSION if parts[5] else _VERSIONS.get(setting[-1], 8 if not parts[3] else 10)
 
 
 def bordered(setting: str) -> bool:
@@ -47,17 +48,17 @@ def bordered(setting: str) -> bool:
 @contextmanager
 def parts_of(setting: str):
     """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes,
-    blend, colour and latent) and write the container version that holds them: v10 without the latent
-    shift, v9 without the coarse first block too, v8 without the colour blend, v7 without the border (which
-    api.decompress decodes as those versions)."""
-    _, spikes, blend, colour, latent = parse(setting)
+    blend, colour, latent and values) and write the container version that holds them: v11 without the
+    value masks, v10 without the latent shift too, v9 without the coarse first block too, v8 without the
+    colour blend, v7 without the border (which api.decompress decodes as those versions)."""
+    _, spikes, blend, colour, latent, values = parse(setting)
     plain, current = Model.block_coder, container.VERSION
     if not bordered(setting):
         Model.block_coder = functools.partialmethod(plain, border=False)
-        colour = latent = 0
+        colour = latent = values = 0
     container.VERSION = version(setting)
     api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
-                                                     latent=latent)
+                                                     latent=latent, values=values)
     try:
         yield
     finally:

@@ -329,7 +329,7 @@ def test_a_file_smaller_than_its_coded_form_is_kept_byte_exact(tmp_path):
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
     src.mkdir()
     buf = io.BytesIO()
-    Image.new("RGB", (48, 40), (12, 200, 40)).save(buf, "PNG", optimize=True)
+    Image.new("RGB", (16, 16), (12, 200, 40)).save(buf, "PNG", optimize=True)
     (src / "flat.png").write_bytes(buf.getvalue())
     summary = compress(str(src), str(dst), actors=0, shard_size=4, progress=False)
     assert summary.exit_code == 0

@@ -43,6 +43,12 @@ phases.colour_context, and shift their scale, with w in 0..8 and the shift per (
 the neighbours' range of that difference). The model's own colour residual reads the previous channel's
 residual against its *predicted* mean; this reads the neighbours' actual differences, which the model's
 networks see only blurred (measured: docs/BENCHMARKS.md, bench/adaptation.py).
+Value cells (container version 12 on): scanned and LUT-stretched images use only some of the 256 values
+of a channel (usc-4.1.01: 121 of R's), and a smooth logistic spends its mass on the rest too. The encoder
+stores, per channel that pays for it, the set of values the image holds, and the coder codes each pixel
+with the mass of its value's cell, the kept value and the left-out values nearest to it
+(rans.value_cells): the networks and their contexts are unchanged, only the intervals are.
+
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -77,7 +83,8 @@ class Adaptation:
     class 0 of the second spikes), the blend (coding steps, channels, range classes, (weight of 8,
     scale shift)) and the colour blend (coding steps, channels - 1 (G, B), colour classes, (weight of 8,
     scale shift)); rows of steps without decoded neighbours are 0; and the latent shift, added to every
-    latent distribution's scale level (q and p alike). None / 0 = the model as is."""
+    latent distribution's scale level (q and p alike); and the value masks (channels, 256) bool, the
+    values each channel holds (rows of channels without one all True). None / 0 = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
@@ -85,6 +92,7 @@ class Adaptation:
     blend: np.ndarray | None = None
     colour: np.ndarray | None = None
     latent: int = 0
+    values: np.ndarray | None = None
 
 
 NONE = Adaptation()
@@ -94,7 +102,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 11  # the container version whose header layout to_bytes writes (10's is 9's)
+FORMAT = 12  # the container version whose header layout to_bytes writes (10's is 9's)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -112,13 +120,15 @@ def _blend_weights(version: int) -> tuple[int, int]:
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
     layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
-    latent shift)."""
+    latent shift; 12 the value masks)."""
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
         raise ValueError(f"container version {version} cannot hold a colour blend")
     if version < 11 and a.latent:
         raise ValueError(f"container version {version} cannot hold a latent shift")
+    if version < 12 and a.values is not None:
+        raise ValueError(f"container version {version} cannot hold value masks")
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -127,7 +137,38 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
     return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
-            + (np.int8(a.latent).tobytes() if version >= 11 else b""))
+            + (np.int8(a.latent).tobytes() if version >= 11 else b"")
+            + (_value_bytes(a.values) if version >= 12 else b""))
+
+
+def _value_bytes(values: np.ndarray | None) -> bytes:
+    """The value section: u8 flags, bit c set when channel c has a mask, then per flagged channel its 256
+    bits (value v: byte v // 8, bit v % 8)."""
+    if values is None:
+        return b"\0"
+    flagged = [c for c in range(len(values)) if not values[c].all()]
+    return (bytes([sum(1 << c for c in flagged)])
+            + b"".join(np.packbits(values[c], bitorder="little").tobytes() for c in flagged))
+
+
+def _value_section(rest: bytes, channels: int, n: int = 256) -> tuple[np.ndarray | None, bytes]:
+    if not rest:
+        raise CorruptPayloadError("adaptation header truncated: the value section is missing")
+    flags, rest = rest[0], rest[1:]
+    if flags >> channels:
+        raise CorruptPayloadError(f"value section flags {flags:#x} name channels a {channels}-channel model lacks")
+    if not flags:
+        return None, rest
+    values = np.ones((channels, n), dtype=bool)
+    for c in range(channels):
+        if flags >> c & 1:
+            if len(rest) < n // 8:
+                raise CorruptPayloadError("adaptation header truncated inside a value mask")
+            values[c] = np.unpackbits(np.frombuffer(rest[: n // 8], np.uint8), bitorder="little").astype(bool)
+            rest = rest[n // 8 :]
+            if not values[c].any():
+                raise CorruptPayloadError(f"value mask of channel {c} keeps no value")
+    return values, rest
 
 
 def _blend_bytes(table: np.ndarray | None) -> bytes:
@@ -229,7 +270,10 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
         latent, rest = int(np.frombuffer(rest[:1], dtype=np.int8)[0]), rest[1:]
         if abs(latent) > MAX_LATENT_SHIFT:
             raise CorruptPayloadError(f"latent shift {latent} exceeds {MAX_LATENT_SHIFT}")
-    return Adaptation(shifts, spikes, second, blend, colour, latent), rest
+    values = None
+    if version >= 12:
+        values, rest = _value_section(rest, channels)
+    return Adaptation(shifts, spikes, second, blend, colour, latent, values), rest
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -257,8 +301,8 @@ def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: i
 class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
     levels), spike and second-spike levels (B, coding steps, channels, classes), blends (B, coding steps,
-    channels, range classes, 2), colour blends (B, coding steps, channels - 1, colour classes, 2) and
-    latent shifts (B,), each None when no block has one."""
+    channels, range classes, 2), colour blends (B, coding steps, channels - 1, colour classes, 2), latent
+    shifts (B,) and value cells (B, channels, 3, 256) (rans.value_cells), each None when no block has one."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
@@ -266,9 +310,10 @@ class CodingMaps:
     blend: torch.Tensor | None = None
     colour: torch.Tensor | None = None
     latent: torch.Tensor | None = None  # (B,) latent shifts
+    cells: torch.Tensor | None = None
 
     def _parts(self):
-        return self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent
+        return self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells
 
     def __getitem__(self, idx) -> CodingMaps:
         return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
@@ -276,6 +321,21 @@ class CodingMaps:
     def repeat(self, n: int) -> CodingMaps:
         """The maps of one image for n of its blocks."""
         return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()))
+
+
+def cells_of(maps: CodingMaps | None, block: int, channel: int) -> np.ndarray | None:
+    """One block's value cells of one channel for AnsCoder.push / pop, or None (each value its own cell)."""
+    if maps is None or maps.cells is None:
+        return None
+    return np.ascontiguousarray(maps.cells[block, channel].numpy())
+
+
+def value_cells(values: np.ndarray | None, channels: int) -> np.ndarray:
+    """(channels, 3, 256) cells of an adaptation's value masks (all values kept where None)."""
+    from bitswap_core.coding.rans import value_cells as cells
+
+    masks = np.ones((channels, 256), dtype=bool) if values is None else values
+    return np.stack([cells(m) for m in masks])
 
 
 def latent_shift(maps: CodingMaps | None) -> torch.Tensor | None:
@@ -304,7 +364,9 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                       stacked([a.blend for a in adaptations], blended),
                       stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels)),
                       torch.tensor([a.latent for a in adaptations], dtype=torch.int64)
-                      if any(a.latent for a in adaptations) else None)
+                      if any(a.latent for a in adaptations) else None,
+                      torch.from_numpy(np.stack([value_cells(a.values, cfg.channels) for a in adaptations]))
+                      if any(a.values is not None for a in adaptations) else None)
     return None if all(t is None for t in maps._parts()) else maps
 
 
@@ -439,18 +501,19 @@ _BLEND_SHIFTS = np.array(sorted(range(-MAX_BLEND_SHIFT, MAX_BLEND_SHIFT + 1), ke
 
 
 def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weights: tuple[int, int],
-               classes: int = BLEND_CLASSES) -> tuple[np.ndarray, float]:
+               classes: int = BLEND_CLASSES, cells: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(blend (classes, 2), estimated saving in bits) of one blended step and channel from its sampled
     pixels (flat arrays: values, mean and scale levels after the scale shifts, neighbour prediction, range
     class): per class the weight of the prediction (in weights = (lo, hi)) with the scale unshifted, then the
-    scale shift given the weights, then the weights again (coordinate descent; the smallest change on ties)."""
+    scale shift given the weights, then the weights again (coordinate descent; the smallest change on ties).
+    cells: the channel's value cells, or None."""
     from bitswap_core.coding.rans import cost_bits_each
 
     cands_w = np.array(sorted(range(weights[0], weights[1] + 1), key=lambda v: (abs(v), v)), dtype=np.int64)
 
     def costs(w, shift):  # per class, for per-pixel weight and shift arrays
         m, lv = _blend_each(mean, level, pred, w, shift, levels, 255 * mf)
-        bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table)
+        bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table, None, cells)
         return np.bincount(cls, weights=bits, minlength=classes)
 
     w, shift = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
@@ -465,10 +528,11 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
 
 
 def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
-                 table, scale_up: float, colours=None) -> tuple[Adaptation, float]:
+                 table, scale_up: float, colours=None, cells=None) -> tuple[Adaptation, float]:
     """(image j's adaptation with these shifts, blend and colour blend and its spikes fitted on top, its
     estimated bits: the pixels of the steps in blendy, less the spikes' saving, plus the whole header).
-    Each spike part is kept only where its estimated saving pays for its header twice."""
+    Each spike part is kept only where its estimated saving pays for its header twice. cells: the image's
+    value cells per channel (None each where it keeps every value)."""
     from bitswap_core.coding.rans import cost_bits_each
 
     ch, mf = cfg.channels, cfg.mean_frac
@@ -482,7 +546,8 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
             p = parts[(j, s, c)]
             mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c], cfg,
                                      None if colours is None or c == 0 else colours[s, c - 1])
-            bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table)
+            bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table, None,
+                                  None if cells is None else cells[c])
             if s in blendy:
                 base += bits.sum() * scale_up
             if s not in spiky:
@@ -503,8 +568,32 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
     return a, base - saved + 8 * len(to_bytes(a))
 
 
+def _fit_values(parts: dict, j: int, image: np.ndarray, table, scale_up: float, channels: int
+                ) -> tuple[np.ndarray | None, list]:
+    """(value masks or None, cells per channel or None) of image j: a channel gets its mask where the
+    sampled pixels, coded with the model as is, save more than the mask's 32 bytes twice."""
+    from bitswap_core.coding.rans import cost_bits_each, value_cells
+
+    values = np.ones((channels, 256), dtype=bool)
+    cells: list = [None] * channels
+    for c in range(channels):
+        mask = np.bincount(image[..., c].reshape(-1), minlength=256) > 0
+        if mask.all():
+            continue
+        cand = value_cells(mask)
+        saving = 0.0
+        for (jj, _, cc), p in parts.items():
+            if jj == j and cc == c:
+                saving += (cost_bits_each(p["vals"], p["rows"], p["bases"], table).sum()
+                           - cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, cand).sum())
+        if saving * scale_up > 2 * 8 * 32:
+            values[c], cells[c] = mask, cand
+    return (None if values.all() else values), cells
+
+
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1) -> list[Adaptation]:
+           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1
+           ) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
     blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
     = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8,
@@ -513,8 +602,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     spikes, 1: the first only, 0: none; _fit_spikes); blend, colour blend and spikes on 4-phase models only. One latent
     sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
     the image alone, not on the batch; the networks see the samples of several images at once. A part is
-    left out (None) where its estimated saving does not pay for its header twice. Last (latent = 1; 0: none,
-    as container v10 wrote), given all that, the latent shift (fit_latent)."""
+    left out (None) where its estimated saving does not pay for its header twice. Before all that (values =
+    1; 0: none, as container v11 wrote) the value masks (_fit_values), which every later fit codes with.
+    Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     cfg, m = block_coder.cfg, block_coder.net
@@ -566,13 +656,15 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                 item.update((k, t[i, c - 1, :rr, :cc].reshape(-1)) for k, t in zip(("cpred", "ccls"), colours[s]))
             parts.setdefault((int(owner[i]), s, c), []).append(item)
     for key, items in parts.items():
-        p = parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
-        j, s, c = key
+        parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
+    masks, cells = zip(*(_fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch) if values
+                         else (None, [None] * ch) for j, (total, picked, _, _) in enumerate(samples)))
+    for (j, s, c), p in parts.items():
         level, frac = p["rows"] // mf, p["rows"] % mf
         band = level * BANDS // levels
         for t, shift in enumerate(_CANDIDATES):
             bits = cost_bits_each(p["vals"], np.clip(level + shift, 0, levels - 1) * mf + frac, p["bases"],
-                                  block_coder.tx)
+                                  block_coder.tx, None, cells[j][c])
             cost[j, steps[s][0], c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
     out: list[Adaptation] = []
     for j, (total, picked, _, _) in enumerate(samples):
@@ -587,12 +679,15 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                 if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
                     p = parts[(j, s, c)]
                     mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
-                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf, weights)
+                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf, weights,
+                                                 cells=cells[j][c])
         # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
         # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
-        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
+        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                             cells=cells[j])
         if mixing.any():
-            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
+            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                                 cells=cells[j])
             section = len(to_bytes(Adaptation(blend=mixing))) - len(to_bytes(NONE)) + 1
             plain = mixed if mixed[1] + 8 * section < plain[1] else plain
         if colourful:  # the colour blend on top of the blend kept, kept on the same terms
@@ -606,13 +701,13 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                                                  cfg)
                         target = colour_prediction(p["prev"], p["cpred"], mf)
                         table[s, c - 1], _ = _fit_blend(p["vals"], mean, level, target, p["ccls"], block_coder.tx,
-                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES)
+                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, cells[j][c])
             if table.any():
                 coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
-                                        scale_up, table)
+                                        scale_up, table, cells[j])
                 section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
-        out.append(plain[0])
+        out.append(replace(plain[0], values=masks[j]))
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
 
 

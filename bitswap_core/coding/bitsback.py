@@ -53,6 +53,7 @@ class PixelSymbols(NamedTuple):
     rows: np.ndarray
     bases: np.ndarray
     spikes: tuple[np.ndarray, ...] | None  # (spike values, levels[, second values, levels]) for the coder, or None
+    cells: np.ndarray | None = None  # the image's value cells of this channel (adapt.cells_of), or None
 
 
 class BlockCoder:
@@ -119,7 +120,7 @@ class BlockCoder:
             zf = z[i].reshape(n, -1).numpy()
             bits += [cost_bits(zf[j], rows[j], bases[j], self.tz) for j in range(n)]
         for sym in self.pixel_symbols(x, z[0], valid, maps, border):
-            bits[sym.image] += cost_bits(sym.values, sym.rows, sym.bases, self.tx, sym.spikes)
+            bits[sym.image] += cost_bits(sym.values, sym.rows, sym.bases, self.tx, sym.spikes, sym.cells)
         return bits
 
     # ---- pixels: step by step (coding_steps), channel by channel (R, then G|R, then B|R,G); real pixels ----
@@ -249,13 +250,13 @@ class BlockCoder:
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
                     yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
                                        np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
-                                       self._block_spikes(spikes[ch], i, r, c))
+                                       self._block_spikes(spikes[ch], i, r, c), adapt.cells_of(maps, i, ch))
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None,
                     border=None) -> None:
         # the decoder pops first step, first channel first: push everything in reverse
         for s in reversed(list(self.pixel_symbols(x, z1, valid, maps, border))):
-            coders[s.image].push(s.values, s.rows, s.bases, self.tx, s.spikes)
+            coders[s.image].push(s.values, s.rows, s.bases, self.tx, s.spikes, s.cells)
 
     def pop_pixels(self, coders, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None) -> torch.Tensor:
         """border: as for pixel_symbols, its block area unused (the decoded pixels go there)."""
@@ -279,7 +280,7 @@ class BlockCoder:
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
                                  np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
-                                 self._block_spikes(spikes[ch], i, r, w))
+                                 self._block_spikes(spikes[ch], i, r, w), adapt.cells_of(maps, i, ch))
                     xs[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])

@@ -4,7 +4,9 @@ push() encodes symbols so that a later pop() with the same distributions returns
 on fresh bits *samples* from the distribution, which is what bits-back coding needs. A distribution can carry
 *spikes*: a symbol v with a weight level L (1..255) that moves L/256 of the probability mass onto v, and
 optionally a second symbol v2 with its own level (the mixtures of coding/adapt.py), in exact integer
-arithmetic, so push and pop agree on every machine. The stack starts on a
+arithmetic, so push and pop agree on every machine. A distribution can also be *celled* (value_cells):
+when an image holds only some values, each is coded with the mass of its cell, itself and the left-out
+values nearest to it. The stack starts on a
 deterministic pseudo-random bed of "initial bits" so the same image always gives the same bytes; the bed's
 untouched bottom is not stored (its length is), and the decoder checks that it gets the bed back exactly.
 """
@@ -166,8 +168,9 @@ def _pop_one(x, buf, m, min_m, f, slot, c, p):
 
 
 @numba.njit(cache=True)
-def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed):
-    """spikes (4, N): per symbol its spike symbol, level, second spike symbol, level (_spike_arrays)."""
+def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells):
+    """spikes (4, N): per symbol its spike symbol, level, second spike symbol, level (_spike_arrays); cells
+    (3, n): per symbol its value cell's start, end and the value that stands for it (value_cells)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     shift = np.uint64(64 - precision)
@@ -178,17 +181,17 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
         if mixed:
             v, v2 = spikes[0, i], spikes[2, i]
             a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
-        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2)
-        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2) - lo
-        k0 = _rotation_start(i, r, b, inv, n, dithered)
+        lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        k0 = cells[0, _rotation_start(i, r, b, inv, n, dithered)]
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
-        c = lo - c0 if k >= k0 else lo + total - c0
+        c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
         x, m = _push_one(x, buf, m, f, c, shift, p)
     return x, m
 
 
 @numba.njit(cache=True)
-def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed):
+def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells):
     """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
@@ -201,12 +204,13 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
             v, v2 = spikes[0, i], spikes[2, i]
             a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
         slot = x & mask
-        k0 = _rotation_start(i, r, b, inv, n, dithered)
+        k0 = cells[0, _rotation_start(i, r, b, inv, n, dithered)]
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
-        k = _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)
-        lo = _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2)
-        f = _cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2) - lo
-        c = lo - c0 if k >= k0 else lo + total - c0
+        # the symbol holding the target names its cell; the cell's value is what was pushed
+        k = cells[2, _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)]
+        lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
         x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
         if not ok:
             return x, m, min_m, False
@@ -340,6 +344,41 @@ def _spike_arrays(spikes, count: int) -> tuple[np.ndarray, bool]:
     return out, True
 
 
+# ---- value cells: an image's channel uses only some of the 256 values (scanner LUTs, bit-depth expansion) ----
+def value_cells(mask: np.ndarray) -> np.ndarray:
+    """(3, n) int64 for a non-empty bool mask over n symbols: per symbol the start and end of its cell and the
+    kept value in it. Each kept value's cell runs from just past the midpoint to the kept value before it
+    up to the midpoint to the next one, so the values the mask leaves out give their mass to the nearest
+    kept value (the lower one on a tie) and every cell holds exactly one kept value."""
+    mask = np.asarray(mask, dtype=bool)
+    kept = np.flatnonzero(mask)
+    if not len(kept):
+        raise ValueError("a value mask must keep at least one value")
+    n = len(mask)
+    starts = np.concatenate([[0], (kept[:-1] + kept[1:]) // 2 + 1])
+    ends = np.concatenate([starts[1:], [n]])
+    owner = np.searchsorted(starts, np.arange(n), side="right") - 1
+    return np.stack([starts[owner], ends[owner], kept[owner]]).astype(np.int64)
+
+
+_IDENTITY: dict[int, np.ndarray] = {}
+
+
+def _cell_arrays(cells: np.ndarray | None, n: int, symbols: np.ndarray | None = None) -> np.ndarray:
+    """The kernels' (3, n) cell arrays: each symbol its own cell when cells is None; checks that the
+    symbols to push are kept values."""
+    if cells is None:
+        if n not in _IDENTITY:
+            k = np.arange(n, dtype=np.int64)
+            _IDENTITY[n] = np.stack([k, k + 1, k])
+        return _IDENTITY[n]
+    if cells.shape != (3, n) or cells.dtype != np.int64:
+        raise ValueError(f"cells must be a (3, {n}) int64 array from value_cells")
+    if symbols is not None and len(symbols) and not np.array_equal(cells[2, symbols], symbols):
+        raise ValueError("a symbol to code with value cells is not one of the kept values")
+    return cells
+
+
 def _splitmix_words(n: int, seed: int = 0x5EED_B175_A4C0_DE00) -> np.ndarray:
     """Deterministic pseudo-random 32-bit words (splitmix64), the same on every platform."""
     i = np.arange(1, n + 1, dtype=np.uint64)
@@ -397,25 +436,30 @@ class AnsCoder:
             new[: self.m] = self.buf[: self.m]
             self.buf = new
 
-    def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> None:
+    def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
+             cells: np.ndarray | None = None) -> None:
         """spikes: None, or per symbol (spike symbols, weight levels 0..255) or (spike symbols, levels, second
-        spike symbols (-1: none), their levels), levels adding up to at most 255: the spiked distributions."""
+        spike symbols (-1: none), their levels), levels adding up to at most 255: the spiked distributions.
+        cells: None, or value_cells(mask): every symbol must be a value of the mask, and is coded with the
+        mass of its whole cell (the values the mask leaves out give their mass to the nearest it keeps)."""
         if len(symbols) == 0:
             return
         self._reserve(len(symbols))
         sp, mixed = _spike_arrays(spikes, len(symbols))
         state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf, table.inv,
-                              table.width, table.n, table.precision, self.dithered, sp, mixed)
+                              table.width, table.n, table.precision, self.dithered, sp, mixed,
+                              _cell_arrays(cells, table.n, symbols))
         self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
 
-    def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> np.ndarray:
+    def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
+            cells: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
         if len(rows) == 0:
             return out
         sp, mixed = _spike_arrays(spikes, len(rows))
         state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
                                              table.cdf, table.inv, table.width, table.n, table.precision,
-                                             self.dithered, sp, mixed)
+                                             self.dithered, sp, mixed, _cell_arrays(cells, table.n))
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
@@ -481,33 +525,37 @@ def random_coder(rng: np.random.Generator, words: int) -> AnsCoder:
 
 
 @numba.njit(cache=True, inline="always")
-def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2):
+def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k):
     total = np.uint64(1 << precision)
     a, e1, e2 = _spike_masses(n, total, l1, l2)
-    f = (_cdf_mixed(table, r, k + 1, b, width, n, total, v, a, e1, v2, e2)
-         - _cdf_mixed(table, r, k, b, width, n, total, v, a, e1, v2, e2))
+    f = (_cdf_mixed(table, r, hi_k, b, width, n, total, v, a, e1, v2, e2)
+         - _cdf_mixed(table, r, lo_k, b, width, n, total, v, a, e1, v2, e2))
     return precision - np.log2(np.float64(f))
 
 
 @numba.njit(cache=True)
-def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, out):
+def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, cells, out):
     v, l1, v2, l2 = 0, 0, -1, 0
     for i in range(symbols.shape[0]):
         if mixed:
             v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
-        out[i] = _symbol_bits(table, rows[i], symbols[i], bases[i], width, n, precision, v, l1, v2, l2)
+        k = symbols[i]
+        out[i] = _symbol_bits(table, rows[i], k, bases[i], width, n, precision, v, l1, v2, l2,
+                              cells[0, k], cells[1, k])
 
 
-def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None
-                   ) -> np.ndarray:
-    """-log2 P(symbol) of each symbol under its table distribution, spiked as in push (float64 array)."""
+def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
+                   cells: np.ndarray | None = None) -> np.ndarray:
+    """-log2 P(symbol) of each symbol under its table distribution, spiked and celled as in push (float64)."""
     out = np.empty(len(symbols), dtype=np.float64)
     if len(symbols):
         sp, mixed = _spike_arrays(spikes, len(symbols))
-        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sp, mixed, out)
+        _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sp, mixed,
+                        _cell_arrays(cells, table.n, symbols), out)
     return out
 
 
-def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None) -> float:
-    """Ideal code length, -sum log2 P(symbol), of symbols under their (spiked) table distributions."""
-    return float(cost_bits_each(symbols, rows, bases, table, spikes).sum())
+def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
+              cells: np.ndarray | None = None) -> float:
+    """Ideal code length, -sum log2 P(symbol), of symbols under their (spiked, celled) table distributions."""
+    return float(cost_bits_each(symbols, rows, bases, table, spikes, cells).sum())
