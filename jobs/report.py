@@ -143,7 +143,7 @@ def _bands(mode: str | None) -> int:
 
 def row_stats(rows: pa.Table, mask: list[bool] | None = None) -> dict[str, Any]:
     """Counts, byte sums and bpd over rows (those where mask is True)."""
-    key, status, mode, w, h, raw, orig, comp, bpd = column_lists(
+    key, status, mode, w, h, raw, orig, comp, bpd, codec = column_lists(
         rows,
         (
             "key",
@@ -155,6 +155,7 @@ def row_stats(rows: pa.Table, mask: list[bool] | None = None) -> dict[str, Any]:
             "original_bytes",
             "compressed_bytes",
             "bpd",
+            "codec",
         ),
     )
     s: dict[str, Any] = {
@@ -169,6 +170,7 @@ def row_stats(rows: pa.Table, mask: list[bool] | None = None) -> dict[str, Any]:
         "coded_dims": 0,
         "stored_original_bytes": 0,
         "bpd_values": [],
+        "routes": {},  # codec (bitswap, fallback:webp, ..., stored) -> [images, compressed bytes]
     }
     for i in range(rows.num_rows):
         if mask is not None and not mask[i]:
@@ -190,6 +192,9 @@ def row_stats(rows: pa.Table, mask: list[bool] | None = None) -> dict[str, Any]:
             continue
         s["original_bytes"] += int(orig[i] or 0)
         s["compressed_bytes"] += int(comp[i] or 0)
+        route = s["routes"].setdefault(codec[i] or st, [0, 0])
+        route[0] += 1
+        route[1] += int(comp[i] or 0)
     v = sorted(s["bpd_values"])
     s["ratio"] = s["original_bytes"] / s["compressed_bytes"] if s["compressed_bytes"] else None
     s["raw_ratio"] = s["raw_bytes"] / s["coded_bytes"] if s["coded_bytes"] else None
@@ -517,6 +522,14 @@ def build_blocks(rep: dict[str, Any]) -> list[tuple[str, Any]]:
                     ["original bytes", _fmt_bytes(c["original_bytes"])],
                     ["raw pixel bytes (coded images)", _fmt_bytes(c["raw_bytes"])],
                     ["compressed bytes (payloads)", _fmt_bytes(c["compressed_bytes"])],
+                    [
+                        "codecs (images, payload bytes)",
+                        ", ".join(
+                            f"{name} {n} ({_fmt_bytes(nb)})"
+                            for name, (n, nb) in sorted(c["routes"].items(), key=lambda kv: -kv[1][1])
+                        )
+                        or "—",
+                    ],
                     [
                         "stored bytes (Parquet shards)",
                         f"{_fmt_bytes(c['shard_bytes'])} in {c['shards']} shards",

@@ -42,7 +42,8 @@ def synthetic_rows(rng, n, start):
                "encode_seconds": 0.01, "status": kind, "error": None}  # fmt: skip
         if kind == "ok":
             comp = int(dims * rng.uniform(0.3, 0.6))
-            row.update(codec="bitswap", payload=b"x" * comp, compressed_bytes=comp, bpd=comp * 8 / dims)
+            row.update(codec="bitswap" if mode == "RGB" else "fallback:webp", payload=b"x" * comp,
+                       compressed_bytes=comp, bpd=comp * 8 / dims)
         elif kind == "stored":
             row.update(codec="stored", format="JPEG", payload=b"j" * orig, compressed_bytes=orig,
                        bpd=orig * 8 / dims)  # fmt: skip
@@ -75,6 +76,9 @@ def test_report_over_parquet_written_with_pyarrow(tmp_path):
     assert c["original_bytes"] == pc.sum(t.filter(archived)["original_bytes"]).as_py()
     assert c["compressed_bytes"] == pc.sum(t["compressed_bytes"]).as_py()
     assert c["ratio"] == pytest.approx(c["original_bytes"] / c["compressed_bytes"])
+    by_codec = t.filter(archived).group_by("codec").aggregate([("codec", "count"), ("compressed_bytes", "sum")])
+    assert c["routes"] == {r["codec"]: [r["codec_count"], r["compressed_bytes_sum"]] for r in by_codec.to_pylist()}
+    assert set(c["routes"]) == {"bitswap", "fallback:webp", "stored"}
     okt = t.filter(ok)
     bands = np.where(np.array(okt["mode"].to_pylist()) == "RGB", 3, 1)
     dims = (okt["width"].to_numpy().astype(np.int64) * okt["height"].to_numpy() * bands).sum()
@@ -90,6 +94,7 @@ def test_report_over_parquet_written_with_pyarrow(tmp_path):
     assert len(rep["failures"]) == c["errors"]
     md = render_markdown(rep)
     assert f"| images | {c['images']} ({c['ok']} coded" in md and "No codec sample" in md
+    assert f"fallback:webp {c['routes']['fallback:webp'][0]} (" in md
 
 
 @pytest.fixture(scope="module")
