@@ -54,7 +54,7 @@ def breakdown(bc, im: np.ndarray, seed: int = 0, edges: np.ndarray | None = None
             latent[i] += cost_bits(z[i].reshape(-1).numpy(), rows.reshape(-1), bases.reshape(-1), bc.tz)
         border = bc.borders([(blocks, valid, grid(*im.shape[:2])[1], np.arange(s0, s0 + n))])
         for s in bc.pixel_symbols(x, z[0], vb, None if maps is None else maps.repeat(n), border):
-            each = cost_bits_each(s.values, s.rows, s.bases, bc.tx, s.spikes)
+            each = cost_bits_each(s.values, s.rows, s.bases, bc.tx, s.spikes, s.cells)
             bits[s.step, s.channel] += each.sum()
             counts[s.step] += len(s.values) if s.channel == 0 else 0
             side = 16 if bc.steps[s.step][1] < 0 else 8
