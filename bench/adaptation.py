@@ -7,9 +7,9 @@ For each setting of adapt_blocks (0 = the model as is, "all" = fit on every bloc
 blend of phase (0,0)'s sub-phases only, "k" = everything but the colour blend (container v8's), "c" = and
 the colour blend (v9), "l" = and the coarse first block (v10), "v" = and the latent shift (v11), none = and
 the value masks (v12): see bench/adapt_setting.py) this compresses every image with the learned path
-(smallest=False), decodes and verifies it, and prints bits per subpixel per image and in total, and the encode and decode times relative
-to the first setting and in KB/s of raw pixels per core, all in one run (the settings alternate image by
-image, so machine noise hits them alike).
+(smallest=False), decodes and verifies it, and prints bits per subpixel per image and in total, and the
+encode and decode times relative to the first setting and in KB/s of raw pixels per core, all in one run
+(the settings alternate image by image, so machine noise hits them alike).
 """
 
 from __future__ import annotations
