@@ -13,6 +13,7 @@ untouched bottom is not stored (its length is), and the decoder checks that it g
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numba
@@ -218,86 +219,7 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
     return x, m, min_m, True
 
 
-# ---- cells: a coarse alphabet of runs of k symbols (the first block's latents, coding/first_block.py) ----
-@numba.njit(cache=True, inline="always")
-def _cell_first(n, k):
-    """Where cell 1 starts: cell edges lie at n/2 - k/2 + k m, so the middle cell is centred on n/2."""
-    f = (n // 2 - k // 2) % k
-    return f if f > 0 else k
-
-
-@numba.njit(cache=True, inline="always")
-def _cell_of(s, n, k):
-    """The cell holding symbol s: cell 0 is [0, first), cell j >= 1 is [first + (j-1) k, first + j k) (capped at n)."""
-    first = _cell_first(n, k)
-    return 0 if s < first else (s - first) // k + 1
-
-
-@numba.njit(cache=True, inline="always")
-def _cell_edge(j, n, k):
-    if j <= 0:
-        return 0
-    return min(_cell_first(n, k) + (j - 1) * k, n)
-
-
-@numba.njit(cache=True, inline="always")
-def _cell_interval(table, r, b, j, j0, width, n, total, k):
-    """(frequency, offset) of cell j in intervals rotated to start at cell j0."""
-    lo = _cdf(table, r, _cell_edge(j, n, k), b, width, n, total)
-    c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
-    f = _cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total) - lo
-    return f, (lo - c0 if j >= j0 else lo + total - c0)
-
-
-@numba.njit(cache=True)
-def _push_cells(state, buf, m, cells, rows, bases, table, inv, width, n, precision, dithered, k):
-    """_push of cell indices under the mass each distribution gives its cells (a cell's frequency is the sum
-    of its symbols', so >= 1), with the same dithered rotation: intervals start at the cell holding the
-    pseudo-random quantile."""
-    x = np.uint64(state)
-    total = np.uint64(1 << precision)
-    shift = np.uint64(64 - precision)
-    p = np.uint64(precision)
-    for i in range(cells.shape[0] - 1, -1, -1):
-        j, r, b = cells[i], rows[i], bases[i]
-        j0 = _cell_of(_rotation_start(i, r, b, inv, n, dithered), n, k)
-        f, c = _cell_interval(table, r, b, j, j0, width, n, total, k)
-        x, m = _push_one(x, buf, m, f, c, shift, p)
-    return x, m
-
-
-@numba.njit(cache=True)
-def _pop_cells(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, k):
-    """Inverse of _push_cells; returns (state, m, min_m, ok) as _pop does."""
-    x = np.uint64(state)
-    total = np.uint64(1 << precision)
-    mask = total - np.uint64(1)
-    p = np.uint64(precision)
-    for i in range(out.shape[0]):
-        r, b = rows[i], bases[i]
-        slot = x & mask
-        j0 = _cell_of(_rotation_start(i, r, b, inv, n, dithered), n, k)
-        c0 = _cdf(table, r, _cell_edge(j0, n, k), b, width, n, total)
-        # the cells' CDF is the symbols' CDF at the cell edges: the symbol holding the target names the cell
-        j = _cell_of(_find(table, inv, r, b, width, n, total, (slot + c0) & mask, precision), n, k)
-        f, c = _cell_interval(table, r, b, j, j0, width, n, total, k)
-        x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
-        if not ok:
-            return x, m, min_m, False
-        out[i] = j
-    return x, m, min_m, True
-
-
-@numba.njit(cache=True)
-def _cell_bits(cells, rows, bases, table, width, n, precision, k, out):
-    total = np.uint64(1 << precision)
-    for i in range(cells.shape[0]):
-        j, r, b = cells[i], rows[i], bases[i]
-        f = (_cdf(table, r, _cell_edge(j + 1, n, k), b, width, n, total)
-             - _cdf(table, r, _cell_edge(j, n, k), b, width, n, total))
-        out[i] = precision - np.log2(np.float64(f))
-
-
+# ---- grid cells: a coarse alphabet of runs of k symbols (the first block's latents, coding/first_block.py) ----
 def cell_index(symbols: np.ndarray, n: int, k: int) -> np.ndarray:
     """The cell (runs of k symbols, edges at n/2 - k/2 + k m) holding each symbol in [0, n)."""
     first = (n // 2 - k // 2) % k or k
@@ -311,13 +233,22 @@ def cell_value(cells: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.clip(n // 2 + k * (np.asarray(cells, dtype=np.int64) - mid), 0, n - 1)
 
 
+@functools.lru_cache(maxsize=64)
+def grid_cells(n: int, k: int) -> np.ndarray:
+    """The grid of runs of k symbols as the coder's (3, n) cells (see value_cells): per symbol its cell's
+    start, end and the symbol that stands for the cell (cell_value). Read-only: it is shared."""
+    j = cell_index(np.arange(n), n, k)
+    first = (n // 2 - k // 2) % k or k
+    starts = np.where(j == 0, 0, np.minimum(first + (j - 1) * k, n))
+    ends = np.minimum(first + j * k, n)
+    out = np.stack([starts, ends, cell_value(j, n, k)]).astype(np.int64)
+    out.flags.writeable = False
+    return out
+
+
 def cell_cost_bits(cells: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> float:
     """-sum log2 of each cell's mass under its distribution: what push_cells stores, ideally."""
-    out = np.empty(len(cells), dtype=np.float64)
-    if len(cells):
-        _cell_bits(np.asarray(cells, dtype=np.int64), rows, bases, table.cdf, table.width, table.n,
-                   table.precision, k, out)
-    return float(out.sum())
+    return cost_bits(cell_value(cells, table.n, k), rows, bases, table, cells=grid_cells(table.n, k))
 
 
 _NO_SPIKE = np.zeros((4, 1), dtype=np.int64)
@@ -377,6 +308,12 @@ def _cell_arrays(cells: np.ndarray | None, n: int, symbols: np.ndarray | None = 
     if symbols is not None and len(symbols) and not np.array_equal(cells[2, symbols], symbols):
         raise ValueError("a symbol to code with value cells is not one of the kept values")
     return cells
+
+
+def _grid_width(k: int, n: int) -> int:
+    if not 1 <= k <= n // 2:  # two cells at least, so no cell holds the whole mass
+        raise ValueError(f"cell width {k} is outside 1..{n // 2}")
+    return k
 
 
 def _splitmix_words(n: int, seed: int = 0x5EED_B175_A4C0_DE00) -> np.ndarray:
@@ -467,29 +404,16 @@ class AnsCoder:
 
     def push_cells(self, cells: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> None:
         """Push cell indices (cell_index): each distribution's mass over runs of k symbols, so a value
-        known only to within k symbols costs about log2(k) bits less than the symbol itself."""
+        known only to within k symbols costs about log2(k) bits less than the symbol itself. The grid is
+        the coder's cells (grid_cells), its cells' standing symbols what is pushed."""
         if len(cells) == 0:
             return
-        if not 1 <= k <= table.n // 2:  # two cells at least, so no cell holds the whole mass
-            raise ValueError(f"cell width {k} is outside 1..{table.n // 2}")
-        self._reserve(len(cells))
-        state, self.m = _push_cells(self.state, self.buf, self.m, np.asarray(cells, dtype=np.int64), rows, bases,
-                                    table.cdf, table.inv, table.width, table.n, table.precision, self.dithered, k)
-        self.state = np.uint64(state)
+        self.push(cell_value(cells, table.n, _grid_width(k, table.n)), rows, bases, table,
+                  cells=grid_cells(table.n, k))
 
     def pop_cells(self, rows: np.ndarray, bases: np.ndarray, table: Table, k: int) -> np.ndarray:
-        if not 1 <= k <= table.n // 2:  # two cells at least, so no cell holds the whole mass
-            raise ValueError(f"cell width {k} is outside 1..{table.n // 2}")
-        out = np.empty(len(rows), dtype=np.int64)
-        if len(rows) == 0:
-            return out
-        state, self.m, self.min_m, ok = _pop_cells(self.state, self.buf, self.m, self.min_m, out, rows, bases,
-                                                   table.cdf, table.inv, table.width, table.n, table.precision,
-                                                   self.dithered, k)
-        self.state = np.uint64(state)
-        if not ok:
-            raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
-        return out
+        return cell_index(self.pop(rows, bases, table, cells=grid_cells(table.n, _grid_width(k, table.n))),
+                          table.n, k)
 
     # ---- serialization: [u32 kept bed words][u64 state][u32 words...] ----
     def to_bytes(self) -> bytes:
