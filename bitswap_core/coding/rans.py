@@ -184,6 +184,8 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
             a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
         lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
         f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        if f == total:  # a cell holding every symbol: the value is certain and costs nothing (nor could
+            continue  # rANS code it: f << shift would overflow the 64-bit state)
         k0 = cells[0, _rotation_start(i, r, b, inv, n, dithered)]
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
         c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
@@ -211,11 +213,13 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
         k = cells[2, _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)]
         lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
         f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        out[i] = k
+        if f == total:  # certain: pushed as nothing (see _push)
+            continue
         c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
         x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
         if not ok:
             return x, m, min_m, False
-        out[i] = k
     return x, m, min_m, True
 
 
