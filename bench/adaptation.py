@@ -1,15 +1,16 @@
 """What the per-image adaptation (bitswap_core/coding/adapt.py) saves, and what it costs encoder and decoder.
 
-    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16n 16b 16k 16c 16l 16v 16
+    .venv/bin/python bench/adaptation.py ../shared/datasets/val --blocks 0 16s 16o 16n 16b 16k 16c 16l 16v 16p 16
 
 For each setting of adapt_blocks (0 = the model as is, "all" = fit on every block of the image; a trailing
 "s" = scale shifts only, "o" = and one spike per pixel, "n" = and both spikes but no blend, "b" = the
 blend of phase (0,0)'s sub-phases only, "k" = everything but the colour blend (container v8's), "c" = and
-the colour blend (v9), "l" = and the coarse first block (v10), "v" = and the latent shift (v11), none = and
-the value masks (v12): see bench/adapt_setting.py) this compresses every image with the learned path
-(smallest=False), decodes and verifies it, and prints bits per subpixel per image and in total, and the
-encode and decode times relative to the first setting and in KB/s of raw pixels per core, all in one run
-(the settings alternate image by image, so machine noise hits them alike).
+the colour blend (v9), "l" = and the coarse first block (v10), "v" = and the latent shift (v11), "p" = and
+the value masks (v12), none = and the palette in their place where it pays (v13): see
+bench/adapt_setting.py) this compresses every image with the learned path (smallest=False), decodes and
+verifies it, and prints bits per subpixel per image and in total, and the encode and decode times relative
+to the first setting and in KB/s of raw pixels per core, all in one run (the settings alternate image by
+image, so machine noise hits them alike).
 """
 
 from __future__ import annotations

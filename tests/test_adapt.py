@@ -76,7 +76,7 @@ def _colour(rng, channels=3, later=True):
     return b
 
 
-def test_header_round_trip_and_no_adaptation_is_seven_bytes():
+def test_header_round_trip_and_no_adaptation_is_nine_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
     rng = np.random.default_rng(0)
     spikes = _spikes(rng)
@@ -93,24 +93,25 @@ def test_header_round_trip_and_no_adaptation_is_seven_bytes():
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
     assert adapt.FORMAT == container.VERSION
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 7 + 36 + 54
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 7 + 36 + 54 + 36
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 7 + 36 + 54 + 36 + 1 + 144
-    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 7 + 1 + 72  # the sub-phases alone
-    assert len(adapt.to_bytes(adapt.Adaptation(colour=colour))) == 7 + 1 + 6 * 2 * 6 * 2
-    assert len(adapt.to_bytes(adapt.Adaptation(colour=sub_colour))) == 7 + 1 + 3 * 2 * 6 * 2
-    # container version 11: the header ends after the latent shift; 9 and 10: after the colour blend; 8:
-    # after the blend
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 9 + 36 + 54
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 9 + 36 + 54 + 36
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 9 + 36 + 54 + 36 + 1 + 144
+    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 9 + 1 + 72  # the sub-phases alone
+    assert len(adapt.to_bytes(adapt.Adaptation(colour=colour))) == 9 + 1 + 6 * 2 * 6 * 2
+    assert len(adapt.to_bytes(adapt.Adaptation(colour=sub_colour))) == 9 + 1 + 3 * 2 * 6 * 2
+    # container version 12: the header ends after the value masks; 11: after the latent shift; 9 and 10:
+    # after the colour blend; 8: after the blend
     v11 = adapt.Adaptation(shifts, latent=3)
-    assert adapt.to_bytes(v11, 11) == adapt.to_bytes(v11)[:-1]
+    assert adapt.to_bytes(v11, 12) == adapt.to_bytes(v11)[:-2]
+    assert adapt.to_bytes(v11, 11) == adapt.to_bytes(v11)[:-3]
     v9 = adapt.Adaptation(shifts, spikes, second, blend, colour)
     for version in (9, 10):
         got, rest = adapt.from_bytes(adapt.to_bytes(v9, version) + b"ans", 4, 3, version=version)
-        assert _same(got, v9) and rest == b"ans" and adapt.to_bytes(v9, version) == adapt.to_bytes(v9)[:-2]
+        assert _same(got, v9) and rest == b"ans" and adapt.to_bytes(v9, version) == adapt.to_bytes(v9)[:-4]
     with pytest.raises(ValueError, match="latent shift"):
         adapt.to_bytes(adapt.Adaptation(latent=2), 10)
     v8 = adapt.Adaptation(shifts, spikes, second, blend)
-    got, rest = adapt.from_bytes(adapt.to_bytes(v8)[:-3] + b"ans", 4, 3, version=8)
+    got, rest = adapt.from_bytes(adapt.to_bytes(v8)[:-5] + b"ans", 4, 3, version=8)
     assert _same(got, v8) and rest == b"ans"
     # container version 6: the blend section holds the sub-phases, without a step count
     v6 = b"\0\0\0" + bytes([4]) + sub_blend[1:4].astype(np.int8).tobytes()
@@ -118,16 +119,16 @@ def test_header_round_trip_and_no_adaptation_is_seven_bytes():
     assert _same(got, adapt.Adaptation(blend=sub_blend)) and rest == b"ans"
     zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64),
                             np.zeros((7, 3, 4, 2), np.int64), np.zeros((7, 2, 6, 2), np.int64))
-    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == b"\0\0\0\0\0\0\0"
-    assert _same(adapt.from_bytes(b"\0\0\0\0\0\0\0ans", 4, 3)[0], adapt.NONE)
+    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == bytes(9)
+    assert _same(adapt.from_bytes(bytes(9) + b"ans", 4, 3)[0], adapt.NONE)
     # container version 5: the header ends after the second spikes; 4: after the spikes; 3: after the shifts
     two = adapt.Adaptation(shifts, spikes, second)
-    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-4] + b"ans", 4, 3, version=5)
+    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-6] + b"ans", 4, 3, version=5)
     assert _same(got, two) and rest == b"ans"
     one = adapt.Adaptation(shifts, spikes)
-    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-5] + b"ans", 4, 3, version=4)
+    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-7] + b"ans", 4, 3, version=4)
     assert _same(got, one) and rest == b"ans"
-    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-6] + b"ans", 4, 3, version=3)
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-8] + b"ans", 4, 3, version=3)
     assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
@@ -171,14 +172,14 @@ def test_a_grey_model_takes_no_colour_blend():
     """One channel has no channel before it: a colour section is malformed, its absence fine."""
     with pytest.raises(CorruptPayloadError, match="colour blend header declares 3 steps"):
         adapt.from_bytes(b"\0\0\0\0" + bytes([6, 3]) + bytes(36), 4, 1)
-    assert adapt.from_bytes(b"\0\0\0\0\0\0\0ans", 4, 1) == (adapt.NONE, b"ans")
+    assert adapt.from_bytes(b"\0\0\0\0\0\0\0\0\0ans", 4, 1) == (adapt.NONE, b"ans")
 
 
 def test_a_latent_shift_outside_its_range_or_missing_is_corrupt():
     for byte, problem in ((bytes([17]), "exceeds 16"), (bytes([256 - 17]), "exceeds 16"), (b"", "missing")):
         with pytest.raises(CorruptPayloadError, match=problem):
             adapt.from_bytes(b"\0\0\0\0\0" + byte, 4, 3)
-    assert adapt.from_bytes(b"\0\0\0\0\0\xf0\0ans", 4, 3)[0].latent == -16
+    assert adapt.from_bytes(b"\0\0\0\0\0\xf0\0\0\0ans", 4, 3)[0].latent == -16
 
 
 def test_a_version_6_blend_holds_only_non_negative_weights():
@@ -265,7 +266,7 @@ def test_the_default_model_puts_spikes_on_a_flat_graphic_and_saves_bits():
     m = resolve(None)
     bc = m.block_coder("bitswap")
     graphic = np.asarray(photo_crop("waterloo-serrano.png", box=(0, 0, 128, 96)))
-    (a,) = adapt.choose(bc, [graphic])
+    (a,) = adapt.choose(bc, [graphic], paletted=0)  # (with its palette, G and B need fewer spikes)
     assert a.spikes is not None and a.spikes[1:, :, 0].min() > 128 and not a.spikes[0].any()
     scales_only = adapt.Adaptation(a.shifts)
     assert elbo_bits(bc, [graphic], adaptations=[a])[0] < 0.75 * elbo_bits(bc, [graphic], adaptations=[scales_only])[0]
@@ -337,10 +338,14 @@ def test_the_default_model_moves_g_and_b_toward_the_previous_channel_plus_the_ne
     (back,) = decode_images(bc, [AnsCoder.from_bytes(data[0], bc.bed_words)], [img.shape], [coloured])
     assert np.array_equal(back, img)
     # a grey photo stored as RGB: G and B equal R exactly, which the blend says with full weight and the
-    # narrowest scale it may pick
+    # narrowest scale it may pick; with the palette (container v13) they are certain and cost nothing
     grey = np.repeat(img[..., 1:2], 3, axis=2)
-    (g,) = adapt.choose(bc, [grey])
+    (g,) = adapt.choose(bc, [grey], paletted=0)
     assert g.colour is not None and (g.colour[4:, :, 0] == [adapt.BLEND_ONE, -adapt.MAX_BLEND_SHIFT]).all()
+    (p,) = adapt.choose(bc, [grey])
+    assert p.palette is not None and len(p.palette) == len(np.unique(grey[..., 0])) and p.colour is None
+    grey_cost = [elbo_bits(bc, [grey], adaptations=[a])[0] + 8 * len(adapt.to_bytes(a)) for a in (p, g)]
+    assert grey_cost[0] < grey_cost[1]
 
 
 @pytest.mark.parametrize("scheme", ["bitswap", "bbans"])

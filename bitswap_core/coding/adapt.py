@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import grid, to_blocks, valid_sizes
+from bitswap_core.coding import palette
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -84,7 +85,8 @@ class Adaptation:
     scale shift)) and the colour blend (coding steps, channels - 1 (G, B), colour classes, (weight of 8,
     scale shift)); rows of steps without decoded neighbours are 0; and the latent shift, added to every
     latent distribution's scale level (q and p alike); and the value masks (channels, 256) bool, the
-    values each channel holds (rows of channels without one all True). None / 0 = the model as is."""
+    values each channel holds (rows of channels without one all True), or instead the palette, the
+    image's colours (coding/palette.py). None / 0 = the model as is."""
 
     shifts: np.ndarray | None = None
     spikes: np.ndarray | None = None
@@ -93,6 +95,7 @@ class Adaptation:
     colour: np.ndarray | None = None
     latent: int = 0
     values: np.ndarray | None = None
+    palette: np.ndarray | None = None  # (N, channels) uint8 colours in increasing order (coding/palette.py)
 
 
 NONE = Adaptation()
@@ -102,7 +105,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 12  # the container version whose header layout to_bytes writes (10's is 9's)
+FORMAT = 13  # the container version whose header layout to_bytes writes (10's is 9's)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -120,7 +123,7 @@ def _blend_weights(version: int) -> tuple[int, int]:
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
     layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
-    latent shift; 12 the value masks)."""
+    latent shift; 12 the value masks; 13 the palette)."""
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
@@ -129,6 +132,10 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         raise ValueError(f"container version {version} cannot hold a latent shift")
     if version < 12 and a.values is not None:
         raise ValueError(f"container version {version} cannot hold value masks")
+    if version < 13 and a.palette is not None:
+        raise ValueError(f"container version {version} cannot hold a palette")
+    if a.palette is not None and a.values is not None:
+        raise ValueError("an adaptation holds value masks or a palette, not both")
     shifts = b"\0" if a.shifts is None or not a.shifts.any() else (
         bytes([a.shifts.shape[2]]) + a.shifts.astype(np.int8).tobytes())
     spikes = b"\0" if a.spikes is None or not a.spikes.any() else (
@@ -138,7 +145,8 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
     return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
             + (np.int8(a.latent).tobytes() if version >= 11 else b"")
-            + (_value_bytes(a.values) if version >= 12 else b""))
+            + (_value_bytes(a.values) if version >= 12 else b"")
+            + (palette.to_bytes(a.palette) if version >= 13 else b""))
 
 
 def _value_bytes(values: np.ndarray | None) -> bytes:
@@ -270,10 +278,14 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
         latent, rest = int(np.frombuffer(rest[:1], dtype=np.int8)[0]), rest[1:]
         if abs(latent) > MAX_LATENT_SHIFT:
             raise CorruptPayloadError(f"latent shift {latent} exceeds {MAX_LATENT_SHIFT}")
-    values = None
+    values = colours = None
     if version >= 12:
         values, rest = _value_section(rest, channels)
-    return Adaptation(shifts, spikes, second, blend, colour, latent, values), rest
+    if version >= 13:
+        colours, rest = palette.from_bytes(rest, channels)
+        if colours is not None and values is not None:
+            raise CorruptPayloadError("adaptation header holds both value masks and a palette")
+    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours), rest
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -302,7 +314,8 @@ class CodingMaps:
     """What the coder applies for a batch of blocks: each block's scale level map (B, phases, channels,
     levels), spike and second-spike levels (B, coding steps, channels, classes), blends (B, coding steps,
     channels, range classes, 2), colour blends (B, coding steps, channels - 1, colour classes, 2), latent
-    shifts (B,) and value cells (B, channels, 3, 256) (rans.value_cells), each None when no block has one."""
+    shifts (B,) and value cells (B, channels, 3, 256) (rans.value_cells), each None when no block has one;
+    and per block its palette's cells (palette.PaletteCells) or None, or None when no block has a palette."""
 
     levels: torch.Tensor | None
     spikes: torch.Tensor | None
@@ -311,21 +324,33 @@ class CodingMaps:
     colour: torch.Tensor | None = None
     latent: torch.Tensor | None = None  # (B,) latent shifts
     cells: torch.Tensor | None = None
+    palettes: tuple | None = None  # (B,) palette.PaletteCells or None
 
     def _parts(self):
         return self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells
 
     def __getitem__(self, idx) -> CodingMaps:
-        return CodingMaps(*(None if t is None else t[idx] for t in self._parts()))
+        palettes = None
+        if self.palettes is not None:
+            picked = np.arange(len(self.palettes))[idx]
+            palettes = tuple(self.palettes[k] for k in np.atleast_1d(picked))
+        return CodingMaps(*(None if t is None else t[idx] for t in self._parts()), palettes)
 
     def repeat(self, n: int) -> CodingMaps:
         """The maps of one image for n of its blocks."""
-        return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()))
+        return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()),
+                          None if self.palettes is None else self.palettes[:1] * n)
 
 
-def cells_of(maps: CodingMaps | None, block: int, channel: int) -> np.ndarray | None:
-    """One block's value cells of one channel for AnsCoder.push / pop, or None (each value its own cell)."""
-    if maps is None or maps.cells is None:
+def cells_of(maps: CodingMaps | None, block: int, channel: int, earlier=None):
+    """One block's value cells of one channel for AnsCoder.push / pop, or None (each value its own cell).
+    earlier: a callable giving the block's pixels' channels before this one, coded already (flat arrays),
+    which a palette's cells depend on."""
+    if maps is None:
+        return None
+    if maps.palettes is not None and maps.palettes[block] is not None:
+        return maps.palettes[block].cells(channel, earlier() if channel else [])
+    if maps.cells is None:
         return None
     return np.ascontiguousarray(maps.cells[block, channel].numpy())
 
@@ -366,8 +391,23 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                       torch.tensor([a.latent for a in adaptations], dtype=torch.int64)
                       if any(a.latent for a in adaptations) else None,
                       torch.from_numpy(np.stack([value_cells(a.values, cfg.channels) for a in adaptations]))
-                      if any(a.values is not None for a in adaptations) else None)
-    return None if all(t is None for t in maps._parts()) else maps
+                      if any(a.values is not None for a in adaptations) else None,
+                      tuple(None if a.palette is None else palette_cells(a.palette) for a in adaptations)
+                      if any(a.palette is not None for a in adaptations) else None)
+    return None if all(t is None for t in maps._parts()) and maps.palettes is None else maps
+
+
+_PALETTE_CACHE: dict[bytes, palette.PaletteCells] = {}
+
+
+def palette_cells(colours: np.ndarray) -> palette.PaletteCells:
+    """The coder's cells of a palette, built once per palette (an image's batches share them)."""
+    key = colours.tobytes() + bytes([colours.shape[1]])
+    if key not in _PALETTE_CACHE:
+        if len(_PALETTE_CACHE) >= 8:
+            _PALETTE_CACHE.pop(next(iter(_PALETTE_CACHE)))
+        _PALETTE_CACHE[key] = palette.PaletteCells(colours)
+    return _PALETTE_CACHE[key]
 
 
 def spike_levels(spikes: np.ndarray | None, cls: np.ndarray) -> np.ndarray | None:
@@ -528,11 +568,11 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
 
 
 def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
-                 table, scale_up: float, colours=None, cells=None) -> tuple[Adaptation, float]:
+                 table, scale_up: float, colours=None) -> tuple[Adaptation, float]:
     """(image j's adaptation with these shifts, blend and colour blend and its spikes fitted on top, its
     estimated bits: the pixels of the steps in blendy, less the spikes' saving, plus the whole header).
-    Each spike part is kept only where its estimated saving pays for its header twice. cells: the image's
-    value cells per channel (None each where it keeps every value)."""
+    Each spike part is kept only where its estimated saving pays for its header twice. The pixels are
+    coded with their part's cells (p["cells"]: value or palette cells, or None)."""
     from bitswap_core.coding.rans import cost_bits_each
 
     ch, mf = cfg.channels, cfg.mean_frac
@@ -546,8 +586,7 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
             p = parts[(j, s, c)]
             mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c], cfg,
                                      None if colours is None or c == 0 else colours[s, c - 1])
-            bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table, None,
-                                  None if cells is None else cells[c])
+            bits = cost_bits_each(p["vals"], level * mf + mean % mf, mean // mf, table, None, p["cells"])
             if s in blendy:
                 base += bits.sum() * scale_up
             if s not in spiky:
@@ -591,8 +630,30 @@ def _fit_values(parts: dict, j: int, image: np.ndarray, table, scale_up: float, 
     return (None if values.all() else values), cells
 
 
+def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float, masks: np.ndarray | None,
+                 cells: list) -> np.ndarray | None:
+    """Image j's palette (coding/palette.py) or None: kept, in place of its value masks, where the sampled
+    pixels coded with its cells save more than twice what its header section adds."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    if image.shape[-1] < 2:  # one channel: the value mask is the palette
+        return None
+    colours = palette.colours(image)
+    if colours is None:
+        return None
+    pc = palette_cells(colours)
+    saving = 0.0
+    for (jj, s, c), p in parts.items():
+        if jj == j:
+            earlier = [parts[(j, s, k)]["vals"] for k in range(c)]
+            saving += (cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, cells[c]).sum()
+                       - cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, pc.cells(c, earlier)).sum())
+    added = len(palette.to_bytes(colours)) - len(_value_bytes(masks))
+    return colours if saving * scale_up > 2 * 8 * added else None
+
+
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
-           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1
+           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1
            ) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
     blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
@@ -603,7 +664,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
     the image alone, not on the batch; the networks see the samples of several images at once. A part is
     left out (None) where its estimated saving does not pay for its header twice. Before all that (values =
-    1; 0: none, as container v11 wrote) the value masks (_fit_values), which every later fit codes with.
+    1; 0: none, as container v11 wrote) the value masks (_fit_values), then (paletted = 1; 0: none, as container
+    v12 wrote) the palette in their place where it pays (_fit_palette); every later fit codes with them.
     Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
@@ -657,14 +719,24 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
             parts.setdefault((int(owner[i]), s, c), []).append(item)
     for key, items in parts.items():
         parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
-    masks, cells = zip(*(_fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch) if values
-                         else (None, [None] * ch) for j, (total, picked, _, _) in enumerate(samples)))
+    masks, kept = [None] * len(images), [None] * len(images)
+    for j, (total, picked, _, _) in enumerate(samples):
+        cells = [None] * ch
+        if values:
+            masks[j], cells = _fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch)
+            if paletted:
+                kept[j] = _fit_palette(parts, j, images[j], block_coder.tx, total / len(picked), masks[j], cells)
+                masks[j] = None if kept[j] is not None else masks[j]
+        for (jj, s, c), p in parts.items():  # what every later fit codes these pixels with
+            if jj == j:
+                p["cells"] = cells[c] if kept[j] is None else palette_cells(kept[j]).cells(
+                    c, [parts[(j, s, k)]["vals"] for k in range(c)])
     for (j, s, c), p in parts.items():
         level, frac = p["rows"] // mf, p["rows"] % mf
         band = level * BANDS // levels
         for t, shift in enumerate(_CANDIDATES):
             bits = cost_bits_each(p["vals"], np.clip(level + shift, 0, levels - 1) * mf + frac, p["bases"],
-                                  block_coder.tx, None, cells[j][c])
+                                  block_coder.tx, None, p["cells"])
             cost[j, steps[s][0], c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
     out: list[Adaptation] = []
     for j, (total, picked, _, _) in enumerate(samples):
@@ -680,14 +752,12 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                     p = parts[(j, s, c)]
                     mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
                                                  p["pred"], p["bcls"], block_coder.tx, levels, mf, weights,
-                                                 cells=cells[j][c])
+                                                 cells=p["cells"])
         # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
         # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
-        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
-                             cells=cells[j])
+        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
         if mixing.any():
-            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
-                                 cells=cells[j])
+            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
             section = len(to_bytes(Adaptation(blend=mixing))) - len(to_bytes(NONE)) + 1
             plain = mixed if mixed[1] + 8 * section < plain[1] else plain
         if colourful:  # the colour blend on top of the blend kept, kept on the same terms
@@ -701,13 +771,13 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
                                                  cfg)
                         target = colour_prediction(p["prev"], p["cpred"], mf)
                         table[s, c - 1], _ = _fit_blend(p["vals"], mean, level, target, p["ccls"], block_coder.tx,
-                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, cells[j][c])
+                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, p["cells"])
             if table.any():
                 coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
-                                        scale_up, table, cells[j])
+                                        scale_up, table)
                 section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
-        out.append(replace(plain[0], values=masks[j]))
+        out.append(replace(plain[0], values=masks[j], palette=kept[j]))
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
 
 

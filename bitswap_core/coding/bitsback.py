@@ -16,7 +16,7 @@ import torch
 
 from bitswap_core.blocks import BLOCK, bordered, grid, pad_block, to_blocks, valid_sizes
 from bitswap_core.coding import adapt, first_block
-from bitswap_core.coding.rans import AnsCoder, Table, cell_value, random_coder
+from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
 from bitswap_core.model.exact import ExactModel
@@ -43,6 +43,12 @@ class _Timed:
         return timed
 
 
+def _earlier(xs: np.ndarray, i: int, ch: int, r: int, c: int):
+    """The channels before ch of block i's r x c real pixels in a step's view, flat, when asked (a palette's
+    cells depend on them; they are decoded before ch is popped)."""
+    return lambda: [np.ascontiguousarray(xs[i, k, :r, :c]).reshape(-1).astype(np.int64) for k in range(ch)]
+
+
 class PixelSymbols(NamedTuple):
     """One block's symbols of one channel in one coding step, as the coder takes them."""
 
@@ -53,7 +59,7 @@ class PixelSymbols(NamedTuple):
     rows: np.ndarray
     bases: np.ndarray
     spikes: tuple[np.ndarray, ...] | None  # (spike values, levels[, second values, levels]) for the coder, or None
-    cells: np.ndarray | None = None  # the image's value cells of this channel (adapt.cells_of), or None
+    cells: np.ndarray | GroupedCells | None = None  # this channel's value or palette cells (adapt.cells_of)
 
 
 class BlockCoder:
@@ -250,7 +256,8 @@ class BlockCoder:
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
                     yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
                                        np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
-                                       self._block_spikes(spikes[ch], i, r, c), adapt.cells_of(maps, i, ch))
+                                       self._block_spikes(spikes[ch], i, r, c),
+                                       adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, c)))
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None,
                     border=None) -> None:
@@ -280,7 +287,8 @@ class BlockCoder:
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
                                  np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
-                                 self._block_spikes(spikes[ch], i, r, w), adapt.cells_of(maps, i, ch))
+                                 self._block_spikes(spikes[ch], i, r, w),
+                                 adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, w)))
                     xs[i, ch, :r, :w] = vals.reshape(r, w)
         for i in range(n):
             pad_block(xn[i], *valid[i])

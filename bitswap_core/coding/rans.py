@@ -6,7 +6,7 @@ on fresh bits *samples* from the distribution, which is what bits-back coding ne
 optionally a second symbol v2 with its own level (the mixtures of coding/adapt.py), in exact integer
 arithmetic, so push and pop agree on every machine. A distribution can also be *celled* (value_cells):
 when an image holds only some values, each is coded with the mass of its cell, itself and the left-out
-values nearest to it. The stack starts on a
+values nearest to it (or, GroupedCells, a table of cells per symbol). The stack starts on a
 deterministic pseudo-random bed of "initial bits" so the same image always gives the same bytes; the bed's
 untouched bottom is not stored (its length is), and the decoder checks that it gets the bed back exactly.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -169,9 +170,11 @@ def _pop_one(x, buf, m, min_m, f, slot, c, p):
 
 
 @numba.njit(cache=True)
-def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells):
+def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells,
+          groups, grouped):
     """spikes (4, N): per symbol its spike symbol, level, second spike symbol, level (_spike_arrays); cells
-    (3, n): per symbol its value cell's start, end and the value that stands for it (value_cells)."""
+    (G, 3, n): per cell table and symbol its value cell's start, end and the value that stands for it
+    (value_cells); groups (N,): each symbol's table when grouped, else table 0 for all (_cell_arrays)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
     shift = np.uint64(64 - precision)
@@ -182,19 +185,21 @@ def _push(state, buf, m, symbols, rows, bases, table, inv, width, n, precision, 
         if mixed:
             v, v2 = spikes[0, i], spikes[2, i]
             a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
-        lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
-        f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        cl = cells[groups[i] if grouped else 0]
+        lo = _cdf_mixed(table, r, cl[0, k], b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, cl[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
         if f == total:  # a cell holding every symbol: the value is certain and costs nothing (nor could
             continue  # rANS code it: f << shift would overflow the 64-bit state)
-        k0 = cells[0, _rotation_start(i, r, b, inv, n, dithered)]
+        k0 = cl[0, _rotation_start(i, r, b, inv, n, dithered)]
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
-        c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
+        c = lo - c0 if cl[0, k] >= k0 else lo + total - c0
         x, m = _push_one(x, buf, m, f, c, shift, p)
     return x, m
 
 
 @numba.njit(cache=True)
-def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells):
+def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision, dithered, spikes, mixed, cells,
+         groups, grouped):
     """Returns (state, m, min_m, ok); ok is False when the stack ran dry (corrupt or exhausted bits)."""
     x = np.uint64(state)
     total = np.uint64(1 << precision)
@@ -207,16 +212,17 @@ def _pop(state, buf, m, min_m, out, rows, bases, table, inv, width, n, precision
             v, v2 = spikes[0, i], spikes[2, i]
             a, e1, e2 = _spike_masses(n, total, spikes[1, i], spikes[3, i])
         slot = x & mask
-        k0 = cells[0, _rotation_start(i, r, b, inv, n, dithered)]
+        cl = cells[groups[i] if grouped else 0]
+        k0 = cl[0, _rotation_start(i, r, b, inv, n, dithered)]
         c0 = _cdf_mixed(table, r, k0, b, width, n, total, v, a, e1, v2, e2)
         # the symbol holding the target names its cell; the cell's value is what was pushed
-        k = cells[2, _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)]
-        lo = _cdf_mixed(table, r, cells[0, k], b, width, n, total, v, a, e1, v2, e2)
-        f = _cdf_mixed(table, r, cells[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
+        k = cl[2, _find_mixed(table, inv, r, b, width, n, total, (slot + c0) & mask, precision, v, a, e1, v2, e2)]
+        lo = _cdf_mixed(table, r, cl[0, k], b, width, n, total, v, a, e1, v2, e2)
+        f = _cdf_mixed(table, r, cl[1, k], b, width, n, total, v, a, e1, v2, e2) - lo
         out[i] = k
         if f == total:  # certain: pushed as nothing (see _push)
             continue
-        c = lo - c0 if cells[0, k] >= k0 else lo + total - c0
+        c = lo - c0 if cl[0, k] >= k0 else lo + total - c0
         x, m, min_m, ok = _pop_one(x, buf, m, min_m, f, slot, c, p)
         if not ok:
             return x, m, min_m, False
@@ -296,22 +302,46 @@ def value_cells(mask: np.ndarray) -> np.ndarray:
     return np.stack([starts[owner], ends[owner], kept[owner]]).astype(np.int64)
 
 
+class GroupedCells(NamedTuple):
+    """Cells that differ from symbol to symbol: tables (G, 3, n), each like value_cells' (3, n), and per
+    symbol the table it is coded with. Why: in a palette image the values a channel may take depend on the
+    channels coded before it at the same pixel (coding/palette.py)."""
+
+    tables: np.ndarray
+    groups: np.ndarray
+
+
 _IDENTITY: dict[int, np.ndarray] = {}
+_NO_GROUPS = np.zeros(1, dtype=np.int64)
 
 
-def _cell_arrays(cells: np.ndarray | None, n: int, symbols: np.ndarray | None = None) -> np.ndarray:
-    """The kernels' (3, n) cell arrays: each symbol its own cell when cells is None; checks that the
-    symbols to push are kept values."""
+def _cell_arrays(cells: np.ndarray | GroupedCells | None, n: int, symbols: np.ndarray | None = None,
+                 count: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The kernels' (cell tables (G, 3, n), groups, grouped): each symbol its own cell when cells is None,
+    one table for all for a (3, n) array, a table per symbol for GroupedCells (count symbols); checks that
+    the symbols to push are kept values of their tables."""
     if cells is None:
         if n not in _IDENTITY:
             k = np.arange(n, dtype=np.int64)
-            _IDENTITY[n] = np.stack([k, k + 1, k])
-        return _IDENTITY[n]
+            _IDENTITY[n] = np.stack([k, k + 1, k])[None]
+        return _IDENTITY[n], _NO_GROUPS, False
+    if isinstance(cells, GroupedCells):
+        tables, groups = cells
+        count = len(symbols) if symbols is not None else count
+        if tables.ndim != 3 or tables.shape[1:] != (3, n) or tables.dtype != np.int64 or not len(tables):
+            raise ValueError(f"grouped cell tables must be a (G, 3, {n}) int64 array of value_cells")
+        if groups.shape != (count,) or groups.dtype != np.int64:
+            raise ValueError(f"grouped cells need one int64 table index per symbol ({count})")
+        if count and (groups.min() < 0 or groups.max() >= len(tables)):
+            raise ValueError("a symbol's cell table index is out of range")
+        if symbols is not None and count and not np.array_equal(tables[groups, 2, symbols], symbols):
+            raise ValueError("a symbol to code with value cells is not one of the kept values")
+        return np.ascontiguousarray(tables), np.ascontiguousarray(groups), True
     if cells.shape != (3, n) or cells.dtype != np.int64:
         raise ValueError(f"cells must be a (3, {n}) int64 array from value_cells")
     if symbols is not None and len(symbols) and not np.array_equal(cells[2, symbols], symbols):
         raise ValueError("a symbol to code with value cells is not one of the kept values")
-    return cells
+    return cells[None], _NO_GROUPS, False
 
 
 def _grid_width(k: int, n: int) -> int:
@@ -378,29 +408,31 @@ class AnsCoder:
             self.buf = new
 
     def push(self, symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
-             cells: np.ndarray | None = None) -> None:
+             cells: np.ndarray | GroupedCells | None = None) -> None:
         """spikes: None, or per symbol (spike symbols, weight levels 0..255) or (spike symbols, levels, second
         spike symbols (-1: none), their levels), levels adding up to at most 255: the spiked distributions.
         cells: None, or value_cells(mask): every symbol must be a value of the mask, and is coded with the
-        mass of its whole cell (the values the mask leaves out give their mass to the nearest it keeps)."""
+        mass of its whole cell (the values the mask leaves out give their mass to the nearest it keeps); or
+        GroupedCells: each symbol with its own table of such cells."""
         if len(symbols) == 0:
             return
         self._reserve(len(symbols))
         sp, mixed = _spike_arrays(spikes, len(symbols))
         state, self.m = _push(self.state, self.buf, self.m, symbols, rows, bases, table.cdf, table.inv,
                               table.width, table.n, table.precision, self.dithered, sp, mixed,
-                              _cell_arrays(cells, table.n, symbols))
+                              *_cell_arrays(cells, table.n, symbols))
         self.state = np.uint64(state)  # keep uint64: a Python int would retype numba's arithmetic
 
     def pop(self, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
-            cells: np.ndarray | None = None) -> np.ndarray:
+            cells: np.ndarray | GroupedCells | None = None) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
         if len(rows) == 0:
             return out
         sp, mixed = _spike_arrays(spikes, len(rows))
         state, self.m, self.min_m, ok = _pop(self.state, self.buf, self.m, self.min_m, out, rows, bases,
                                              table.cdf, table.inv, table.width, table.n, table.precision,
-                                             self.dithered, sp, mixed, _cell_arrays(cells, table.n))
+                                             self.dithered, sp, mixed,
+                                             *_cell_arrays(cells, table.n, count=len(rows)))
         self.state = np.uint64(state)
         if not ok:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
@@ -462,28 +494,28 @@ def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k)
 
 
 @numba.njit(cache=True)
-def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, cells, out):
+def _cost_bits_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, cells, groups, grouped, out):
     v, l1, v2, l2 = 0, 0, -1, 0
     for i in range(symbols.shape[0]):
         if mixed:
             v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
         k = symbols[i]
-        out[i] = _symbol_bits(table, rows[i], k, bases[i], width, n, precision, v, l1, v2, l2,
-                              cells[0, k], cells[1, k])
+        cl = cells[groups[i] if grouped else 0]
+        out[i] = _symbol_bits(table, rows[i], k, bases[i], width, n, precision, v, l1, v2, l2, cl[0, k], cl[1, k])
 
 
 def cost_bits_each(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
-                   cells: np.ndarray | None = None) -> np.ndarray:
+                   cells: np.ndarray | GroupedCells | None = None) -> np.ndarray:
     """-log2 P(symbol) of each symbol under its table distribution, spiked and celled as in push (float64)."""
     out = np.empty(len(symbols), dtype=np.float64)
     if len(symbols):
         sp, mixed = _spike_arrays(spikes, len(symbols))
         _cost_bits_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sp, mixed,
-                        _cell_arrays(cells, table.n, symbols), out)
+                        *_cell_arrays(cells, table.n, symbols), out)
     return out
 
 
 def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
-              cells: np.ndarray | None = None) -> float:
+              cells: np.ndarray | GroupedCells | None = None) -> float:
     """Ideal code length, -sum log2 P(symbol), of symbols under their (spiked, celled) table distributions."""
     return float(cost_bits_each(symbols, rows, bases, table, spikes, cells).sum())
