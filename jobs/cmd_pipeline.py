@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--codec", choices=("bitswap", "bbans"), default="bitswap")
     c.add_argument("--always-code", action="store_true",
                    help="code every image by pixels, even when its original file is smaller")
+    c.add_argument("--no-verify-writes", action="store_true",
+                   help="skip decoding each learned payload before it is written (faster; a payload that "
+                   "would not decode back is then only found by `verify`)")
     c.add_argument("--model", help="model file, .safetensors (default: the shipped model)")
     c.add_argument("--include", action="append", metavar="GLOB", help="file patterns to take (repeatable)")
     c.add_argument("--exclude", action="append", metavar="GLOB", help="file patterns to skip (repeatable)")
@@ -82,6 +85,7 @@ def _compress(args: argparse.Namespace) -> int:
             actors=args.actors,
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             keep_smaller_originals=not args.always_code,
+            verify_writes=not args.no_verify_writes,
             codec=args.codec,
             model=args.model,
             include=args.include,

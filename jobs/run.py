@@ -195,6 +195,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
         model=None if spec.model == "default" else spec.model,
         progress=sys.stderr.isatty(),
         keep_smaller_originals=not spec.always_code,
+        verify_writes=spec.verify_writes,
     )
     return _driver_result(summary)
 

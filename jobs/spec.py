@@ -93,6 +93,7 @@ class JobSpec:
     max_pixels: int = 64_000_000
     lease_ttl_s: float = 300.0
     always_code: bool = False  # True: code every image by pixels even when its original file is smaller
+    verify_writes: bool = True  # False: skip decoding each learned payload before it is written
     cost: Cost = field(default_factory=Cost)
     compare: Compare = field(default_factory=Compare)
     path: str | None = field(default=None, compare=False)  # where the spec was read from (not hashed)
@@ -151,6 +152,9 @@ def parse_spec(
     always_code = data.get("always_code", False)
     if not isinstance(always_code, bool):
         raise SpecError("always_code", f"must be true or false, not {always_code!r}")
+    verify_writes = data.get("verify_writes", True)
+    if not isinstance(verify_writes, bool):
+        raise SpecError("verify_writes", f"must be true or false, not {verify_writes!r}")
 
     raw_sources = data.get("sources")
     if raw_sources is None:
@@ -190,7 +194,7 @@ def parse_spec(
         seed=cmp_t.int("seed", default=0),
     )
     cmp_t.done()
-    top.done(extra_known=("sources", "cost", "compare", "actors", "always_code"))
+    top.done(extra_known=("sources", "cost", "compare", "actors", "always_code", "verify_writes"))
     return JobSpec(
         name=name,
         destination=destination,
@@ -203,6 +207,7 @@ def parse_spec(
         max_pixels=max_pixels,
         lease_ttl_s=lease_ttl_s,
         always_code=always_code,
+        verify_writes=verify_writes,
         cost=cost,
         compare=compare,
         path=path,

@@ -158,6 +158,7 @@ class ShardCompressor:
         threads: int | None = None,
         device: str = "cpu",
         keep_smaller_originals: bool = True,
+        verify_writes: bool = True,
     ) -> None:
         import torch
 
@@ -170,6 +171,7 @@ class ShardCompressor:
         self._api = api
         self.codec = codec
         self.keep_smaller_originals = keep_smaller_originals
+        self.verify_writes = verify_writes
         self.device = device
         self.model = registry.resolve(model, device=device)
         # Build the networks, coding tables and compiled coder loops now with one tiny image: the first
@@ -265,6 +267,29 @@ class ShardCompressor:
                 results += self._code_batch(batch)
         return results
 
+    def _verified(self, payloads: Sequence[bytes]) -> list[bytes | BaseException]:
+        """The payloads, each learned one decoded first (the container checks its pixel digest): one that
+        does not decode back to its image becomes the error, so the row keeps the original file's bytes.
+        Why: an archive must never hold a payload that cannot be restored, whatever a codec bug does; the
+        classical codecs' payloads are already decoded and compared in bitswap_core.fallback."""
+        from bitswap_core import container
+
+        learned = [i for i, d in enumerate(payloads) if not container.unpack(d).codec.startswith("fallback:")]
+        out: list[bytes | BaseException] = list(payloads)
+        if not learned:
+            return out
+        try:
+            self._api.decompress_batch([payloads[i] for i in learned], self.model, max_pixels=self.max_pixels)
+            return out
+        except Exception:  # noqa: BLE001 - find which payload fails by decoding them one by one
+            pass
+        for i in learned:
+            try:
+                self._api.decompress(payloads[i], self.model, max_pixels=self.max_pixels)
+            except Exception as exc:  # noqa: BLE001
+                out[i] = RuntimeError(f"its coded form did not decode back ({type(exc).__name__}: {exc})")
+        return out
+
     def _code_batch(self, batch: Sequence[tuple[int, _Pending]]) -> list[tuple[int, dict[str, Any], int]]:
         images = [p.image for _, p in batch]
         t0 = time.perf_counter()
@@ -274,6 +299,8 @@ class ShardCompressor:
             )
             if len(payloads) != len(images):
                 raise RuntimeError(f"compress_batch gave {len(payloads)} payloads for {len(images)} images")
+            if self.verify_writes:
+                payloads = self._verified(payloads)
             elapsed = time.perf_counter() - t0
             total = sum(im.width * im.height for im in images) or 1
             seconds = [elapsed * im.width * im.height / total for im in images]
@@ -282,7 +309,8 @@ class ShardCompressor:
             for im in images:
                 t1 = time.perf_counter()
                 try:
-                    payloads.append(self._api.compress(im, self.model, codec=self.codec, max_pixels=self.max_pixels))
+                    data = self._api.compress(im, self.model, codec=self.codec, max_pixels=self.max_pixels)
+                    payloads += self._verified([data]) if self.verify_writes else [data]
                 except Exception as exc:  # noqa: BLE001
                     payloads.append(exc)
                 seconds.append(time.perf_counter() - t1)

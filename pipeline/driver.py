@@ -168,6 +168,7 @@ def compress(
     on_result: Callable[[ShardResult, list[Any]], None] | None = None,
     files: Sequence[SourceFile] | None = None,
     keep_smaller_originals: bool = True,
+    verify_writes: bool = True,
 ) -> Summary:
     """Compress every image under src into Parquet shards under dst; resumable, see the module doc.
 
@@ -177,6 +178,8 @@ def compress(
     on_result(result, actor_handles) is called after each shard (tests use it to kill an actor).
     keep_smaller_originals: a file whose coded form would not be smaller is stored as its original bytes
     (restored byte-exact), so an archive never grows a file.
+    verify_writes: decode every learned payload before it is written; one that does not decode back to
+    its image (a codec bug) is stored as its original bytes instead, with the reason in the row's error.
     """
     import bitswap_core
 
@@ -245,7 +248,7 @@ def compress(
         bar.set_postfix_str(f"{run_bytes / 1e6 / elapsed:.2f} MB/s, shards {len(entries)}/{len(plans)}", refresh=False)
 
     worker_args = dict(codec=codec, model=model, max_pixels=max_pixels, storage_options=storage_options,
-                       keep_smaller_originals=keep_smaller_originals)
+                       keep_smaller_originals=keep_smaller_originals, verify_writes=verify_writes)
     try:
         if todo and actors == 0:
             summary.actors, summary.cpus = 0, float(os.cpu_count() or 1)

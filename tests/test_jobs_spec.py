@@ -32,6 +32,7 @@ def test_defaults_and_relative_paths(tmp_path):
     assert spec.destination == str(tmp_path / "out" / "arch")
     assert spec.sources[0].url == str(tmp_path / "imgs")
     assert spec.shard_size == 256 and spec.codec == "bitswap" and spec.cost.storage_usd_per_gb_month > 0
+    assert spec.verify_writes and not parse_spec(minimal(verify_writes=False)).verify_writes
     assert spec.sources[0].include == ()  # the pipeline's image patterns
 
 
@@ -53,6 +54,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"sources": [{"url": "/a"}, {"url": "/b"}]}, "sources[0].name", "more than one source"),
         ({"sources": [{"url": "/a", "name": "x"}, {"url": "/b", "name": "x"}]}, "sources[1].name", "used by"),
         ({"sources": [{"url": "/tmp/archive-x/sub"}]}, "sources[0].url", "overlaps"),
+        ({"verify_writes": "no"}, "verify_writes", "true or false"),
     ],
 )
 def test_errors_name_the_field(change, field, words):

@@ -11,6 +11,7 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+from conftest import photo_crop
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 from pipeline_fixtures import EXPECTED_STATUS, TEST_MAX_PIXELS, make_dataset, make_small_pngs
@@ -338,3 +339,53 @@ def test_a_file_smaller_than_its_coded_form_is_kept_byte_exact(tmp_path):
     assert row["compressed_bytes"] == len(buf.getvalue())
     assert restore(str(dst), str(out), progress=False).exit_code == 0
     assert (out / "flat.png").read_bytes() == buf.getvalue()
+
+
+def _damaging(real):
+    """A codec call that returns real containers whose learned payloads do not decode back (a codec bug)."""
+    from dataclasses import replace
+
+    from bitswap_core import container
+
+    def damage(data: bytes) -> bytes:
+        box = container.unpack(data)
+        if box.codec.startswith("fallback:"):
+            return data
+        p = bytearray(box.payload)
+        p[-5] ^= 0x5A  # inside the ANS words; the container itself (CRC) stays well-formed
+        return container.pack(replace(box, payload=bytes(p)))
+
+    def call(images, *args, **kwargs):
+        out = real(images, *args, **kwargs, smallest=False)  # the learned path even where WebP is smaller
+        return damage(out) if isinstance(out, bytes) else [damage(d) for d in out]
+
+    return call
+
+
+@pytest.mark.parametrize("verify_writes", [True, False])
+def test_payloads_that_do_not_decode_back_are_stored_as_originals(tmp_path, monkeypatch, verify_writes):
+    from bitswap_core import api
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    files = {}
+    for i in range(3):
+        buf = io.BytesIO()
+        photo_crop("waterloo-monarch.png", (64 * i, 64, 64 * i + 64, 128)).save(buf, "PNG")
+        files[f"img-{i}.png"] = buf.getvalue()
+        (src / f"img-{i}.png").write_bytes(buf.getvalue())
+    monkeypatch.setattr(api, "compress_batch", _damaging(api.compress_batch))
+    monkeypatch.setattr(api, "compress", _damaging(api.compress))
+    summary = compress(str(src), str(dst), actors=0, shard_size=8, progress=False, keep_smaller_originals=False,
+                       verify_writes=verify_writes)
+    rows = {r["key"]: r for r in pq.read_table(str(dst)).to_pylist()}
+    learned = [k for k, r in rows.items() if r["codec"] in ("bitswap", "bbans")]
+    if verify_writes:
+        assert summary.exit_code == 0 and not learned
+        for key, r in rows.items():
+            if r["status"] == "stored":
+                assert "did not decode back" in r["error"] and r["payload"] == files[key]
+        assert any(r["status"] == "stored" for r in rows.values())
+        assert verify(str(dst), progress=False).exit_code == 0
+    else:  # without it the damage is only found when the archive is read
+        assert learned and verify(str(dst), progress=False).exit_code == 1
