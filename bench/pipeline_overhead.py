@@ -4,12 +4,13 @@ Why: the pipeline adds listing, reading, Parquet writing, Ray scheduling and act
 codec; this measures how much, on the same images and in the same run, so the ratios are comparable.
 Target (issue 5): the pipeline's overhead under 15% of the codec's own time.
 
-    .venv/bin/python bench/pipeline_overhead.py [--images samples] [--shard-size 2] [--limit N] [--json]
+    .venv/bin/python bench/pipeline_overhead.py [--images samples] [--shard-size 2] [--limit N] [--unverified]
 
 Rows: `direct` = compress_batch on the decoded images, in shard-sized batches, in this process (model
 loaded before timing); `pipeline k actor(s)` = `pipeline.driver.compress` into a fresh folder. Columns:
 wall time, time after the actors were ready (start-up excluded), images/s, MB/s of input files, and the
-overhead ratio (pipeline time / direct time - 1), with and without start-up.
+overhead ratio (pipeline time / direct time - 1), with and without start-up. The pipeline decodes every
+learned payload before writing it (verify_writes); --unverified adds rows without that.
 """
 
 from __future__ import annotations
@@ -58,12 +59,13 @@ def _direct(paths: list[Path], shard_size: int, codec: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - t0, "warmup_seconds": warm, "bytes_out": out_bytes}
 
 
-def _pipeline(src: Path, actors: int, shard_size: int, codec: str) -> dict[str, float]:
+def _pipeline(src: Path, actors: int, shard_size: int, codec: str, verify_writes: bool = True) -> dict[str, float]:
     from pipeline.driver import compress
 
     dst = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
-        s = compress(str(src), str(dst), actors=actors, shard_size=shard_size, codec=codec, progress=False)
+        s = compress(str(src), str(dst), actors=actors, shard_size=shard_size, codec=codec, progress=False,
+                     verify_writes=verify_writes)
         return {
             "seconds": s.seconds,
             "startup_seconds": s.startup_seconds,
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=0, help="centre-crop each image to at most NxN (quick runs)")
     ap.add_argument("--codec", default="bitswap", choices=("bitswap", "bbans"))
     ap.add_argument("--actors", default="1,2", help="actor counts to run (default 1,2)")
+    ap.add_argument("--unverified", action="store_true",
+                    help="also run each actor count without verify_writes (what decoding every payload costs)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args(argv)
 
@@ -123,21 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["direct"] = _direct([work / f.key for f in files], args.shard_size, args.codec)
         for k in (int(x) for x in args.actors.split(",")):
-            results[f"pipeline {k} actor{'s' if k > 1 else ''}"] = _pipeline(work, k, args.shard_size, args.codec)
+            name = f"pipeline {k} actor{'s' if k > 1 else ''}"
+            results[name] = _pipeline(work, k, args.shard_size, args.codec)
+            if args.unverified:
+                results[name + ", unverified"] = _pipeline(work, k, args.shard_size, args.codec, False)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
     base = results["direct"]["seconds"]
     header = ("run", "wall s", "ready s", "img/s", "MB/s", "overhead", "excl.start")
-    print("\n{:<20} {:>8} {:>8} {:>7} {:>7} {:>9} {:>10}".format(*header))
+    print("\n{:<32} {:>8} {:>8} {:>7} {:>7} {:>9} {:>10}".format(*header))
     for name, r in results.items():
         wall = r["seconds"]
         steady = wall - r.get("startup_seconds", 0.0)
         over = f"{wall / base - 1:+.1%}" if name != "direct" else "-"
         over_steady = f"{steady / base - 1:+.1%}" if name != "direct" else "-"
         rate, mbs = len(files) / steady, in_bytes / 1e6 / steady
-        print(f"{name:<20} {wall:8.2f} {steady:8.2f} {rate:7.2f} {mbs:7.3f} {over:>9} {over_steady:>10}")
+        print(f"{name:<32} {wall:8.2f} {steady:8.2f} {rate:7.2f} {mbs:7.3f} {over:>9} {over_steady:>10}")
     print(f"\nmodel warm-up (direct, not timed above): {results['direct']['warmup_seconds']:.2f} s;"
           " 'ready s' excludes the pipeline's actor start-up (model load in each actor).")  # fmt: skip
     if any(r.get("failed") for r in results.values()):

@@ -47,7 +47,9 @@ Value cells (container version 12 on): scanned and LUT-stretched images use only
 of a channel (usc-4.1.01: 121 of R's), and a smooth logistic spends its mass on the rest too. The encoder
 stores, per channel that pays for it, the set of values the image holds, and the coder codes each pixel
 with the mass of its value's cell, the kept value and the left-out values nearest to it
-(rans.value_cells): the networks and their contexts are unchanged, only the intervals are.
+(rans.value_cells): the networks and their contexts are unchanged, only the intervals are. From container
+version 13 on, an image of few colours may store its palette instead (coding/palette.py): each channel is
+then coded with the cells of the values the palette allows after the pixel's earlier channels.
 
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
