@@ -5,9 +5,11 @@ palette (v12), "16v" = all but the palette and the value masks (v11), "16l" = al
 shift (v10), "16c" = all but the latent shift and the coarse first block (v9; every letter below leaves
 both out too), "16k" = all but the colour blend (container v8's adaptation; every letter below leaves it
 out too), "16b" = the blend of phase (0,0)'s sub-phases only (container v6's), "16n" = no blend, "16o" =
-no blend and one spike only, "16s" = scale shifts only, "0" = the model as is, "all" = every block; a
-trailing "u" (after any other letter: "16u", "0u") codes without the next blocks' border, as container v7
-did (bench/adaptation.py and bench/codec_speed.py measure such settings side by side)."""
+no blend and one spike only, "16s" = scale shifts only, "0" = the model as is, "all" = every block, "~" =
+the encoder's own sample size (adapt.sample_size: 16 to 64 blocks by the image's size), which takes the
+same letters ("~p"); a trailing "u" (after any other letter: "16u", "0u") codes without the next blocks'
+border, as container v7 did (bench/adaptation.py and bench/codec_speed.py measure such settings side by
+side)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ _PARTS = {"s": (0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0), "n": (2, 0, 0, 0, 0,
 _VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12}  # the container version a letter writes (those of "k" and below: 8)
 
 
-def parse(setting: str) -> tuple[int, int, int, int, int, int, int]:
+def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int]:
     """(adapt_blocks, spikes, blend, colour, latent, values, paletted) of a setting (adapt.choose's spikes,
     blend, colour, latent, values and paletted)."""
     setting = setting.removesuffix("u")
     blocks = setting.rstrip("sonbkclvp")
-    return (10**9 if blocks == "all" else int(blocks), *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1)))
+    count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
+    return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1)))
 
 
 def version(setting: str) -> int:

@@ -43,7 +43,7 @@ def main() -> None:
         for setting in args.settings:
             blocks, spikes, blend, colour, latent, values, paletted = parse(setting)
             a = (adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend, colour=colour, latent=latent,
-                              values=values, paletted=paletted) if blocks else [adapt.NONE])
+                              values=values, paletted=paletted) if blocks is None or blocks else [adapt.NONE])
             header = adapt.to_bytes(a[0], 13 if paletted else 12 if values else 11 if latent else 9 if colour else 8)
             row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(header))
         totals += row

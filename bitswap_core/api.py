@@ -61,15 +61,15 @@ def compress_batch(
     codec: str = "bitswap",
     smallest: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    adapt_blocks: int = adapt.SAMPLE_BLOCKS,
+    adapt_blocks: int | None = None,
     coarse_first: bool | None = None,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
     codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
     smallest: also try the classical codecs on those images and keep whichever container is smaller.
-    adapt_blocks: blocks per image the encoder samples to fit its adaptation, scale shifts and spikes (0: none;
-    coding/adapt.py).
+    adapt_blocks: blocks per image the encoder samples to fit its adaptation (coding/adapt.py; 0: none; None:
+    adapt.sample_size's rule, 16 to 64 blocks by the image's size).
     coarse_first: send each image's first block's latents on a coarse grid instead of by bits-back
     (coding/first_block.py); None: on for bitswap, off for bbans (the paper's naive baseline).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
@@ -90,7 +90,8 @@ def compress_batch(
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in learned]
         bc = m.block_coder(codec)
-        adaptations = adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks > 0 else [adapt.NONE] * len(arrays)
+        adaptations = (adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks is None or adapt_blocks > 0
+                       else [adapt.NONE] * len(arrays))
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
         coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
         grids = first_block.choose(bc, arrays, adaptations) if coarse else [0] * len(arrays)
@@ -119,7 +120,7 @@ def compress_batch(
 
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
-             max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int = adapt.SAMPLE_BLOCKS,
+             max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int | None = None,
              coarse_first: bool | None = None) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,

@@ -387,3 +387,11 @@ def test_a_flat_graphic_takes_a_latent_shift_and_small_images_none():
     data = bitswap_core.compress(img, smallest=False)
     assert adapt.from_bytes(container.unpack(data).payload, 4, 3)[0].latent == fitted.latent
     assert bitswap_core.decompress(data).tobytes() == graphic.tobytes()
+
+
+def test_the_sample_grows_with_the_image_within_its_bounds():
+    """One block in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most MAX_SAMPLE_BLOCKS (never more than the
+    image has); an explicit count is taken as it is."""
+    assert [adapt.sample_size(n) for n in (1, 9, 16, 64, 128, 256, 384, 1000, 10**6)] == [
+        1, 9, 16, 16, 16, 32, 48, 64, 64]
+    assert adapt.sample_size(384, 16) == 16 and adapt.sample_size(9, 16) == 9 and adapt.sample_size(10**6, 10**9) == 256

@@ -70,7 +70,9 @@ from bitswap_core.model import phases as pixel_phases
 BANDS = 3  # what the encoder writes; the decoder takes any count up to MAX_BANDS
 MAX_BANDS = 16
 MAX_SHIFT = 24
-SAMPLE_BLOCKS = 16  # blocks per image the encoder looks at (evenly spread over the image)
+SAMPLE_BLOCKS = 16  # blocks per image the encoder looks at at least (evenly spread over the image)
+SAMPLE_SHARE = 8  # and one block in this many of a larger image (sample_size)
+MAX_SAMPLE_BLOCKS = 64
 _BATCH_BLOCKS = 256  # sample blocks per network call
 # candidate shifts, smallest first, so that ties keep the smaller change
 _CANDIDATES = np.array(sorted(range(-MAX_SHIFT, MAX_SHIFT + 1), key=lambda s: (abs(s), s)), dtype=np.int64)
@@ -462,12 +464,24 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(maps, 1, scale.reshape(b, -1)).reshape(scale.shape)
 
 
-def _sample(images: Sequence[np.ndarray], sample_blocks: int):
+def sample_size(blocks: int, sample_blocks: int | None = None) -> int:
+    """How many of an image's blocks the encoder samples: sample_blocks if given (at most all of them), else
+    one in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most MAX_SAMPLE_BLOCKS. Why: the header's hundreds of
+    fitted values need more pixels than 16 blocks of a large image give (48 of a 768 x 512 photo's 384
+    blocks code it 0.5% smaller than 16, for 13% more encode time; 128 only 0.05% more, docs/BENCHMARKS.md),
+    while a small image's whole fit must stay cheap. Depends on the image size alone, so the bytes do too."""
+    if sample_blocks is None:
+        sample_blocks = min(MAX_SAMPLE_BLOCKS, max(SAMPLE_BLOCKS, -(-blocks // SAMPLE_SHARE)))
+    return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS))
+
+
+def _sample(images: Sequence[np.ndarray], sample_blocks: int | None):
     """Per image: (its block count, the picked blocks, their valid sizes, (all its blocks, their valid sizes,
-    blocks per row, the picks): what BlockCoder.borders takes), blocks evenly spread."""
+    blocks per row, the picks): what BlockCoder.borders takes), sample_size(...) blocks evenly spread."""
     for im in images:
         blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
-        pick = np.unique(np.linspace(0, len(blocks) - 1, min(len(blocks), sample_blocks)).round().astype(np.int64))
+        n = sample_size(len(blocks), sample_blocks)
+        pick = np.unique(np.linspace(0, len(blocks) - 1, n).round().astype(np.int64))
         yield len(blocks), blocks[pick], valid[pick], (blocks, valid, grid(*im.shape[:2])[1], pick)
 
 
@@ -654,21 +668,22 @@ def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float,
     return colours if saving * scale_up > 2 * 8 * added else None
 
 
-def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0,
+def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
            spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1
            ) -> list[Adaptation]:
-    """The adaptation of each (H, W, C) uint8 image, from the pixel costs of up to sample_blocks of its
-    blocks: first the scale shifts (every candidate shift), then, given them, the blend (_fit_blend; blend
-    = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8,
-    as container v6 wrote; 0: none), then, given them, the colour blend (colour = 1: the same steps' G and B,
-    weights 0..8; 0: none, as container v8 wrote), then, given all, the spike levels (spikes = 2: both
-    spikes, 1: the first only, 0: none; _fit_spikes); blend, colour blend and spikes on 4-phase models only. One latent
-    sample per block from a sampler seeded alike for every image, so the choice, and the bytes, depend on
-    the image alone, not on the batch; the networks see the samples of several images at once. A part is
-    left out (None) where its estimated saving does not pay for its header twice. Before all that (values =
-    1; 0: none, as container v11 wrote) the value masks (_fit_values), then (paletted = 1; 0: none, as container
-    v12 wrote) the palette in their place where it pays (_fit_palette); every later fit codes with them.
-    Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift (fit_latent)."""
+    """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks,
+    sample_blocks) of its blocks: first the scale shifts (every candidate shift), then, given them, the
+    blend (_fit_blend; blend = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s
+    sub-phases only, weights 0..8, as container v6 wrote; 0: none), then, given them, the colour blend
+    (colour = 1: the same steps' G and B, weights 0..8; 0: none, as container v8 wrote), then, given all,
+    the spike levels (spikes = 2: both spikes, 1: the first only, 0: none; _fit_spikes); blend, colour
+    blend and spikes on 4-phase models only. One latent sample per block from a sampler seeded alike for
+    every image, so the choice, and the bytes, depend on the image alone, not on the batch; the networks
+    see the samples of several images at once. A part is left out (None) where its estimated saving does
+    not pay for its header twice. Before all that (values = 1; 0: none, as container v11 wrote) the value
+    masks (_fit_values), then (paletted = 1; 0: none, as container v12 wrote) the palette in their place
+    where it pays (_fit_palette); every later fit codes with them. Last (latent = 1; 0: none, as container
+    v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     cfg, m = block_coder.cfg, block_coder.net
@@ -685,7 +700,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
     colourful = pixel_phases.blend_steps(steps) if colour and len(steps) == 7 and ch > 1 else []
     scored = sorted(set(blendy) | set(colourful))  # the steps whose pixels the estimates compare
     weights = _blend_weights(7 if blend == 2 else 6)
-    samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
+    samples = list(_sample(images, sample_blocks))
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
     parts: dict[tuple[int, int, int], list] = {}
@@ -784,7 +799,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int = SAMPL
 
 
 def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[Adaptation],
-               sample_blocks: int = SAMPLE_BLOCKS, seed: int = 0, shifts: Sequence[int] = LATENT_SHIFTS,
+               sample_blocks: int | None = None, seed: int = 0, shifts: Sequence[int] = LATENT_SHIFTS,
                min_blocks: int = LATENT_MIN_BLOCKS) -> list[Adaptation]:
     """Each image's adaptation with the latent shift from `shifts` whose negative ELBO on the image's sampled
     blocks, with that adaptation, is smallest; kept where it saves its header byte twice.
@@ -797,7 +812,7 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
     from bitswap_core.coding.rans import random_coder
 
     cfg = block_coder.cfg
-    samples = list(_sample(images, max(1, min(sample_blocks, _BATCH_BLOCKS))))
+    samples = list(_sample(images, sample_blocks))
     out = list(adaptations)
     fitted = [j for j, (total, _, _, _) in enumerate(samples) if total >= min_blocks]
     for part in _groups([len(samples[j][1]) for j in fitted], _BATCH_BLOCKS):
