@@ -42,3 +42,16 @@ def noise_image(h: int, w: int, seed: int = 0, mode: str = "RGB") -> Image.Image
     c = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
     arr = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
     return Image.fromarray(arr[..., 0] if c == 1 else arr, mode)
+
+
+def random_table(rng: np.random.Generator, n: int = 256, precision: int = 16):
+    """A coder table of 5 shift-invariant rows of random steps >= 1 (any table the coder accepts will do)."""
+    from bitswap_core.coding.rans import Table
+
+    rows = []
+    for _ in range(5):
+        steps = rng.integers(1, 40, 2 * n)
+        cdf = np.concatenate([[0], np.cumsum(steps)]).astype(np.float64)
+        cdf = np.floor(cdf / cdf[-1] * ((1 << precision) - 2 * n)) + np.arange(2 * n + 1)
+        rows.append(cdf.astype(np.uint32))
+    return Table(np.stack(rows), n, precision)

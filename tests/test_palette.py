@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import photo_crop
+from conftest import photo_crop, random_table
 from PIL import Image
 
 import bitswap_core
@@ -24,14 +24,8 @@ rng = np.random.default_rng(13)
 FIXTURE = Path(__file__).parent / "data" / "default-42aaf5c8-serrano-96x96-v13.bsw"
 
 
-def _table(n: int = 256, precision: int = 16) -> Table:
-    rows = []
-    for _ in range(5):
-        steps = rng.integers(1, 40, 2 * n)
-        cdf = np.concatenate([[0], np.cumsum(steps)]).astype(np.float64)
-        cdf = np.floor(cdf / cdf[-1] * ((1 << precision) - 2 * n)) + np.arange(2 * n + 1)
-        rows.append(cdf.astype(np.uint32))
-    return Table(np.stack(rows), n, precision)
+def _table() -> Table:
+    return random_table(rng)
 
 
 def test_grouped_cells_round_trip_with_spikes_and_certain_symbols() -> None:

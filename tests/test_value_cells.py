@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import photo_crop
+from conftest import photo_crop, random_table
 from PIL import Image
 
 import bitswap_core
@@ -22,16 +22,8 @@ from bitswap_core.registry import resolve
 rng = np.random.default_rng(11)
 
 
-def _table(n: int = 256, precision: int = 16) -> Table:
-    """Shift-invariant rows of random steps >= 1 (any table the coder accepts will do here)."""
-    w = n
-    rows = []
-    for _ in range(5):
-        steps = rng.integers(1, 40, 2 * w)
-        cdf = np.concatenate([[0], np.cumsum(steps)]).astype(np.float64)
-        cdf = np.floor(cdf / cdf[-1] * ((1 << precision) - 2 * w)) + np.arange(2 * w + 1)
-        rows.append(cdf.astype(np.uint32))
-    return Table(np.stack(rows), n, precision)
+def _table() -> Table:
+    return random_table(rng)
 
 
 @pytest.mark.parametrize("seed", range(4))
