@@ -647,25 +647,25 @@ def _fit_values(parts: dict, j: int, image: np.ndarray, table, scale_up: float, 
 
 
 def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float, masks: np.ndarray | None,
-                 cells: list) -> np.ndarray | None:
-    """Image j's palette (coding/palette.py) or None: kept, in place of its value masks, where the sampled
-    pixels coded with its cells save more than twice what its header section adds."""
+                 cells: list) -> tuple[np.ndarray | None, dict]:
+    """(image j's palette (coding/palette.py) or None, its cells per (step, channel) of the sampled pixels):
+    kept, in place of its value masks, where those pixels coded with its cells save more than twice what
+    its header section adds."""
     from bitswap_core.coding.rans import cost_bits_each
 
     if image.shape[-1] < 2:  # one channel: the value mask is the palette
-        return None
+        return None, {}
     colours = palette.colours(image)
     if colours is None:
-        return None
-    pc = palette_cells(colours)
-    saving = 0.0
+        return None, {}
+    pc, celled, saving = palette_cells(colours), {}, 0.0
     for (jj, s, c), p in parts.items():
         if jj == j:
-            earlier = [parts[(j, s, k)]["vals"] for k in range(c)]
+            celled[(s, c)] = pc.cells(c, [parts[(j, s, k)]["vals"] for k in range(c)])
             saving += (cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, cells[c]).sum()
-                       - cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, pc.cells(c, earlier)).sum())
+                       - cost_bits_each(p["vals"], p["rows"], p["bases"], table, None, celled[(s, c)]).sum())
     added = len(palette.to_bytes(colours)) - len(_value_bytes(masks))
-    return colours if saving * scale_up > 2 * 8 * added else None
+    return (colours, celled) if saving * scale_up > 2 * 8 * added else (None, {})
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
@@ -738,16 +738,16 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
     masks, kept = [None] * len(images), [None] * len(images)
     for j, (total, picked, _, _) in enumerate(samples):
-        cells = [None] * ch
+        cells, celled = [None] * ch, {}
         if values:
             masks[j], cells = _fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch)
             if paletted:
-                kept[j] = _fit_palette(parts, j, images[j], block_coder.tx, total / len(picked), masks[j], cells)
+                kept[j], celled = _fit_palette(parts, j, images[j], block_coder.tx, total / len(picked), masks[j],
+                                               cells)
                 masks[j] = None if kept[j] is not None else masks[j]
         for (jj, s, c), p in parts.items():  # what every later fit codes these pixels with
             if jj == j:
-                p["cells"] = cells[c] if kept[j] is None else palette_cells(kept[j]).cells(
-                    c, [parts[(j, s, k)]["vals"] for k in range(c)])
+                p["cells"] = celled.get((s, c), cells[c])
     for (j, s, c), p in parts.items():
         level, frac = p["rows"] // mf, p["rows"] % mf
         band = level * BANDS // levels

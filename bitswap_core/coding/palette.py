@@ -102,9 +102,8 @@ class PaletteCells:
     prefixes (sorted keys), one cell table per distinct set of allowed values, and each prefix's table."""
 
     def __init__(self, palette: np.ndarray):
-        self.channels = palette.shape[1]
         self.prefixes, self.table_of, self.tables = [], [], []
-        for c in range(self.channels):
+        for c in range(palette.shape[1]):
             prefix = _keys(palette[:, :c]) if c else np.zeros(len(palette), dtype=np.int64)
             found, which = np.unique(prefix, return_inverse=True)
             masks = np.zeros((len(found), 256), dtype=bool)
