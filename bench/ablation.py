@@ -34,10 +34,11 @@ from jobs.training import (  # noqa: E402
 VARIANTS = {
     "1 phase, channel-conditional": ("default", PRESETS["small"]),
     "1 phase, no channel-conditional": ("no", replace(PRESETS["small"], channel_conditional=False)),
-    "1 phase, nz=3": ("nz3", replace(PRESETS["small"], nz=3)),
+    "4 pixel phases, nz=3": ("nz3", replace(PRESETS["phases"], nz=3)),
     "4 pixel phases": ("phases", PRESETS["phases"]),
     "4 pixel phases + neighbour predictor": ("predictor", PRESETS["predictor"]),
-    "4 pixel phases + neighbour predictor + colour residual (default config)": ("residual", PRESETS["default"]),
+    "4 pixel phases + neighbour predictor + colour residual": ("residual", PRESETS["default"]),
+    "+ one residual block per phase head (default config)": ("deep", PRESETS["deep-phases"]),
 }
 
 

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Bit-Swap model on a folder, glob or fsspec URL of images")
     p.add_argument("data", help="training images: folder, glob or fsspec URL")
     p.add_argument("--config", default="default",
-                   help="preset name (tiny, small, phases, predictor, default, imagenet)")
+                   help="preset name of bitswap_core/model/config.py's PRESETS: deep-phases is the shipped "
+                        "default's, three-layers adds a latent layer (a wrong name lists them all)")
     p.add_argument("--pixel-phases", type=int, choices=(1, 4), default=None,
                    help="override the preset: code each 2x2 cell's pixels in 1 or 4 steps")
     p.add_argument("--init-from", type=Path, default=None,

@@ -384,7 +384,8 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
     A model file (.safetensors, e.g. the shipped default) works too: its exact tensors are turned back
     into float weights that export to the same model, since training checkpoints are not shipped. Phase
     heads that grew output rows (the neighbour predictor's weights) keep the source's rows and start
-    the new ones at zero weight."""
+    the new ones at zero weight; latent layers added on top start as the source's fixed top prior
+    (BitSwapModel.init_new_top_layers)."""
     if checkpoint.suffix == ".safetensors":
         src = model_from_file(checkpoint).state_dict()
     else:
@@ -401,6 +402,9 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
             own[k][: v.shape[0]].copy_(v)  # state_dict tensors share storage with the parameters
     if len(model.phase_heads) and not any(k.startswith("phase_heads.") for k in same):
         model.init_phase_heads_from_base()
+    layers = sum(1 for k in same if k.startswith("q_nets.") and k.endswith(".conv_out.bias"))
+    if layers < model.cfg.nz:
+        model.init_new_top_layers(layers)
 
 
 def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: dict | None = None) -> str:

@@ -446,3 +446,42 @@ def test_exact_cost_with_the_border_matches_the_float_model_on_bordered_blocks(p
     assert abs(exact_bpd[True] - float_bpd) < 0.03 * float_bpd, (exact_bpd, float_bpd)
     if model.cfg.phase_predictor:
         assert exact_bpd[True] != exact_bpd[False]
+
+
+def test_a_latent_layer_grown_on_top_starts_as_the_fixed_prior_and_codes_exactly(tmp_path):
+    """Warm-starting a three-layer model from a two-layer file (BitSwapModel.init_new_top_layers): the new
+    p(z2 | z3) gives the old top prior's levels exactly, whatever z3 holds, in the float model and in the
+    exported exact one, and the grown model codes images losslessly with both codecs."""
+    import bitswap_core
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.model.quant import top_prior_levels
+    from bitswap_core.registry import load_model, save_model
+    from jobs.training import model_from_file, warm_start
+
+    torch.manual_seed(3)
+    base = BitSwapModel(PRESETS["tiny-deep"]).eval()
+    path = tmp_path / "base.safetensors"
+    save_model(path, base.cfg, export_tensors(base))
+    grown = BitSwapModel(replace(PRESETS["tiny-deep"], nz=3)).eval()
+    warm_start(grown, path)
+    assert torch.equal(grown.q_nets[1].conv_out.v, model_from_file(path).q_nets[1].conv_out.v)
+    mean_lvl, scale_lvl = top_prior_levels(grown.cfg)
+    z3 = torch.randn(4, grown.cfg.z_channels, 16, 16) * 3
+    with torch.no_grad():
+        pre = grown.p_nets[1](grown.z_to_input(z3))
+    zc = grown.cfg.z_channels
+    assert (grown.heads["z_mean"].level(pre[:, :zc]) == mean_lvl).all()
+    assert (grown.heads["z_scale"].level(pre[:, zc:]) == scale_lvl).all()
+
+    out = tmp_path / "grown.safetensors"
+    save_model(out, grown.cfg, export_tensors(grown))
+    exact = load_model(out)
+    bins = torch.randint(0, grown.cfg.z_bins, (4, zc, 16, 16))
+    means, scales = exact.exact.p_latent(1, bins)
+    top_means, top_scales = exact.exact.top_prior(4)
+    assert torch.equal(means.cpu(), top_means) and torch.equal(scales.cpu(), top_scales)
+    img = photo_crop(box=(0, 0, 70, 45))
+    for codec in ("bitswap", "bbans"):
+        data = bitswap_core.compress(img, exact, codec=codec, smallest=False)
+        assert np.array_equal(np.asarray(bitswap_core.decompress(data, exact)), np.asarray(img))

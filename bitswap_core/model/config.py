@@ -130,6 +130,9 @@ PRESETS: dict[str, ModelConfig] = {
                                colour_residual=True, phase_blocks=1),
     "deeper-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                  colour_residual=True, phase_blocks=2),
+    # the shipped default (deep-phases) with a third latent layer: a learned prior for z2 (experiment T)
+    "three-layers": ModelConfig(nz=3, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                                colour_residual=True, phase_blocks=1),
     # The published ImageNet configuration (Kingma et al. 2019), expressible but far beyond this CPU.
     "imagenet": ModelConfig(nz=4, width=256, res_blocks=2, processing_blocks=4, channel_conditional=False,
                             z_bins=1024),

@@ -197,6 +197,23 @@ class BitSwapModel(nn.Module):
             head.conv_out.bias[: len(rows)].copy_(src.bias[rows])
             self.init_predictor(head)
 
+    @torch.no_grad()
+    def init_new_top_layers(self, first: int) -> None:
+        """Latent layers first.. (0-based) were added on top of a trained model with `first` layers: the new
+        p(z_first-1 | z_first) starts as the fixed top prior logistic(0, 1) whatever z_first holds (output
+        weights near zero, biases on the prior), and each new q starts near that prior too, so the grown
+        model starts as the model it came from (plus a small KL for the new layers). Why: the old top layer
+        pays its whole KL against a fixed factorised prior; a learned prior for it is Bit-Swap's own lever
+        (a deeper hierarchy), trainable alone on top of a frozen model."""
+        zc = self.cfg.z_channels
+        lo, _ = self.cfg.z_log_scale_grid()
+        unit = math.log(math.expm1(-lo)) + lo  # z_scale head: softplus(pre - lo) = -lo, i.e. scale 1
+        for i in range(first, self.cfg.nz):
+            for conv in (self.p_nets[i - 1].conv_out, self.q_nets[i].conv_out):
+                conv.bias[:zc].zero_()
+                conv.bias[zc:].fill_(unit)
+            self.p_nets[i - 1].conv_out.g.fill_(1e-4)
+
     def predictor_channels(self) -> int:
         """Output rows of each phase head after p(x|z1)'s groups: the neighbour predictor's weight g and,
         with colour_residual, the residual weights h (C each); see gate_rows in jobs/training.py."""
