@@ -9,9 +9,14 @@ A task is lent a GPU only by chance, for 15 minutes in all, so the work it shoul
 WebP, validation images as they are, under --budget-mb (the device takes at most 64 MiB with the repo).
 `run` (there, where python3 has torch with CUDA and $OUT comes back) does, logging to $OUT:
 1. bench/device_exactness.py --devices cuda cpu: CUDA-coded payloads must be the CPU's bytes, both ways.
-2. times a training step of --config on the GPU, plans a whole cosine schedule that fits --train-minutes,
-   and trains it warm-started from --init-from (the shipped default), then exports the exact model and
-   reports float and exact validation bpd. The checkpoint comes back too, so a CPU session can resume.
+2. times a training step on the GPU of the --init-from model's own configuration (the shipped default's,
+   unless --config names a preset), plans a whole cosine schedule that fits --train-minutes, and trains it
+   warm-started from that model on bordered blocks (as the codec codes them), then exports the exact
+   model and reports float and exact validation bpd. The checkpoint comes back too, so a CPU session can
+   resume. The peak learning rate, 1.2e-4, is the CPU stages' 6e-5 scaled by the square root of the 4x
+   larger batch: on CPU, warm restarts at 2e-4 and above lost validation bpd for 1000+ steps
+   (docs/MODEL_CARD.md, experiments A-E), and the one GPU chance should not be spent recovering.
+`tests/test_training.py` runs pack and run end to end on the CPU with a tiny model.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def pack(args: argparse.Namespace) -> int:
 
     from jobs.training import list_images
 
-    out = ROOT / "runs" / "gpu_pack"
+    out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)  # a pack made with other settings must not leave files behind
     (out / "train").mkdir(parents=True)
     (out / "val").mkdir(parents=True)
@@ -64,14 +69,13 @@ def pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def step_seconds(cfg_name: str, batch: int, device: str, steps: int = 30) -> float:
-    """Seconds per training step (forward, backward, Adam) of a fresh model on random blocks."""
+def step_seconds(cfg, batch: int, device: str, steps: int = 30) -> float:
+    """Seconds per training step (forward, backward, Adam) of a fresh model of cfg on random blocks."""
     import torch
 
-    from bitswap_core.model.config import PRESETS
     from bitswap_core.model.float_model import BitSwapModel
 
-    model = BitSwapModel(PRESETS[cfg_name]).to(device)
+    model = BitSwapModel(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     x = torch.randint(0, 256, (batch, 3, 32, 32), device=device).float()
     for i in range(steps + 5):
@@ -88,6 +92,19 @@ def step_seconds(cfg_name: str, batch: int, device: str, steps: int = 30) -> flo
     return (time.perf_counter() - t0) / steps
 
 
+def config_of(args: argparse.Namespace):
+    """The preset named by --config, else the --init-from model's own configuration: a warm start into a
+    smaller preset would silently drop the parts it lacks (the shipped default's phase blocks)."""
+    from bitswap_core.model.config import PRESETS
+    from bitswap_core.registry import load_model
+
+    if args.config:
+        return PRESETS[args.config]
+    if args.init_from == "none":
+        raise SystemExit("--init-from none needs --config")
+    return load_model(ROOT / args.init_from).cfg
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -95,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(os.environ.get("OUT", ROOT / "runs" / "gpu_out"))
     out.mkdir(parents=True, exist_ok=True)
+    pack_dir = Path(args.pack)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
                     "torch": torch.__version__}
@@ -106,24 +124,24 @@ def run(args: argparse.Namespace) -> int:
         (out / "device_exactness.txt").write_text(r.stdout + r.stderr)
         report["exactness_rc"] = r.returncode
         print(r.stdout[-2000:], flush=True)
-    step_s = step_seconds(args.config, args.batch, device)
+    cfg = config_of(args)
+    step_s = step_seconds(cfg, args.batch, device)
     budget = args.train_minutes * 60 - (time.time() - t_start)
     steps = max(100, int(0.85 * budget / step_s))  # headroom for data loading, evaluation, checkpoints
     report.update(step_s=round(step_s, 4), planned_steps=steps)
     print(f"{step_s * 1000:.1f} ms a step at batch {args.batch}: planning {steps} steps", flush=True)
     tc = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=min(500, steps // 10),
                      eval_every=max(100, steps // 10), gate_lr_scale=args.gate_lr_scale,
-                     sensor_noise=args.sensor_noise)
+                     sensor_noise=args.sensor_noise, border=args.border)
     work = out / "run"
     with open(out / "train_log.txt", "w") as log:
-        ckpt = train(str(ROOT / "runs" / "gpu_pack" / "train"), work, args.config, tc,
-                     val_data=str(ROOT / "runs" / "gpu_pack" / "val"), device=device,
+        ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,
                      minutes=args.train_minutes * 1.1,
                      init_from=None if args.init_from == "none" else ROOT / args.init_from,
                      log=lambda s: (print(s, flush=True), log.write(s + "\n")))
     model_file = out / "model.safetensors"
     mid = export_model(ckpt, model_file, extra_info={"trained_on": report["device"]})
-    tiles = validation_tiles(str(ROOT / "runs" / "gpu_pack" / "val"), tc.val_blocks, tc.seed)
+    tiles = validation_tiles(str(pack_dir / "val"), tc.val_blocks, tc.seed)
     report.update(model_id=mid, **float_and_exact_bpd(ckpt, model_file, tiles),
                   wall_s=round(time.time() - t_start, 1))
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -139,17 +157,21 @@ def main() -> int:
     p.add_argument("val")
     p.add_argument("--max-side", type=int, default=768)
     p.add_argument("--budget-mb", type=float, default=48)
+    p.add_argument("--out", default=str(ROOT / "runs" / "gpu_pack"))
     p.set_defaults(func=pack)
     r = sub.add_parser("run")
-    r.add_argument("--config", default="default")
+    r.add_argument("--config", default=None, help="a preset (default: the --init-from model's configuration)")
+    r.add_argument("--pack", default=str(ROOT / "runs" / "gpu_pack"), help="what `pack` wrote")
     r.add_argument("--init-from", default="bitswap_core/zoo/default.safetensors", help="or none")
     r.add_argument("--batch", type=int, default=256)
-    r.add_argument("--lr", type=float, default=3e-4)
-    r.add_argument("--lr-min", type=float, default=1e-5)
+    r.add_argument("--lr", type=float, default=1.2e-4)
+    r.add_argument("--lr-min", type=float, default=5e-6)
     r.add_argument("--gate-lr-scale", type=float, default=3.0)
     r.add_argument("--sensor-noise", type=float, default=0.3, help="as the fourth default's last stage")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")
+    r.add_argument("--no-border", dest="border", action="store_false",
+                   help="train on bare blocks (default: bordered, as the codec codes from container v8 on)")
     r.set_defaults(func=run)
     args = ap.parse_args()
     return args.func(args)

@@ -22,6 +22,7 @@ from jobs.training import (
 )
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+ROOT = SAMPLES.parent
 TC = dict(steps=8, batch=8, eval_every=4, val_blocks=16, warmup=2)
 
 
@@ -259,3 +260,39 @@ def test_the_float_model_reads_the_border_only_where_it_is_known(tmp_path):
         max_side=160, log=lambda *_: None)
     history = load_checkpoint(ckpt)["history"]
     assert load_checkpoint(ckpt)["step"] == 4 and "val_bpd" in history
+
+
+def test_gpu_session_script_packs_trains_and_reports_on_cpu(tmp_path):
+    """scripts/gpu_session.py is what a lent GPU runs, once, unattended: the same pack and run on the CPU,
+    with a tiny model and a few seconds of training, must end in an exported model and a report."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = [sys.executable, str(ROOT / "scripts" / "gpu_session.py")]
+    pack = tmp_path / "pack"
+    subprocess.run(script + ["pack", str(SAMPLES), str(SAMPLES), "--max-side", "96", "--out", str(pack)],
+                   check=True, capture_output=True)
+    assert sorted(p.suffix for p in (pack / "train").iterdir()) == [".webp"] * len(list((pack / "train").iterdir()))
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(script + ["run", "--pack", str(pack), "--config", "tiny-deep", "--init-from", "none",
+                                 "--batch", "8", "--train-minutes", "0.05"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["device"] == "cpu" and report["exact_bpd"] > 0 and report["float_bpd"] > 0
+    assert load_model(tmp_path / "out" / "model.safetensors").id == report["model_id"]
+
+
+def test_gpu_session_trains_the_warm_start_models_own_configuration():
+    """Without --config the GPU run keeps every part of the model it starts from (the shipped default's
+    phase blocks); the preset called "default" lacks them."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "scripts" / "gpu_session.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = argparse.Namespace(config=None, init_from="bitswap_core/zoo/default.safetensors")
+    assert mod.config_of(args) == load_model(ROOT / args.init_from).cfg
+    assert mod.config_of(args).phase_blocks == 1
