@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compression actors (default: one per GPU, else one per CPU; 0 = in this process, no Ray)",
     )
     c.add_argument(
+        "--threads-per-actor",
+        type=int,
+        metavar="T",
+        help="torch threads per CPU actor (default: the CPUs it holds; 1 is safer on nodes shared with other work)",
+    )
+    c.add_argument(
         "--max-pixels",
         type=int,
         default=None,
@@ -86,6 +92,7 @@ def _compress(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             keep_smaller_originals=not args.always_code,
             verify_writes=not args.no_verify_writes,
+            threads_per_actor=args.threads_per_actor,
             codec=args.codec,
             model=args.model,
             include=args.include,

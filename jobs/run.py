@@ -190,6 +190,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
         address=spec.cluster_address,
         shard_size=spec.shard_size,
         actors=spec.actors,
+        threads_per_actor=spec.threads_per_actor,
         max_pixels=spec.max_pixels,
         codec=spec.codec,
         model=None if spec.model == "default" else spec.model,

@@ -90,6 +90,7 @@ class JobSpec:
     shard_size: int = 256
     cluster_address: str | None = None
     actors: int | None = None
+    threads_per_actor: int | None = None  # torch threads per CPU actor (absent: the CPUs it holds)
     max_pixels: int = 64_000_000
     lease_ttl_s: float = 300.0
     always_code: bool = False  # True: code every image by pixels even when its original file is smaller
@@ -147,6 +148,8 @@ def parse_spec(
     cluster_address = top.str("cluster_address", default="") or None
     # absent: one actor per GPU (or CPU); 0: in the job's own process, without Ray (the pipeline's --actors)
     actors = top.int("actors", default=-1, minimum=0) if data.get("actors") is not None else None
+    threads_per_actor = (top.int("threads_per_actor", default=-1, minimum=1)
+                         if data.get("threads_per_actor") is not None else None)
     max_pixels = top.int("max_pixels", default=64_000_000, minimum=1)
     lease_ttl_s = top.float("lease_ttl_s", default=300.0, minimum=5.0)
     always_code = data.get("always_code", False)
@@ -194,7 +197,8 @@ def parse_spec(
         seed=cmp_t.int("seed", default=0),
     )
     cmp_t.done()
-    top.done(extra_known=("sources", "cost", "compare", "actors", "always_code", "verify_writes"))
+    top.done(extra_known=("sources", "cost", "compare", "actors", "threads_per_actor", "always_code",
+                          "verify_writes"))
     return JobSpec(
         name=name,
         destination=destination,
@@ -204,6 +208,7 @@ def parse_spec(
         shard_size=shard_size,
         cluster_address=cluster_address,
         actors=actors,
+        threads_per_actor=threads_per_actor,
         max_pixels=max_pixels,
         lease_ttl_s=lease_ttl_s,
         always_code=always_code,

@@ -190,9 +190,13 @@ class ShardCompressor:
         self.shards_done = 0
 
     def info(self) -> dict[str, Any]:
-        """Process id and model id (the driver records the model; tests use the pid to see restarts)."""
+        """Process id, model id and torch threads (the driver records the model; tests use the pid to see
+        restarts)."""
+        import torch
+
         return {
             "pid": os.getpid(),
+            "threads": torch.get_num_threads(),
             "model_id": self.model.id,
             "device": self.device,
             "shards_done": self.shards_done,

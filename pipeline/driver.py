@@ -169,6 +169,7 @@ def compress(
     files: Sequence[SourceFile] | None = None,
     keep_smaller_originals: bool = True,
     verify_writes: bool = True,
+    threads_per_actor: int | None = None,
 ) -> Summary:
     """Compress every image under src into Parquet shards under dst; resumable, see the module doc.
 
@@ -180,6 +181,9 @@ def compress(
     (restored byte-exact), so an archive never grows a file.
     verify_writes: decode every learned payload before it is written; one that does not decode back to
     its image (a codec bug) is stored as its original bytes instead, with the reason in the row's error.
+    threads_per_actor: torch threads in each CPU actor (default: the CPUs it holds, which is 1 unless there
+    are fewer actors than CPUs). On a node shared with other work, 1 is safer: two threads on a core
+    another process keeps busy ran 2.5x slower than one (docs/BENCHMARKS.md, "Pipeline").
     """
     import bitswap_core
 
@@ -249,11 +253,13 @@ def compress(
 
     worker_args = dict(codec=codec, model=model, max_pixels=max_pixels, storage_options=storage_options,
                        keep_smaller_originals=keep_smaller_originals, verify_writes=verify_writes)
+    if threads_per_actor is not None and threads_per_actor < 1:
+        raise ValueError(f"threads_per_actor must be at least 1, not {threads_per_actor}")
     try:
         if todo and actors == 0:
             summary.actors, summary.cpus = 0, float(os.cpu_count() or 1)
             t_start = time.perf_counter()
-            worker = ShardCompressor(src, dst, **worker_args)
+            worker = ShardCompressor(src, dst, threads=threads_per_actor, **worker_args)
             summary.startup_seconds = time.perf_counter() - t_start
             for plan in todo:
                 result = worker.compress_shard(plan, settings)
@@ -264,7 +270,7 @@ def compress(
             if is_process_local(open_fs(src, storage_options)[0]):
                 raise ValueError("a memory:// source lives in this process only; use --actors 0 or real storage")
             summary.actors, summary.cpus, summary.gpus, summary.startup_seconds = _run_on_ray(
-                src, dst, todo, settings, address, actors, worker_args, record, on_result
+                src, dst, todo, settings, address, actors, worker_args, record, on_result, threads_per_actor
             )
     finally:
         bar.close()
@@ -296,6 +302,7 @@ def _run_on_ray(
     worker_args: Mapping[str, Any],
     record: Callable[[ShardResult], None],
     on_result: Callable[[ShardResult, list[Any]], None] | None,
+    threads_per_actor: int | None = None,
 ) -> tuple[int, float, float, float]:
     """Run the shards on an ActorPool; returns (actors, CPUs held, GPUs held, start-up seconds)."""
     import ray
@@ -312,7 +319,8 @@ def _run_on_ray(
                 num_gpus=num_gpus,
                 max_restarts=ACTOR_MAX_RESTARTS,
                 max_task_retries=ACTOR_MAX_RESTARTS,
-            ).remote(src, dst, threads=max(1, int(num_cpus)), device="cuda" if num_gpus else "cpu", **worker_args)
+            ).remote(src, dst, threads=threads_per_actor or max(1, int(num_cpus)), device="cuda" if num_gpus else "cpu",
+                     **worker_args)
             for _ in range(k)
         ]
         try:  # surfaces a model that fails to load now, rather than as lost actors later

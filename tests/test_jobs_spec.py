@@ -88,8 +88,12 @@ def test_hash_is_stable_and_sensitive():
 def test_round_trip_through_the_run_record():
     """A crashed run is completed with the spec stored in its record: to_dict must parse back the same."""
     spec = parse_spec(
-        minimal(actors=0, cluster_address="auto", sources=[{"url": "/tmp/a", "name": "cams", "exclude": ["x/*"]}])
+        minimal(actors=0, threads_per_actor=1, cluster_address="auto",
+                sources=[{"url": "/tmp/a", "name": "cams", "exclude": ["x/*"]}])
     )
     again = parse_spec(spec.to_dict())
-    assert again == spec and again.hash == spec.hash and again.actors == 0
+    assert again == spec and again.hash == spec.hash and again.actors == 0 and again.threads_per_actor == 1
+    assert parse_spec(minimal()).threads_per_actor is None
+    with pytest.raises(SpecError, match="threads_per_actor"):
+        parse_spec(minimal(threads_per_actor=0))
     assert parse_spec(parse_spec(minimal()).to_dict()).actors is None

@@ -45,9 +45,17 @@ def _same_pixels(a: bytes, b: Path) -> bool:
 def test_compress_on_ray_actors_and_restore(tmp_path):
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
     files = make_dataset(src)
+    threads = []
+
+    def actor_threads(result, handles):
+        import ray
+
+        threads.extend(ray.get([h.info.remote() for h in handles]))
+
     summary = compress(str(src), str(dst), actors=2, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False,
-        keep_smaller_originals=False)
+        keep_smaller_originals=False, threads_per_actor=1, on_result=actor_threads)
     assert summary.actors == 2 and summary.shards_written == 4 and summary.manifest_written
+    assert threads and {t["threads"] for t in threads} == {1}
     assert summary.stats.images == len(files) and summary.stats.error == 3 and summary.exit_code == 1
     assert _archived_keys(dst) == sorted(files)
     rows = {r["key"]: r for r in pq.read_table(str(dst), columns=list(shards.META_COLUMNS)).to_pylist()}

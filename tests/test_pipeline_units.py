@@ -154,6 +154,9 @@ def test_failed_write_leaves_no_shard(tmp_path, monkeypatch):
 def test_compress_in_process_mixed_inputs(tmp_path):
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
     files = make_dataset(src)
+    with pytest.raises(ValueError, match="threads_per_actor must be at least 1"):
+        compress(str(src), str(dst), actors=0, threads_per_actor=0, progress=False)
+    assert not dst.exists() or not any(dst.rglob("*.parquet"))
     summary = compress(str(src), str(dst), actors=0, shard_size=4, max_pixels=TEST_MAX_PIXELS, progress=False,
         keep_smaller_originals=False)
     assert summary.exit_code == 1  # three inputs could not be archived
