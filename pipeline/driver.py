@@ -127,8 +127,9 @@ def _connect_ray(address: str | None) -> bool:
     return True
 
 
-def _actor_resources(n_actors: int | None, n_shards: int) -> tuple[int, float, float]:
-    """(actors, num_cpus, num_gpus) per actor: one per GPU when the cluster has GPUs, else CPU actors."""
+def _actor_resources(n_actors: int | None, n_shards: int, threads: int | None = None) -> tuple[int, float, float]:
+    """(actors, num_cpus, num_gpus) per actor: one per GPU when the cluster has GPUs, else CPU actors, which
+    hold the CPUs they run threads on (threads_per_actor, else the cluster's CPUs shared out)."""
     import ray
 
     res = ray.cluster_resources()
@@ -136,6 +137,9 @@ def _actor_resources(n_actors: int | None, n_shards: int) -> tuple[int, float, f
     if gpus:
         k = max(1, min(n_actors or gpus, n_shards))
         return k, 1.0, (1.0 if k <= gpus else round(gpus / k, 2))  # more actors than GPUs: share them
+    if threads:
+        k = max(1, min(n_actors or int(cpus // threads) or 1, n_shards))
+        return k, float(min(threads, cpus)), 0.0
     k = max(1, min(n_actors or int(cpus), n_shards))
     per = cpus / k
     return k, (float(int(per)) if per >= 1 else round(per, 2) or 0.01), 0.0
@@ -181,9 +185,10 @@ def compress(
     (restored byte-exact), so an archive never grows a file.
     verify_writes: decode every learned payload before it is written; one that does not decode back to
     its image (a codec bug) is stored as its original bytes instead, with the reason in the row's error.
-    threads_per_actor: torch threads in each CPU actor (default: the CPUs it holds, which is 1 unless there
-    are fewer actors than CPUs). On a node shared with other work, 1 is safer: two threads on a core
-    another process keeps busy ran 2.5x slower than one (docs/BENCHMARKS.md, "Pipeline").
+    threads_per_actor: torch threads in each CPU actor, and the CPUs it holds (default: the cluster's CPUs
+    shared out, 1 each unless there are fewer actors than CPUs). On a node shared with work outside Ray, 1
+    is safer: next to one busy process two threads coded 2.1x slower than one, where on the idle machine
+    they were only 13% faster (docs/BENCHMARKS.md, "Pipeline").
     """
     import bitswap_core
 
@@ -311,7 +316,7 @@ def _run_on_ray(
     t0 = time.perf_counter()
     started = _connect_ray(address)
     try:
-        k, num_cpus, num_gpus = _actor_resources(n_actors, len(todo))
+        k, num_cpus, num_gpus = _actor_resources(n_actors, len(todo), threads_per_actor)
         remote_cls = ray.remote(ShardCompressor)
         handles = [
             remote_cls.options(

@@ -392,3 +392,21 @@ def test_payloads_that_do_not_decode_back_are_stored_as_originals(tmp_path, monk
         assert verify(str(dst), progress=False).exit_code == 0
     else:  # without it the damage is only found when the archive is read
         assert learned and verify(str(dst), progress=False).exit_code == 1
+
+
+def test_cpu_actors_hold_the_cpus_their_threads_use(monkeypatch):
+    """threads_per_actor sets what each CPU actor holds, so actors never ask for more CPUs than the
+    cluster has (Ray would leave the extra ones unscheduled and the job waiting); GPU actors ignore it."""
+    import ray
+
+    from pipeline.driver import _actor_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert _actor_resources(None, 100) == (8, 1.0, 0.0)
+    assert _actor_resources(None, 2) == (2, 4.0, 0.0)
+    assert _actor_resources(None, 100, threads=2) == (4, 2.0, 0.0)
+    assert _actor_resources(None, 2, threads=1) == (2, 1.0, 0.0)
+    assert _actor_resources(None, 100, threads=16) == (1, 8.0, 0.0)
+    assert _actor_resources(3, 100, threads=2) == (3, 2.0, 0.0)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    assert _actor_resources(None, 100, threads=4) == (2, 1.0, 1.0)
