@@ -5,12 +5,16 @@ codec; this measures how much, on the same images and in the same run, so the ra
 Target (issue 5): the pipeline's overhead under 15% of the codec's own time.
 
     .venv/bin/python bench/pipeline_overhead.py [--images samples] [--shard-size 2] [--limit N] [--unverified]
+        [--threads-per-actor 1,2] [--busy N]
 
 Rows: `direct` = compress_batch on the decoded images, in shard-sized batches, in this process (model
 loaded before timing); `pipeline k actor(s)` = `pipeline.driver.compress` into a fresh folder. Columns:
 wall time, time after the actors were ready (start-up excluded), images/s, MB/s of input files, and the
 overhead ratio (pipeline time / direct time - 1), with and without start-up. The pipeline decodes every
 learned payload before writing it (verify_writes); --unverified adds rows without that.
+--threads-per-actor T,... runs each actor count once per thread count (pipeline.driver's
+threads_per_actor); --busy N keeps N other processes busy (one core each) for the whole run, the shared
+node that setting is for (bench/thread_contention.py measures the codec alone).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 
 def _crop(src: Path, dst: Path, n: int) -> None:
@@ -59,13 +64,14 @@ def _direct(paths: list[Path], shard_size: int, codec: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - t0, "warmup_seconds": warm, "bytes_out": out_bytes}
 
 
-def _pipeline(src: Path, actors: int, shard_size: int, codec: str, verify_writes: bool = True) -> dict[str, float]:
+def _pipeline(src: Path, actors: int, shard_size: int, codec: str, verify_writes: bool = True,
+              threads: int | None = None) -> dict[str, float]:
     from pipeline.driver import compress
 
     dst = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
         s = compress(str(src), str(dst), actors=actors, shard_size=shard_size, codec=codec, progress=False,
-                     verify_writes=verify_writes)
+                     verify_writes=verify_writes, threads_per_actor=threads)
         return {
             "seconds": s.seconds,
             "startup_seconds": s.startup_seconds,
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actors", default="1,2", help="actor counts to run (default 1,2)")
     ap.add_argument("--unverified", action="store_true",
                     help="also run each actor count without verify_writes (what decoding every payload costs)")
+    ap.add_argument("--threads-per-actor", default="", help="thread counts per actor to run, e.g. 1,2")
+    ap.add_argument("--busy", type=int, default=0, help="other processes kept busy during the run")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args(argv)
 
@@ -117,21 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     files = kept
     in_bytes = sum((work / f.key).stat().st_size for f in files)
     print(f"{len(files)} images, {in_bytes / 1e6:.2f} MB of files, shard size {args.shard_size}, "
-          f"{os.cpu_count()} CPUs, codec {args.codec}")  # fmt: skip
+          f"{os.cpu_count()} CPUs, codec {args.codec}, {args.busy} busy process(es), "
+          f"direct with {__import__('torch').get_num_threads()} torch threads")  # fmt: skip
 
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(logging_level=logging.ERROR, include_dashboard=False, log_to_driver=False)
     results: dict[str, dict[str, float]] = {}
+    import multiprocessing as mp
+
+    from thread_contention import _busy
+
+    stop = mp.Event()
+    busy = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(args.busy)]
+    for p in busy:
+        p.start()
+    thread_counts = [int(t) for t in args.threads_per_actor.split(",") if t] or [None]
     try:
         results["direct"] = _direct([work / f.key for f in files], args.shard_size, args.codec)
         for k in (int(x) for x in args.actors.split(",")):
-            name = f"pipeline {k} actor{'s' if k > 1 else ''}"
-            results[name] = _pipeline(work, k, args.shard_size, args.codec)
-            if args.unverified:
-                results[name + ", unverified"] = _pipeline(work, k, args.shard_size, args.codec, False)
+            for t in thread_counts:
+                name = f"pipeline {k} actor{'s' if k > 1 else ''}"
+                name += f", {t} thread{'s' if t > 1 else ''}" if t else ""
+                results[name] = _pipeline(work, k, args.shard_size, args.codec, threads=t)
+                if args.unverified:
+                    results[name + ", unverified"] = _pipeline(work, k, args.shard_size, args.codec, False, t)
     finally:
+        stop.set()
+        for p in busy:
+            p.join()
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads-per-actor",
         type=int,
         metavar="T",
-        help="torch threads per CPU actor (default: the CPUs it holds; 1 is safer on nodes shared with other work)",
+        help="torch threads (and CPUs held) per CPU actor (default 1: one actor per CPU; more threads gain little "
+        "and slow badly on nodes shared with other work)",
     )
     c.add_argument(
         "--max-pixels",

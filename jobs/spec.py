@@ -90,7 +90,7 @@ class JobSpec:
     shard_size: int = 256
     cluster_address: str | None = None
     actors: int | None = None
-    threads_per_actor: int | None = None  # torch threads per CPU actor (absent: the CPUs it holds)
+    threads_per_actor: int | None = None  # torch threads (and CPUs held) per CPU actor (absent: 1)
     max_pixels: int = 64_000_000
     lease_ttl_s: float = 300.0
     always_code: bool = False  # True: code every image by pixels even when its original file is smaller

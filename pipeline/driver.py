@@ -129,7 +129,7 @@ def _connect_ray(address: str | None) -> bool:
 
 def _actor_resources(n_actors: int | None, n_shards: int, threads: int | None = None) -> tuple[int, float, float]:
     """(actors, num_cpus, num_gpus) per actor: one per GPU when the cluster has GPUs, else CPU actors, which
-    hold the CPUs they run threads on (threads_per_actor, else the cluster's CPUs shared out)."""
+    hold the CPUs they run threads on (threads; None: the cluster's CPUs shared out among the actors)."""
     import ray
 
     res = ray.cluster_resources()
@@ -185,10 +185,11 @@ def compress(
     (restored byte-exact), so an archive never grows a file.
     verify_writes: decode every learned payload before it is written; one that does not decode back to
     its image (a codec bug) is stored as its original bytes instead, with the reason in the row's error.
-    threads_per_actor: torch threads in each CPU actor, and the CPUs it holds (default: the cluster's CPUs
-    shared out, 1 each unless there are fewer actors than CPUs). On a node shared with work outside Ray, 1
-    is safer: next to one busy process two threads coded 2.1x slower than one, where on the idle machine
-    they were only 13% faster (docs/BENCHMARKS.md, "Pipeline").
+    threads_per_actor: torch threads in each CPU actor, and the CPUs it holds (default 1: one actor per
+    CPU, as many as there are shards). More threads per actor help little and risk much: a second thread
+    made the codec 13% faster on an idle machine, while next to one busy process the one-actor pipeline
+    took 225 s with two threads against 41 s with one (docs/BENCHMARKS.md, "Pipeline"). With actors=0 it
+    sets the threads of this process (default: left as they are).
     """
     import bitswap_core
 
@@ -316,7 +317,7 @@ def _run_on_ray(
     t0 = time.perf_counter()
     started = _connect_ray(address)
     try:
-        k, num_cpus, num_gpus = _actor_resources(n_actors, len(todo), threads_per_actor)
+        k, num_cpus, num_gpus = _actor_resources(n_actors, len(todo), threads_per_actor or 1)
         remote_cls = ray.remote(ShardCompressor)
         handles = [
             remote_cls.options(
