@@ -9,9 +9,10 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Bit-Swap model on a folder, glob or fsspec URL of images")
     p.add_argument("data", help="training images: folder, glob or fsspec URL")
-    p.add_argument("--config", default="default",
-                   help="preset name of bitswap_core/model/config.py's PRESETS: deep-phases is the shipped "
-                        "default's, three-layers adds a latent layer (a wrong name lists them all)")
+    p.add_argument("--config", default=None,
+                   help="preset name of bitswap_core/model/config.py's PRESETS (a wrong name lists them all); "
+                        "default: the --init-from model's (or the resumed run's) own configuration, else "
+                        "deep-phases, the shipped default's; three-layers adds a latent layer")
     p.add_argument("--pixel-phases", type=int, choices=(1, 4), default=None,
                    help="override the preset: code each 2x2 cell's pixels in 1 or 4 steps")
     p.add_argument("--init-from", type=Path, default=None,
@@ -54,18 +55,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
+def model_config(name: str | None, init_from: Path | None = None, resumed: Path | None = None):
+    """The preset called name; without one, the configuration of the model the run starts from (a warm
+    start into a smaller preset would silently drop the parts it lacks, e.g. the shipped default's phase
+    blocks), else the shipped default's preset."""
+    from bitswap_core.model.config import PRESETS, ModelConfig
+
+    if name is not None:
+        if name not in PRESETS:
+            raise SystemExit(f"unknown --config {name!r}; presets: {', '.join(PRESETS)}")
+        return PRESETS[name]
+    if resumed is not None and resumed.exists():
+        init_from = resumed
+    if init_from is not None:
+        if init_from.suffix == ".safetensors":
+            from bitswap_core.registry import load_model
+
+            return load_model(init_from).cfg
+        from jobs.training import load_checkpoint
+
+        return ModelConfig.from_json(load_checkpoint(init_from)["config"])
+    return PRESETS["deep-phases"]
+
+
 def _train(args) -> int:
     from dataclasses import replace
 
-    from bitswap_core.model.config import PRESETS
     from jobs.training import TrainConfig, export_model, train
 
-    if args.config not in PRESETS:
-        raise SystemExit(f"unknown --config {args.config!r}; presets: {', '.join(PRESETS)}")
-    cfg = PRESETS[args.config]
+    workdir = args.workdir or args.out.with_suffix(".run")
+    cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
     if args.pixel_phases is not None:
         cfg = replace(cfg, pixel_phases=args.pixel_phases)
-    workdir = args.workdir or args.out.with_suffix(".run")
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
                      free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale,
                      sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),

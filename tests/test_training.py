@@ -297,3 +297,20 @@ def test_gpu_session_trains_the_warm_start_models_own_configuration():
     args = argparse.Namespace(config=None, init_from="bitswap_core/zoo/default.safetensors")
     assert mod.config_of(args) == load_model(ROOT / args.init_from).cfg
     assert mod.config_of(args).phase_blocks == 1
+
+
+def test_train_command_keeps_the_configuration_of_the_model_it_starts_from(tmp_path):
+    """`bitswap train --init-from M` without --config trains M's own configuration (the preset called
+    "default" lacks the shipped model's phase blocks); a resumed run keeps its checkpoint's."""
+    from bitswap_core.model.config import PRESETS
+    from jobs.cmd_train import model_config
+
+    shipped = ROOT / "bitswap_core" / "zoo" / "default.safetensors"
+    assert model_config(None, shipped) == load_model(shipped).cfg and model_config(None, shipped).phase_blocks == 1
+    assert model_config(None) == PRESETS["deep-phases"]
+    assert model_config("tiny", shipped) == PRESETS["tiny"]
+    with pytest.raises(SystemExit, match="presets"):
+        model_config("no-such-preset")
+    ckpt = _train(tmp_path, "run", stop_after=2)
+    assert model_config(None, shipped, resumed=ckpt) == PRESETS["tiny"]
+    assert model_config(None, ckpt) == PRESETS["tiny"]
