@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from thread_contention import busy_processes
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def _crop(src: Path, dst: Path, n: int) -> None:
@@ -124,37 +125,29 @@ def main(argv: list[str] | None = None) -> int:
             kept.append(f)
     files = kept
     in_bytes = sum((work / f.key).stat().st_size for f in files)
+    import torch
+
     print(f"{len(files)} images, {in_bytes / 1e6:.2f} MB of files, shard size {args.shard_size}, "
           f"{os.cpu_count()} CPUs, codec {args.codec}, {args.busy} busy process(es), "
-          f"direct with {__import__('torch').get_num_threads()} torch threads")  # fmt: skip
+          f"direct with {torch.get_num_threads()} torch threads")  # fmt: skip
 
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(logging_level=logging.ERROR, include_dashboard=False, log_to_driver=False)
     results: dict[str, dict[str, float]] = {}
-    import multiprocessing as mp
-
-    from thread_contention import _busy
-
-    stop = mp.Event()
-    busy = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(args.busy)]
-    for p in busy:
-        p.start()
     thread_counts = [int(t) for t in args.threads_per_actor.split(",") if t] or [None]
     try:
-        results["direct"] = _direct([work / f.key for f in files], args.shard_size, args.codec)
-        for k in (int(x) for x in args.actors.split(",")):
-            for t in thread_counts:
-                name = f"pipeline {k} actor{'s' if k > 1 else ''}"
-                name += f", {t} thread{'s' if t > 1 else ''}" if t else ""
-                results[name] = _pipeline(work, k, args.shard_size, args.codec, threads=t)
-                if args.unverified:
-                    results[name + ", unverified"] = _pipeline(work, k, args.shard_size, args.codec, False, t)
+        with busy_processes(args.busy):
+            results["direct"] = _direct([work / f.key for f in files], args.shard_size, args.codec)
+            for k in (int(x) for x in args.actors.split(",")):
+                for t in thread_counts:
+                    name = f"pipeline {k} actor{'s' if k > 1 else ''}"
+                    name += f", {t} thread{'s' if t > 1 else ''}" if t else ""
+                    results[name] = _pipeline(work, k, args.shard_size, args.codec, threads=t)
+                    if args.unverified:
+                        results[name + ", unverified"] = _pipeline(work, k, args.shard_size, args.codec, False, t)
     finally:
-        stop.set()
-        for p in busy:
-            p.join()
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 

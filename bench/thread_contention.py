@@ -16,6 +16,7 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,6 +29,22 @@ def _busy(stop) -> None:
     a = torch.randn(256, 256)
     while not stop.is_set():
         a = torch.tanh(a @ a)
+
+
+@contextmanager
+def busy_processes(n: int):
+    """n other processes keeping one core each busy until the block ends (a shared node, reproducibly)."""
+    stop = mp.Event()
+    procs = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0 if n else 0.0)
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in procs:
+            p.join()
 
 
 def _rounds(images, model, threads: tuple[int, ...], rounds: int) -> dict[int, list[float]]:
@@ -65,17 +82,8 @@ def main() -> None:
     raw_kb = sum(im.width * im.height * 3 for im in images) / 1000
     print(f"{len(images)} crops of {args.crop}, {raw_kb:.0f} KB raw, {args.rounds} rounds, model {model.id[:8]}")
     for label, busy in (("idle", 0), (f"{args.busy} busy process(es)", args.busy)):
-        stop = mp.Event()
-        procs = [mp.Process(target=_busy, args=(stop,), daemon=True) for _ in range(busy)]
-        for p in procs:
-            p.start()
-        time.sleep(1.0 if busy else 0.0)
-        try:
+        with busy_processes(busy):
             res = _rounds(images, model, threads, args.rounds)
-        finally:
-            stop.set()
-            for p in procs:
-                p.join()
         med = {t: statistics.median(v) for t, v in res.items()}
         cells = "  ".join(f"{t} thread(s) {med[t]:6.2f} s ({raw_kb / med[t]:5.1f} KB/s)" for t in threads)
         ratio = f"  {threads[-1]}/{threads[0]} time ratio {med[threads[-1]] / med[threads[0]]:.2f}"
