@@ -95,16 +95,13 @@ def step_seconds(cfg, batch: int, device: str, steps: int = 30) -> float:
 
 
 def config_of(args: argparse.Namespace):
-    """The preset named by --config, else the --init-from model's own configuration: a warm start into a
-    smaller preset would silently drop the parts it lacks (the shipped default's phase blocks)."""
-    from bitswap_core.model.config import PRESETS
-    from bitswap_core.registry import load_model
+    """The preset named by --config, else the --init-from model's own configuration, as `bitswap train`
+    chooses it (jobs.cmd_train.model_config); a run from scratch must name its preset."""
+    from jobs.cmd_train import model_config
 
-    if args.config:
-        return PRESETS[args.config]
-    if args.init_from == "none":
+    if not args.config and args.init_from == "none":
         raise SystemExit("--init-from none needs --config")
-    return load_model(ROOT / args.init_from).cfg
+    return model_config(args.config or None, None if args.init_from == "none" else ROOT / args.init_from)
 
 
 def run(args: argparse.Namespace) -> int:
