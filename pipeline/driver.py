@@ -127,9 +127,10 @@ def _connect_ray(address: str | None) -> bool:
     return True
 
 
-def _actor_resources(n_actors: int | None, n_shards: int, threads: int | None = None) -> tuple[int, float, float]:
+def _actor_resources(n_actors: int | None, n_shards: int, threads: int = 1) -> tuple[int, float, float]:
     """(actors, num_cpus, num_gpus) per actor: one per GPU when the cluster has GPUs, else CPU actors, which
-    hold the CPUs they run threads on (threads; None: the cluster's CPUs shared out among the actors)."""
+    hold the CPUs they run threads on (threads_per_actor), or a share of one where more actors were asked
+    for than the cluster has CPUs (else Ray would leave the extra actors unscheduled and the job waiting)."""
     import ray
 
     res = ray.cluster_resources()
@@ -137,11 +138,8 @@ def _actor_resources(n_actors: int | None, n_shards: int, threads: int | None = 
     if gpus:
         k = max(1, min(n_actors or gpus, n_shards))
         return k, 1.0, (1.0 if k <= gpus else round(gpus / k, 2))  # more actors than GPUs: share them
-    if threads:
-        k = max(1, min(n_actors or int(cpus // threads) or 1, n_shards))
-        return k, float(min(threads, cpus)), 0.0
-    k = max(1, min(n_actors or int(cpus), n_shards))
-    per = cpus / k
+    k = max(1, min(n_actors or int(cpus // threads) or 1, n_shards))
+    per = min(threads, cpus / k)
     return k, (float(int(per)) if per >= 1 else round(per, 2) or 0.01), 0.0
 
 

@@ -403,10 +403,12 @@ def test_cpu_actors_hold_the_cpus_their_threads_use(monkeypatch):
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
     assert _actor_resources(None, 100) == (8, 1.0, 0.0)
-    assert _actor_resources(None, 2) == (2, 4.0, 0.0)
+    assert _actor_resources(None, 2) == (2, 1.0, 0.0)  # fewer shards than CPUs: still one thread each
     assert _actor_resources(None, 100, threads=2) == (4, 2.0, 0.0)
     assert _actor_resources(None, 2, threads=1) == (2, 1.0, 0.0)
     assert _actor_resources(None, 100, threads=16) == (1, 8.0, 0.0)
     assert _actor_resources(3, 100, threads=2) == (3, 2.0, 0.0)
+    assert _actor_resources(16, 100) == (16, 0.5, 0.0)  # more actors than CPUs: each holds a share of one
+    assert _actor_resources(6, 100, threads=2) == (6, 1.0, 0.0)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
     assert _actor_resources(None, 100, threads=4) == (2, 1.0, 1.0)
