@@ -39,6 +39,8 @@ def describe(cfg) -> str:
               if on]
     if cfg.phase_blocks:
         parts.append(f"{cfg.phase_blocks} block{'s' if cfg.phase_blocks > 1 else ''} per phase head")
+    if cfg.encoder_blocks:
+        parts.append(f"{cfg.encoder_blocks} more encoder block{'s' if cfg.encoder_blocks > 1 else ''}")
     return ", ".join(parts)
 
 

@@ -100,6 +100,8 @@ def _check_tensors(path, cfg: ModelConfig, t: dict[str, np.ndarray]) -> None:
     need += [f"px.phase{k}.{c}.w" for k in range(1, cfg.pixel_phases) for c in ("ctx_in", "conv_out")]
     need += [f"px.phase{k}.blocks.{j}.conv{c}.w" for k in range(1, cfg.pixel_phases)
              for j in range(cfg.phase_blocks) for c in (1, 2)]
+    trunk = cfg.processing_blocks + cfg.res_blocks
+    need += [f"q0.blocks.{trunk + j}.conv{c}.w" for j in range(cfg.encoder_blocks) for c in (1, 2)]
     missing = [k for k in need if k not in t]
     if missing:
         raise UnsupportedFormatError(f"{path}: model file lacks tensors {missing}")

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train only parameters whose names start with a prefix (e.g. phase_heads: a part added "
                         "to a model file, the rest frozen as shipped)")
     p.add_argument("--block-lr-scale", type=float, default=1.0,
-                   help="learning-rate multiplier for the phase heads' residual blocks (new, starting at zero)")
+                   help="learning-rate multiplier for the phase heads' and the encoder's extra residual blocks "
+                        "(new, starting at zero)")
     p.add_argument("--border", action="store_true",
                    help="train on bordered blocks (the next blocks' first row and column), as container v8 codes")
     p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")

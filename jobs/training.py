@@ -134,7 +134,7 @@ class TrainConfig:
     # Parameter-name prefixes to train (empty: all). A new part added to a trained model (phase_heads) can be
     # trained alone: the rest's outputs stay exactly as shipped and a step costs little more than a forward.
     trainable: tuple[str, ...] = ()
-    block_lr_scale: float = 1.0  # learning-rate multiplier for the phase heads' residual blocks (new parts)
+    block_lr_scale: float = 1.0  # lr multiplier for the phase heads' and the encoder's extra blocks (new parts)
     # Train (and validate) on bordered blocks: the neighbour predictor also reads the next blocks' first row
     # and column, as the codec does from container v8 on (CropSampler, blocks.bordered).
     border: bool = False
@@ -311,7 +311,8 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
     per_rank = max(1, tc.batch // world)
     boosted = [(p, rows, tc.gate_lr_scale) for p, rows in gate_rows(model)] if tc.gate_lr_scale != 1.0 else []
     if tc.block_lr_scale != 1.0:
-        boosted += [(p, slice(None), tc.block_lr_scale) for head in model.phase_heads for p in head.blocks.parameters()]
+        new_blocks = [*(blk for head in model.phase_heads for blk in head.blocks), *model.q_nets[0].extra_blocks()]
+        boosted += [(p, slice(None), tc.block_lr_scale) for blk in new_blocks for p in blk.parameters()]
     boosted = [(p, rows, k) for p, rows, k in boosted if p.requires_grad]
     t0, last_ckpt = time.time(), time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)

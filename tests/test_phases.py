@@ -485,3 +485,48 @@ def test_a_latent_layer_grown_on_top_starts_as_the_fixed_prior_and_codes_exactly
     for codec in ("bitswap", "bbans"):
         data = bitswap_core.compress(img, exact, codec=codec, smallest=False)
         assert np.array_equal(np.asarray(bitswap_core.decompress(data, exact)), np.asarray(img))
+
+
+def test_encoder_blocks_start_neutral_and_a_model_with_them_codes_exactly(tmp_path):
+    """Warm-starting a model with extra encoder blocks (ModelConfig.encoder_blocks) from one without: the
+    exported tensors are the old model's plus the new blocks, q(z1|x) gives the same outputs, and once the
+    blocks hold weights the model still codes losslessly; a file that lacks the blocks is refused."""
+    import bitswap_core
+    from bitswap_core.errors import UnsupportedFormatError
+    from bitswap_core.model.export import export_tensors
+    from bitswap_core.model.float_model import BitSwapModel
+    from bitswap_core.registry import load_model, save_model
+    from jobs.training import model_from_file, warm_start
+
+    torch.manual_seed(5)
+    base = BitSwapModel(PRESETS["tiny-deep"]).eval()
+    path = tmp_path / "base.safetensors"
+    save_model(path, base.cfg, export_tensors(base))
+    base = model_from_file(path)  # what the warm start reads (an exact file's float weights)
+    grown = BitSwapModel(replace(PRESETS["tiny-deep"], encoder_blocks=2)).eval()
+    warm_start(grown, path)
+    before, after = export_tensors(base), export_tensors(grown)
+    assert sorted(set(after) - set(before)) == [f"q0.blocks.{j}.conv{c}.{t}" for j in (1, 2) for c in (1, 2)
+                                                 for t in "bmw"]
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    x = torch.randint(0, 256, (3, 3, 32, 32)).float()
+    a = torch.nn.functional.pixel_unshuffle(x - 128.0, 2)
+    with torch.no_grad():
+        assert torch.equal(grown.q_nets[0](a), base.q_nets[0](a))
+        for blk in grown.q_nets[0].extra_blocks():
+            blk.conv2.g.fill_(0.5)
+        assert not torch.equal(grown.q_nets[0](a), base.q_nets[0](a))
+
+    out = tmp_path / "grown.safetensors"
+    save_model(out, grown.cfg, export_tensors(grown))
+    exact = load_model(out)
+    img = photo_crop(box=(0, 0, 70, 45))
+    for codec in ("bitswap", "bbans"):
+        data = bitswap_core.compress(img, exact, codec=codec, smallest=False)
+        assert np.array_equal(np.asarray(bitswap_core.decompress(data, exact)), np.asarray(img))
+    assert bitswap_core.compress(img, exact, smallest=False) != bitswap_core.compress(img, load_model(path),
+                                                                                       smallest=False)
+    lacking = tmp_path / "lacking.safetensors"
+    save_model(lacking, grown.cfg, {k: v for k, v in export_tensors(grown).items() if not k.startswith("q0.blocks.2")})
+    with pytest.raises(UnsupportedFormatError, match="q0.blocks.2"):
+        load_model(lacking)

@@ -208,6 +208,27 @@ def test_train_only_moves_just_the_named_parameters_and_boosts_the_phase_blocks(
         run("none", trainable=("nothing.",))
 
 
+def test_train_only_the_encoder_boosts_its_extra_blocks(tmp_path):
+    """--train-only q_nets trains the inference networks alone (experiment Q), and --block-lr-scale
+    multiplies the steps of the encoder's extra blocks (ModelConfig.encoder_blocks), which start neutral."""
+    def run(name: str, **kw) -> dict:
+        tc = TrainConfig(**{**TC, "steps": 1, "warmup": 1, "trainable": ("q_nets",), **kw})
+        return load_checkpoint(train(str(SAMPLES), tmp_path / name, "tiny-encoder", tc, max_side=160,
+                                     log=lambda *_: None))["model"]
+
+    init, only = run("init", steps=0), run("only")
+    boosted = run("boosted", block_lr_scale=10.0)
+    extra = "q_nets.0.blocks.1."  # tiny-encoder: one trunk block, then the extra one
+    assert any(k.startswith(extra) and not torch.equal(only[k], init[k]) for k in init)
+    for name, t0 in init.items():
+        if not name.startswith("q_nets."):
+            assert torch.equal(only[name], t0), name
+        elif name.startswith(extra):
+            assert torch.allclose(boosted[name] - t0, 10 * (only[name] - t0), rtol=1e-3, atol=1e-7), name
+        else:
+            assert torch.equal(boosted[name], only[name]), name
+
+
 def test_bordered_crops_hold_the_next_row_and_column_and_sometimes_miss_them():
     """--border: 33x33 crops of one window of an image (row and column 32 continue the block), each border
     side missing (known 0, pixels 0) in about BORDER_MISSING of the crops; the block itself always known."""

@@ -34,6 +34,11 @@ class ModelConfig:
     # window of the squeezed grid; each block adds depth and widens the window by 4. Their second convs start
     # at zero, so a model without them warm-starts one with them unchanged.
     phase_blocks: int = 0
+    # Extra residual blocks at the end of q(z1|x)'s trunk (the encoder): a per-block optimised q beats the
+    # amortised one by about 0.2 bpd (docs/MODEL_CARD.md, "Experiment Q"), an inference gap that only the
+    # encoder pays for. It runs once per block when encoding and decoding, unlike the pixel phases. Their
+    # second convs start at zero, so a model without them warm-starts one with them unchanged.
+    encoder_blocks: int = 0
     # Coding grid (ships with the model; changing it changes the model id).
     z_bins: int = 512  # latent values are bins of width z_range*2/z_bins in [-z_range, z_range)
     z_range: float = 8.0
@@ -102,11 +107,14 @@ class ModelConfig:
             raise ValueError("colour_residual needs phase_predictor and 3 channels")
         if self.phase_blocks and (self.pixel_phases != 4 or not 0 <= self.phase_blocks <= 8):
             raise ValueError("phase_blocks needs pixel_phases = 4 and is at most 8")
+        if not 0 <= self.encoder_blocks <= 8:
+            raise ValueError("encoder_blocks must be in [0, 8]")
         if self.block != 32:
             raise ValueError("block must be 32")
 
 
-_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False, "colour_residual": False, "phase_blocks": 0}
+_ADDED_FIELDS = {"pixel_phases": 1, "phase_predictor": False, "colour_residual": False, "phase_blocks": 0,
+                 "encoder_blocks": 0}
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1),  # tests only
@@ -117,6 +125,8 @@ PRESETS: dict[str, ModelConfig] = {
                                  phase_predictor=True, colour_residual=True),  # tests only
     "tiny-deep": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4, phase_predictor=True,
                              colour_residual=True, phase_blocks=1),  # tests only
+    "tiny-encoder": ModelConfig(nz=2, z_channels=4, width=16, res_blocks=1, pixel_phases=4, phase_predictor=True,
+                                colour_residual=True, phase_blocks=1, encoder_blocks=1),  # tests only
     "small": ModelConfig(nz=2, width=64, res_blocks=2),  # the first shipped default (1 pixel phase)
     "phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4),  # the second default (v2)
     # the third default: 4 pixel phases plus the neighbour predictor
@@ -130,6 +140,9 @@ PRESETS: dict[str, ModelConfig] = {
                                colour_residual=True, phase_blocks=1),
     "deeper-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                  colour_residual=True, phase_blocks=2),
+    # the shipped default with two more residual blocks in the encoder q(z1|x) (experiment Q)
+    "deep-encoder": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                                colour_residual=True, phase_blocks=1, encoder_blocks=2),
     # the shipped default (deep-phases) with a third latent layer: a learned prior for z2 (experiment T)
     "three-layers": ModelConfig(nz=3, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                 colour_residual=True, phase_blocks=1),

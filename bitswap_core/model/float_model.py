@@ -79,17 +79,32 @@ def fq_stream_add(t: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return torch.clamp(t + d, -STREAM_MAX, STREAM_MAX)
 
 
+@torch.no_grad()
+def init_neutral(blocks) -> None:
+    """Each block's second conv starts near zero weight, so its requantized output is exactly 0 and the
+    network computes what it did without the blocks (warm starts from models without them are neutral)."""
+    for blk in blocks:
+        blk.conv2.g.fill_(1e-6)
+        blk.conv2.bias.zero_()
+
+
 class Net(nn.Module):
     """integer input -> real-valued output parameters (pre-heads)."""
 
-    def __init__(self, cin: int, in_scale: float, cout: int, cfg: ModelConfig, processing: int):
+    def __init__(self, cin: int, in_scale: float, cout: int, cfg: ModelConfig, processing: int, extra: int = 0):
         super().__init__()
         w = cfg.width
         self.conv_in = QConv(cin, w, 3, in_scale)
         self.blocks = nn.ModuleList(
-            [ResBlock(w, 5) for _ in range(processing)] + [ResBlock(w, 3) for _ in range(cfg.res_blocks)]
+            [ResBlock(w, 5) for _ in range(processing)] + [ResBlock(w, 3) for _ in range(cfg.res_blocks + extra)]
         )
         self.conv_out = QConv(w, cout, 3, S_ACT, init_scale=0.1)
+        self.extra = extra
+        init_neutral(self.blocks[len(self.blocks) - extra :])
+
+    def extra_blocks(self) -> nn.ModuleList:
+        """The blocks beyond cfg.res_blocks (ModelConfig.encoder_blocks), the new part of a grown network."""
+        return self.blocks[len(self.blocks) - self.extra :] if self.extra else nn.ModuleList()
 
     def trunk(self, a_int: torch.Tensor) -> torch.Tensor:
         """Integer residual stream after the last block."""
@@ -112,15 +127,7 @@ class PhaseHead(nn.Module):
         self.ctx_in = QConv(ctx_channels, cfg.width, 3, X_IN_SCALE, init_scale=0.1)
         self.blocks = nn.ModuleList([ResBlock(cfg.width, 3) for _ in range(cfg.phase_blocks)])
         self.conv_out = QConv(cfg.width, out_channels, 3, S_ACT, init_scale=0.1)
-        self.init_blocks()
-
-    @torch.no_grad()
-    def init_blocks(self) -> None:
-        """Each block's second conv starts near zero weight, so its requantized output is exactly 0 and the
-        head computes what it did without the blocks (warm starts from models without them are neutral)."""
-        for blk in self.blocks:
-            blk.conv2.g.fill_(1e-6)
-            blk.conv2.bias.zero_()
+        init_neutral(self.blocks)
 
     def forward(self, t: torch.Tensor, ctx_int: torch.Tensor) -> torch.Tensor:
         s = fq_stream_add(t, fq_stream(self.ctx_in(ctx_int)))
@@ -162,7 +169,7 @@ class BitSwapModel(nn.Module):
         z_in = cfg.z_delta / 2.0
         self.heads: dict[str, Head] = heads_for(cfg)
         self.q_nets = nn.ModuleList(
-            [Net(xc, X_IN_SCALE, 2 * zc, cfg, cfg.processing_blocks)]
+            [Net(xc, X_IN_SCALE, 2 * zc, cfg, cfg.processing_blocks, extra=cfg.encoder_blocks)]
             + [Net(zc, z_in, 2 * zc, cfg, 0) for _ in range(cfg.nz - 1)]
         )
         # p_nets[i] models z_{i+1} given z_{i+2} (0-based: p_nets[i] gives layer i from layer i+1)
@@ -318,14 +325,18 @@ class BitSwapModel(nn.Module):
         mb = torch.clamp(mean_lvl[:, 2] + fq_div64(d), 0, hi)
         return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
-    def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None,
+                q1: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
         container v8 does.
 
-        Returns bits per dimension: 'loss' (with free bits, for training) and 'bpd' (the true -ELBO).
+        q1: (mean, scale) of q(z1|x) to use instead of the encoder's, e.g. optimised per block to measure
+        what the amortised encoder leaves (bench/inference_gap.py).
+
+        Returns bits per dimension: 'loss' (with free bits, for training), 'bpd' (the true -ELBO) and
+        'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
         """
         cfg = self.cfg
         ctx = (x, known if known is not None else torch.ones_like(x[:, :1])) if x.shape[-1] > cfg.block else None
@@ -334,8 +345,8 @@ class BitSwapModel(nn.Module):
         a = F.pixel_unshuffle(x - 128.0, 2)
         zs, kls = [], []
         logq = []
-        for net in self.q_nets:
-            mu, s = self.latent_params(net(a))
+        for i, net in enumerate(self.q_nets):
+            mu, s = q1 if i == 0 and q1 is not None else self.latent_params(net(a))
             u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
             z = torch.clamp(mu + s * (torch.log(u) - torch.log1p(-u)), -cfg.z_range + 1e-3, cfg.z_range - 1e-3)
             zs.append(z)
@@ -366,6 +377,7 @@ class BitSwapModel(nn.Module):
         return {
             "loss": loss,
             "bpd": nelbo.mean() * scale,
+            "bpd_each": nelbo * scale,
             "bpd_x": -logpx.mean() * scale,
             "bpd_z": kl.sum(dim=(1, 2)).mean() * scale,
             "n": torch.tensor(n),
