@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from inference_gap import amortised_q as plain  # noqa: E402
+
 from bitswap_core.model.float_model import Net  # noqa: E402
 from bitswap_core.model.quant import X_IN_SCALE  # noqa: E402
 from jobs.training import CropSampler, list_images, load_rgb, model_from_file, validation_tiles  # noqa: E402
@@ -50,10 +52,6 @@ class Feedback(nn.Module):
             mean = m.heads["x_mean"].level(pre_px[:, : cfg.x_channels]) / cfg.mean_frac
             err = torch.clamp(torch.round(a + 128.0 - mean), -127, 127)
         return m.latent_params(pre_q + self.net(torch.cat([a, err], 1)))
-
-
-def plain(m, x: torch.Tensor):
-    return m.latent_params(m.q_nets[0](F.pixel_unshuffle(x - 128.0, 2)))
 
 
 def evaluate(m, q, tiles, known) -> float:
@@ -85,22 +83,21 @@ def main() -> None:
     opt_f = torch.optim.Adam([p for p in grown.parameters() if p.requires_grad] + list(fb.parameters()), lr=args.lr)
     sampler = CropSampler([load_rgb(u) for u in list_images(args.train)], seed=13, border=True)
     tiles, known = validation_tiles(args.val, args.tiles, seed=13, border=True)
-    with_fb = lambda m, x: fb(m, x)  # noqa: E731
     print(f"step 0: plain {evaluate(control, plain, tiles, known):.4f}, "
-          f"feedback {evaluate(grown, with_fb, tiles, known):.4f} bpd on {len(tiles)} val tiles", flush=True)
+          f"feedback {evaluate(grown, fb, tiles, known):.4f} bpd on {len(tiles)} val tiles", flush=True)
     t0 = time.time()
     for step in range(1, args.steps + 1):
         x, k = sampler.batch(step, 64)
         for g in opt_c.param_groups + opt_f.param_groups:
             g["lr"] = args.lr * min(1.0, step / 50)
-        for m, q, opt in ((control, plain, opt_c), (grown, with_fb, opt_f)):
+        for m, q, opt in ((control, plain, opt_c), (grown, fb, opt_f)):
             loss = m(x, known=k, q1=q(m, x[..., :32, :32]))["bpd"]
             opt.zero_grad()
             loss.backward()
             opt.step()
         if step % args.every == 0:
             print(f"step {step} ({time.time() - t0:.0f} s): plain {evaluate(control, plain, tiles, known):.4f}, "
-                  f"feedback {evaluate(grown, with_fb, tiles, known):.4f}", flush=True)
+                  f"feedback {evaluate(grown, fb, tiles, known):.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.training import model_from_checkpoint, model_from_file, validation_tiles  # noqa: E402
+from jobs.training import float_model, validation_tiles  # noqa: E402
 
 
 def tile_bpd(model, tiles, known, q1=None, samples: int = 8, seed: int = 0, split: bool = False):
@@ -37,6 +37,23 @@ def tile_bpd(model, tiles, known, q1=None, samples: int = 8, seed: int = 0, spli
     return (each, float(out["bpd_x"]), float(out["bpd_z"])) if split else each
 
 
+def amortised_q(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's q(z1|x) (mean, scale) of 32x32 blocks x (a bordered tile's border is cut off)."""
+    return model.latent_params(model.q_nets[0](F.pixel_unshuffle(x[..., :32, :32] - 128.0, 2)))
+
+
+def descend(model, tiles, known, params: list[torch.Tensor], q_of, steps: int, lr: float, samples: int) -> None:
+    """Adam on params down the tiles' -ELBO with q(z1|x) = q_of(), the model frozen; fresh draws each step."""
+    opt = torch.optim.Adam(params, lr=lr)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for step in range(steps):
+        loss = tile_bpd(model, tiles, known, q_of(), samples=samples, seed=1000 + step).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def optimised_q(model, tiles, known, steps: int, lr: float, samples: int, scale_min: float | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tile q(z1|x) (mean, scale), started at the encoder's and moved down each tile's -ELBO; scales
@@ -44,18 +61,11 @@ def optimised_q(model, tiles, known, steps: int, lr: float, samples: int, scale_
     cfg = model.cfg
     lo = cfg.z_scale_min if scale_min is None else scale_min
     with torch.no_grad():
-        mu0, s0 = model.latent_params(model.q_nets[0](F.pixel_unshuffle(tiles[..., :32, :32] - 128.0, 2)))
+        mu0, s0 = amortised_q(model, tiles)
     mu, log_s = mu0.clone().requires_grad_(True), s0.log().clone().requires_grad_(True)
-    opt = torch.optim.Adam([mu, log_s], lr=lr)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for step in range(steps):
-        s = log_s.exp().clamp(lo, cfg.z_scale_max)
-        loss = tile_bpd(model, tiles, known, (mu, s), samples=samples, seed=1000 + step).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return mu.detach(), log_s.detach().exp().clamp(lo, cfg.z_scale_max)
+    q1 = lambda: (mu, log_s.exp().clamp(lo, cfg.z_scale_max))  # noqa: E731
+    descend(model, tiles, known, [mu, log_s], q1, steps, lr, samples)
+    return tuple(t.detach() for t in q1())
 
 
 def shared_correction(model, tiles, known, steps: int, lr: float, samples: int
@@ -65,17 +75,10 @@ def shared_correction(model, tiles, known, steps: int, lr: float, samples: int
     this would find it (and a per-image header could carry it)."""
     cfg = model.cfg
     with torch.no_grad():
-        mu0, s0 = model.latent_params(model.q_nets[0](F.pixel_unshuffle(tiles[..., :32, :32] - 128.0, 2)))
+        mu0, s0 = amortised_q(model, tiles)
     a, b, c = (torch.zeros(1, mu0.shape[1], 1, 1, requires_grad=True) for _ in range(3))
-    opt = torch.optim.Adam([a, b, c], lr=lr)
-    for p in model.parameters():
-        p.requires_grad_(False)
     q1 = lambda: (mu0 * (1 + a) + b, (s0 * c.exp()).clamp(cfg.z_scale_min, cfg.z_scale_max))  # noqa: E731
-    for step in range(steps):
-        loss = tile_bpd(model, tiles, known, q1(), samples=samples, seed=1000 + step).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    descend(model, tiles, known, [a, b, c], q1, steps, lr, samples)
     return tuple(t.detach() for t in q1())
 
 
@@ -112,8 +115,7 @@ def main() -> None:
     tiles, known = validation_tiles(args.val, args.tiles, seed=args.seed, border=True)
     print(f"{len(tiles)} bordered validation tiles of {args.val}, seed {args.seed}", flush=True)
     for path in args.models:
-        model = (model_from_file(Path(path)) if path.endswith(".safetensors") else model_from_checkpoint(Path(path)))
-        model.eval()
+        model = float_model(path).eval()
         if args.steps:
             with torch.no_grad():
                 before, bx, bz = tile_bpd(model, tiles, known, split=True)

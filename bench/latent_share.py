@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.training import evaluate, model_from_checkpoint, model_from_file, validation_tiles  # noqa: E402
+from jobs.training import evaluate, float_model, validation_tiles  # noqa: E402
 
 
 def main() -> None:
@@ -29,8 +29,7 @@ def main() -> None:
     val = validation_tiles(args.val, args.tiles, seed=args.seed, border=args.border)
     tiles, known = val if args.border else (val, None)
     for p in args.models:
-        m = model_from_file(Path(p)) if p.endswith(".safetensors") else model_from_checkpoint(Path(p))
-        r = evaluate(m, tiles, known=known)
+        r = evaluate(float_model(p), tiles, known=known)
         print(f"{p}: -ELBO {r['bpd']:.4f} bpd = pixels {r['bpd_x']:.4f} + latents {r['bpd_z']:.4f}", flush=True)
 
 

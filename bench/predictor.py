@@ -25,18 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bitswap_core.model.float_model import BitSwapModel  # noqa: E402
 from jobs.training import (  # noqa: E402
     evaluate,
+    float_model,
     gate_rows,
     list_images,
     load_rgb,
-    model_from_checkpoint,
-    model_from_file,
     tile_blocks,
     validation_tiles,
 )
-
-
-def float_model(path: str) -> BitSwapModel:
-    return model_from_file(Path(path)) if path.endswith(".safetensors") else model_from_checkpoint(Path(path))
 
 
 @torch.no_grad()

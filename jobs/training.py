@@ -203,6 +203,13 @@ def model_from_file(path: Path) -> BitSwapModel:
     return model.eval()
 
 
+def float_model(path: str | Path) -> BitSwapModel:
+    """A model file (.safetensors) or a training checkpoint (its EMA weights) as a float model, for
+    diagnostics that compare shipped models with runs."""
+    path = Path(path)
+    return model_from_file(path) if path.suffix == ".safetensors" else model_from_checkpoint(path)
+
+
 def train(
     data: str,
     out_dir: Path,

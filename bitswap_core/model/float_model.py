@@ -100,11 +100,11 @@ class Net(nn.Module):
         )
         self.conv_out = QConv(w, cout, 3, S_ACT, init_scale=0.1)
         self.extra = extra
-        init_neutral(self.blocks[len(self.blocks) - extra :])
+        init_neutral(self.extra_blocks())
 
     def extra_blocks(self) -> nn.ModuleList:
         """The blocks beyond cfg.res_blocks (ModelConfig.encoder_blocks), the new part of a grown network."""
-        return self.blocks[len(self.blocks) - self.extra :] if self.extra else nn.ModuleList()
+        return self.blocks[len(self.blocks) - self.extra :]
 
     def trunk(self, a_int: torch.Tensor) -> torch.Tensor:
         """Integer residual stream after the last block."""
