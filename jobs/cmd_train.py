@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-size", type=int, default=None,
                    help="data-parallel processes (torch DDP); default: one per GPU, 1 on CPU")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop-seed", type=int, default=None,
+                   help="seed of the training crops alone (default: --seed); the validation tiles stay --seed's")
     p.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="turn a training checkpoint into an exact model file")
@@ -89,7 +91,8 @@ def _train(args) -> int:
     if args.pixel_phases is not None:
         cfg = replace(cfg, pixel_phases=args.pixel_phases)
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
-                     free_bits=args.free_bits, seed=args.seed, gate_lr_scale=args.gate_lr_scale,
+                     free_bits=args.free_bits, seed=args.seed, crop_seed=args.crop_seed,
+                     gate_lr_scale=args.gate_lr_scale,
                      sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
                      block_lr_scale=args.block_lr_scale, border=args.border)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,

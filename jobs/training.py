@@ -123,6 +123,9 @@ class TrainConfig:
     ema: float = 0.999
     free_bits: float = 1.0
     seed: int = 0
+    # Seed of the crop stream alone (None: seed). A stage continued from an exported model starts at step 0
+    # again; a new crop seed gives it crops the last stage did not see, on the same validation tiles.
+    crop_seed: int | None = None
     eval_every: int = 500
     ckpt_every_s: float = 300.0
     val_blocks: int = 1024
@@ -284,7 +287,8 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         cfg = ModelConfig.from_json(ck["config"])
         tc = replace(TrainConfig(**json.loads(ck["train_config"])), **{
             k: v for k, v in tc.__dict__.items() if k in ("steps", "eval_every", "ckpt_every_s")})
-    sampler = CropSampler(images, seed=tc.seed, sensor_noise=tc.sensor_noise, border=tc.border)
+    crop_seed = tc.seed if tc.crop_seed is None else tc.crop_seed
+    sampler = CropSampler(images, seed=crop_seed, sensor_noise=tc.sensor_noise, border=tc.border)
     val = validation_subset(val_images, tc.val_blocks, tc.seed, tc.border)
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run

@@ -40,6 +40,18 @@ def test_resume_continues_exactly(tmp_path):
             assert torch.equal(t, resumed[key][name]), f"{key}.{name} differs after resume"
 
 
+def test_crop_seed_changes_the_crops_and_keeps_the_validation_tiles(tmp_path):
+    """--crop-seed gives a continued stage crops the last one did not see (--seed still picks the validation
+    tiles and the latent noise); left out, or equal to --seed, it is the run it was before the option."""
+    def run(name: str, **kw) -> dict:
+        tc = TrainConfig(**{**TC, "steps": 4, **kw})
+        return load_checkpoint(train(str(SAMPLES), tmp_path / name, "tiny", tc, max_side=160, log=lambda *_: None))
+
+    same, plain, other = run("same", crop_seed=0), run("plain"), run("other", crop_seed=7)
+    assert all(torch.equal(t, plain["model"][k]) for k, t in same["model"].items())
+    assert not all(torch.equal(t, plain["model"][k]) for k, t in other["model"].items())
+
+
 def test_export_gives_a_lossless_exact_model_close_to_the_float_model(tmp_path):
     ckpt = _train(tmp_path, "c")
     path = tmp_path / "tiny.safetensors"
