@@ -686,7 +686,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
-    cfg, m = block_coder.cfg, block_coder.net
+    cfg = block_coder.cfg
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
     steps = block_coder.steps
     if spikes not in (0, 1, 2):
@@ -708,7 +708,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
-        dist = m.q_latent(0, x)
+        dist = block_coder.q1(x)
         rows, bases = block_coder._latent_codes(*dist)
         z1, at = [], 0
         for j in group:
@@ -821,7 +821,7 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
         border = block_coder.borders([samples[j][3] for j in group])
-        q1 = block_coder.net.q_latent(0, x)  # the shift changes only its codes, not the network's output
+        q1 = block_coder.q1(x)  # the shift changes only its codes, not the network's output
         costs = np.zeros((len(shifts), len(images)))
         for t, shift in enumerate(shifts):
             samplers, per_block = [], []

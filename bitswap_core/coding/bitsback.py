@@ -83,6 +83,11 @@ class BlockCoder:
         self.net = _Timed(model)  # the networks, timed for the benchmarks' network/coder split
 
     # ---- latents ----
+    def q1(self, x: torch.Tensor, q1=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z1|x) levels of blocks x as coded (q1: already computed from x): the one place the coder and
+        the encoder's fits take it from (bench/encoder_correction.py measures a per-image correction here)."""
+        return q1 if q1 is not None else self.net.q_latent(0, x)
+
     def _latent_codes(self, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, bases) per block; shift: per block, a scale-level shift of the latents' distributions (the
@@ -115,7 +120,7 @@ class BlockCoder:
         m, n, shift = self.net, len(x), adapt.latent_shift(maps)
         bits, z = np.zeros(n), []
         for i in range(self.cfg.nz):
-            dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
+            dist = self.q1(x, q1) if i == 0 else m.q_latent(i, z[i - 1])
             rows, bases = self._latent_codes(*dist, shift)
             zi = np.stack([samplers[j].pop(rows[j], bases[j], self.tz) for j in range(n)])
             bits -= [cost_bits(zi[j], rows[j], bases[j], self.tz) for j in range(n)]
@@ -299,7 +304,7 @@ class BlockCoder:
                    q1=None, maps: adapt.CodingMaps | None = None, border=None) -> None:
         """Code first blocks without bits-back: their pixels given z1 at the cell of grids[i] latent bins
         holding its posterior mean, then those cells under p(z1 | z2 at its prior's mode)."""
-        mean = (q1 if q1 is not None else self.net.q_latent(0, x))[0]
+        mean = self.q1(x, q1)[0]
         cells, z1 = first_block.latent_cells(self, mean, grids)
         self.push_pixels(coders, x, z1, valid, maps, border)
         rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), adapt.latent_shift(maps))
@@ -334,7 +339,7 @@ class BlockCoder:
         m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)
         z: list[torch.Tensor] = []
         for i in range(nz):
-            dist = q1 if i == 0 and q1 is not None else m.q_latent(i, x if i == 0 else z[i - 1])
+            dist = self.q1(x, q1) if i == 0 else m.q_latent(i, z[i - 1])
             z.append(self.pop_latents(coders, dist, ls))  # bits back
             if self.scheme == "bitswap":  # Bit-Swap: give the bits back at once, layer by layer
                 if i == 0:
@@ -370,13 +375,13 @@ class BlockCoder:
                     z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]), ls)
                 else:
                     x = self.pop_pixels(coders, z[0], valid, maps, border)
-                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]), ls)
+                self.push_latents(coders, z[i], self.q1(x) if i == 0 else m.q_latent(i, z[i - 1]), ls)
         else:
             for i in range(nz - 1, 0, -1):
                 z[i - 1] = self.pop_latents(coders, m.p_latent(i - 1, z[i]), ls)
             x = self.pop_pixels(coders, z[0], valid, maps, border)
             for i in range(nz - 1, -1, -1):
-                self.push_latents(coders, z[i], m.q_latent(i, x if i == 0 else z[i - 1]), ls)
+                self.push_latents(coders, z[i], self.q1(x) if i == 0 else m.q_latent(i, z[i - 1]), ls)
         return x.numpy().astype(np.uint8)
 
 

@@ -64,14 +64,14 @@ def choose(block_coder, images: Sequence[np.ndarray], adaptations=None, grids: S
 
     if not images:
         return []
-    cfg, m = block_coder.cfg, block_coder.net
+    cfg = block_coder.cfg
     n = len(images)
     parts = [(to_blocks(im), valid_sizes(*im.shape[:2]), grid(*im.shape[:2])[1], [0]) for im in images]
     x = torch.from_numpy(np.stack([blocks[0] for blocks, _, _, _ in parts]).astype(np.int64))
     valid = np.stack([v[0] for _, v, _, _ in parts])
     maps = adapt.coding_maps(adaptations, cfg)
     border = block_coder.borders(parts)
-    q_mean = m.q_latent(0, x)[0]
+    q_mean = block_coder.q1(x)[0]
     rows, bases = block_coder._latent_codes(*prior_above(block_coder, n), adapt.latent_shift(maps))
     costs = np.zeros((len(grids), n))
     for g, k in enumerate(grids):

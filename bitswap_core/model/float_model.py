@@ -282,9 +282,11 @@ class BitSwapModel(nn.Module):
         return mu, z_scale_value(cfg, scale_lvl)
 
     def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = (),
-                   ctx: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                   ctx: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None
+                   ) -> torch.Tensor:
         """log P(x | z1) per subpixel; x: (B, C, 32, 32) float in 0..255; ctx: the blocks with their border
-        and its known mask (forward), which the neighbour predictor reads."""
+        and its known mask (forward), which the neighbour predictor reads; log_scale_shift: added to every
+        pixel's log scale (broadcast to x), a float stand-in for the codec's per-image scale shifts."""
         cfg, xc, f = self.cfg, self.cfg.x_channels, self.cfg.mean_frac
         mean_lvl = F.pixel_shuffle(self.heads["x_mean"].level(pre[:, :xc]), 2)
         scale = x_scale_value(cfg, F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2))
@@ -307,6 +309,8 @@ class BitSwapModel(nn.Module):
             mean_lvl = torch.clamp(mean_lvl + moved, 0, 255 * f)
             if cfg.colour_residual:
                 mean_lvl = self.colour_residual_means([g[:, c:] for g in gates], x, mean_lvl)
+        if log_scale_shift is not None:
+            scale = scale * log_scale_shift.exp()
         return discretized_logistic_logp(x, mean_lvl / f, scale)
 
     def colour_residual_means(self, pre: list[torch.Tensor], x: torch.Tensor, mean_lvl: torch.Tensor) -> torch.Tensor:
@@ -326,7 +330,8 @@ class BitSwapModel(nn.Module):
         return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None,
-                q1: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                q1: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
@@ -362,7 +367,7 @@ class BitSwapModel(nn.Module):
             mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
             logp[i] = logistic_logpdf(zs[i], mu, s)
         pre, gates = self.pixel_pre(self.z_to_input(zs[0]), x)
-        logpx = self.pixel_logp(pre, x, gates, ctx).flatten(1).sum(1)
+        logpx = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)
