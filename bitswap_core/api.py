@@ -3,8 +3,9 @@
 RGB images go through the learned path (Bit-Swap or BB-ANS over the exact model); every other mode, and
 any RGB image that a classical lossless codec stores smaller (graphics, flat synthetic images), goes
 through bitswap_core.fallback. The container records which, and the decoder checks the pixel digest.
-Where WebP lossless wins at its fast effort, it is encoded again at its full effort (fallback.py): the
-slow setting is spent only where it is kept.
+Where WebP lossless wins at its fast effort, or comes within a few percent of the learned container, it is
+encoded again at its full effort (fallback.worth_full_effort): the slow setting is spent only where it may
+be kept.
 """
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ def compress_batch(
     out: list[bytes | None] = [None] * len(images)
     learned = [i for i, im in enumerate(images) if im.mode == _learned_mode(m)]
     digests = {i: container.pixel_digest(images[i]) for i in range(len(images))}
+    judged: dict[int, int] = {}  # per image, its fast WebP container's size (the judge of the full effort)
     for i, im in enumerate(images):
         if i not in learned or smallest:
             name, payload = fallback.encode(im)
             out[i] = _pack(im, name, "", payload, digests[i])
+            if name == fallback.WEBP:
+                judged[i] = len(out[i])
     if learned:
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in learned]
@@ -111,7 +115,9 @@ def compress_batch(
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
     for i, data in enumerate(out):
-        if data is not None and container.unpack(data).codec == fallback.WEBP:
+        if data is None:
+            continue
+        if fallback.worth_full_effort(container.unpack(data).codec, len(data), judged.get(i)):
             payload = fallback.encode_webp(images[i], "max")
             if payload is not None:
                 better = _pack(images[i], fallback.WEBP, "", payload, digests[i])

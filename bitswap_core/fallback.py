@@ -13,9 +13,11 @@ is ever returned.
 WebP effort: `encode(effort="fast")` (method 4, quality 75) costs about as much as PNG's optimize and
 decides which route wins; `encode(effort="max")` (method 6, quality 100) is 20-50x slower, 1-4% smaller on
 photos and a third smaller on graphics, so the codec spends it only on images the classical route has
-already won (api.compress_batch). Method 4 rather than 2 as the judge: on the validation photos it is
-2-3% smaller than method 2 for twice its (small) time, and so hands four more images that method 6 wins
-to the classical route (docs/bench/webp_effort.txt).
+already won, or nearly: where the fast WebP is within WEBP_MAX_MARGIN of the learned container, since the
+full effort was 0.7-4.8% smaller than the fast one on the validation photos (api.compress_batch). Method 4
+rather than 2 as the judge: on the validation photos it is 2-3% smaller than method 2 for twice its
+(small) time, and so hands four more images that method 6 wins to the classical route
+(docs/bench/webp_effort.txt).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ TIFF = "fallback:tiff"
 RAW = "fallback:raw"
 CODECS = (PNG, WEBP, TIFF, RAW)
 WEBP_EFFORTS = {"fast": (4, 75), "max": (6, 100)}  # (method, quality): for lossless, quality is effort
+WEBP_MAX_MARGIN = 0.05  # also try the full effort where the fast WebP is at most this much larger than the learned
 # WebP stores RGB(A); grey images go in as R = G = B (Pillow's L <-> RGB conversion is exact on those)
 _WEBP_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA"}
 _WEBP_MAX_SIDE = 16383
@@ -259,6 +262,13 @@ def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
     if best is None:
         raise ImageRefusedError(f"no lossless fallback for {image.mode} {image.size}: {'; '.join(failures)}")
     return best
+
+
+def worth_full_effort(kept_codec: str, kept_size: int, fast_webp_size: int | None) -> bool:
+    """Whether to try WebP at full effort on an image whose smallest container so far is kept_codec's
+    (kept_size bytes), given its fast WebP container's size (None: WebP cannot store it): where WebP won,
+    or came within WEBP_MAX_MARGIN of the winner."""
+    return kept_codec == WEBP or (fast_webp_size is not None and fast_webp_size <= (1 + WEBP_MAX_MARGIN) * kept_size)
 
 
 def encode_webp(image: Image.Image, effort: str = "max") -> bytes | None:
