@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: this machine's CPU wheel; an open requirement would pull a CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,cloud,codecs,report]"
+	$(PY) -m pip install -q -e ".[test,cloud,report]"
 	touch $(STAMP)
 
 install: $(STAMP)

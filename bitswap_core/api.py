@@ -83,13 +83,13 @@ def compress_batch(
     out: list[bytes | None] = [None] * len(images)
     learned = [i for i, im in enumerate(images) if im.mode == _learned_mode(m)]
     digests = {i: container.pixel_digest(images[i]) for i in range(len(images))}
-    judged: dict[int, int] = {}  # per image, its fast WebP container's size (the judge of the full effort)
+    fast: dict[int, dict[str, int]] = {}  # per image, its fast classical payloads' sizes (judges of the full efforts)
     for i, im in enumerate(images):
         if i not in learned or smallest:
-            name, payload = fallback.encode(im)
-            out[i] = _pack(im, name, "", payload, digests[i])
-            if name == fallback.WEBP:
-                judged[i] = len(out[i])
+            found = fallback.candidates(im)
+            name = min(found, key=lambda n: len(found[n]))
+            out[i] = _pack(im, name, "", found[name], digests[i])
+            fast[i] = {n: len(p) for n, p in found.items()}
     if learned:
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in learned]
@@ -117,11 +117,12 @@ def compress_batch(
     for i, data in enumerate(out):
         if data is None:
             continue
-        if fallback.worth_full_effort(container.unpack(data).codec, len(data), judged.get(i)):
-            payload = fallback.encode_webp(images[i], "max")
-            if payload is not None:
-                better = _pack(images[i], fallback.WEBP, "", payload, digests[i])
-                out[i] = better if len(better) < len(data) else data
+        for codec in (fallback.JXL, fallback.WEBP):
+            box = container.unpack(out[i])
+            if fallback.worth_full_effort(box.codec, len(box.payload), fast.get(i, {}).get(codec), codec):
+                payload = fallback.encode_verified(images[i], codec, "max")
+                if payload is not None and len(payload) < len(box.payload):
+                    out[i] = _pack(images[i], codec, "", payload, digests[i])
     return out  # type: ignore[return-value]
 
 

@@ -1,23 +1,24 @@
 """Classical lossless codecs for images the learned path does not take (RGBA, P, 1, 16-bit, float, ...)
-and for RGB images a classical codec stores smaller (graphics, screenshots, flat renders).
+and for RGB images a classical codec stores smaller (graphics, screenshots, photos the model codes worse).
 
-Why four options: PNG is compact and fast but stores few modes; WebP lossless (RGB, RGBA, L, LA) has the
+Why five options: PNG is compact and fast but stores few modes; WebP lossless (RGB, RGBA, L, LA) has the
 palette, colour-cache and LZ77 tools that graphics need (waterloo-serrano: 0.40 bits per subpixel against
-1.31 for the learned path, docs/BENCHMARKS.md); TIFF (deflate) stores more modes (CMYK, LAB, I, F, PA);
-anything else (YCbCr, HSV, RGBX, La, RGBa, I;16B ...) goes raw through LZMA with just enough metadata to
-rebuild it. The smallest of PNG and WebP is kept; TIFF and raw are only tried when neither takes the image.
-Pillow silently changes some modes on save or load (YCbCr TIFF loads as RGB, I;16B PNG loads as I;16), so
-every candidate is decoded again with `decode` and compared before it is accepted: only a verified payload
-is ever returned.
+1.31 for the learned path, docs/BENCHMARKS.md); JPEG-XL lossless (RGB, RGBA, L, LA here) is the best
+classical codec on photos (3.32 bpd on the validation set against WebP's 3.48 and the learned path's
+3.63), so an archive is never larger than it would be in JPEG-XL; TIFF (deflate) stores more modes (CMYK,
+LAB, I, F, PA); anything else (YCbCr, HSV, RGBX, La, RGBa, I;16B ...) goes raw through LZMA with just
+enough metadata to rebuild it. The smallest of PNG, WebP and JPEG-XL is kept; TIFF and raw are only
+tried when none takes the image. Pillow silently changes some modes on save or load (YCbCr TIFF loads as
+RGB, I;16B PNG loads as I;16), so every candidate is decoded again with `decode` and compared before it
+is accepted: only a verified payload is ever returned.
 
-WebP effort: `encode(effort="fast")` (method 4, quality 75) costs about as much as PNG's optimize and
-decides which route wins; `encode(effort="max")` (method 6, quality 100) is 20-50x slower, 1-4% smaller on
-photos and a third smaller on graphics, so the codec spends it only on images the classical route has
-already won, or nearly: where the fast WebP is within WEBP_MAX_MARGIN of the learned container, since the
-full effort was 0.7-4.8% smaller than the fast one on the validation photos (api.compress_batch). Method 4
-rather than 2 as the judge: on the validation photos it is 2-3% smaller than method 2 for twice its
-(small) time, and so hands four more images that method 6 wins to the classical route
-(docs/bench/webp_effort.txt).
+Effort: `candidates(effort="fast")` (WebP method 4, quality 75; JPEG-XL effort 7) costs about as much as
+PNG's optimize plus a few tenths of a second per megapixel and decides which route wins; the full effort
+(WebP method 6, quality 100: 20-50x slower, 0.7-4.8% smaller on the validation photos, a third smaller on
+graphics; JPEG-XL effort 9: about 3x slower, 0.6-2.4% smaller on photo crops) is spent only where it
+already won, or came within FULL_EFFORT_MARGIN of the smallest container (worth_full_effort,
+api.compress_batch). WebP method 4 rather than 2 as the judge: on the validation photos it is 2-3% smaller
+than method 2 for twice its (small) time (docs/bench/webp_effort.txt).
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ from bitswap_core.errors import BitswapError, CorruptPayloadError, ImageRefusedE
 
 PNG = "fallback:png"
 WEBP = "fallback:webp"
+JXL = "fallback:jxl"
 TIFF = "fallback:tiff"
 RAW = "fallback:raw"
-CODECS = (PNG, WEBP, TIFF, RAW)
+CODECS = (PNG, WEBP, JXL, TIFF, RAW)
 WEBP_EFFORTS = {"fast": (4, 75), "max": (6, 100)}  # (method, quality): for lossless, quality is effort
-WEBP_MAX_MARGIN = 0.05  # also try the full effort where the fast WebP is at most this much larger than the learned
+JXL_EFFORTS = {"fast": 7, "max": 9}  # libjxl effort; 9 is about 3x slower than 7 (REFERENCE.md: 1.0 s vs 0.3 s)
+# also try a codec's full effort where its fast payload is at most this much larger than the smallest so far
+FULL_EFFORT_MARGIN = 0.05
+# JPEG-XL stores these modes (pillow-jxl-plugin); others go to PNG / WebP / TIFF / raw
+_JXL_MODES = ("RGB", "RGBA", "L", "LA")
+_JXL_MAX_PIXELS = 1 << 28
 # WebP stores RGB(A); grey images go in as R = G = B (Pillow's L <-> RGB conversion is exact on those)
 _WEBP_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA"}
 _WEBP_MAX_SIDE = 16383
@@ -118,6 +125,74 @@ def _decode_webp(payload: bytes, mode: str, size: tuple[int, int]) -> Image.Imag
     if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
         raise CorruptPayloadError(f"WebP payload for a {mode} image holds colour pixels")
     return image.convert(mode)
+
+
+def _jxl_plugin():
+    """pillow-jxl-plugin's image class (importing it registers JPEG-XL with Pillow)."""
+    try:
+        from pillow_jxl import JpegXLImagePlugin
+    except ImportError as exc:  # a dependency; only a broken install lacks it
+        raise UnsupportedFormatError(f"JPEG-XL needs pillow-jxl-plugin ({exc})") from exc
+    return JpegXLImagePlugin.JXLImageFile
+
+
+def _encode_jxl(image: Image.Image, effort: str = "fast") -> bytes:
+    if image.mode not in _JXL_MODES:
+        raise ValueError(f"JPEG-XL is used for {', '.join(_JXL_MODES)}, not {image.mode}")
+    if image.width * image.height > _JXL_MAX_PIXELS:
+        raise ValueError(f"JPEG-XL is used up to {_JXL_MAX_PIXELS} pixels, not {image.size}")
+    _jxl_plugin()
+    buf = io.BytesIO()
+    image.save(buf, "JXL", lossless=True, effort=JXL_EFFORTS[effort])
+    return buf.getvalue()
+
+
+class _Bits:
+    """LSB-first bit reader over bytes (JPEG-XL's bit order)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for i in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise CorruptPayloadError("JPEG-XL payload truncated inside its size header")
+            v |= ((self.data[byte] >> (self.pos & 7)) & 1) << i
+            self.pos += 1
+        return v
+
+    def u32_size(self) -> int:
+        return 1 + self.u((9, 13, 18, 30)[self.u(2)])
+
+
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+def _jxl_size(payload: bytes) -> tuple[int, int]:
+    """(width, height) from a bare JPEG-XL codestream's SizeHeader (ISO/IEC 18181-1), read before the
+    decoder runs: pillow-jxl-plugin decodes every pixel when it opens a file, so the declared size must be
+    checked first (as for WebP)."""
+    if payload[:2] != b"\xff\x0a":
+        raise CorruptPayloadError("JPEG-XL payload is not a bare codestream")
+    bits = _Bits(payload[2:16])
+    small = bits.u(1)
+    height = 8 * (1 + bits.u(5)) if small else bits.u32_size()
+    ratio = bits.u(3)
+    if ratio:
+        num, den = _JXL_RATIOS[ratio]
+        return height * num // den, height
+    return (8 * (1 + bits.u(5)) if small else bits.u32_size()), height
+
+
+def _decode_jxl(payload: bytes, mode: str, size: tuple[int, int]) -> Image.Image:
+    if mode not in _JXL_MODES:
+        raise CorruptPayloadError(f"a JPEG-XL payload cannot hold mode {mode}")
+    declared = _jxl_size(payload)
+    if declared != tuple(size):
+        raise CorruptPayloadError(f"JPEG-XL payload holds {declared}, container says {tuple(size)}")
+    return _decode_pil(_jxl_plugin(), "JPEG-XL", payload, mode, size)
 
 
 def _encode_tiff(image: Image.Image) -> bytes:
@@ -229,6 +304,8 @@ def decode(
         return _decode_pil(PngImagePlugin.PngImageFile, "PNG", payload, mode, size)
     if codec_name == WEBP:
         return _decode_webp(payload, mode, size)
+    if codec_name == JXL:
+        return _decode_jxl(payload, mode, size)
     if codec_name == TIFF:
         return _decode_pil(TiffImagePlugin.TiffImageFile, "TIFF", payload, mode, size)
     if codec_name == RAW:
@@ -236,18 +313,19 @@ def decode(
     raise UnsupportedFormatError(f"unknown fallback codec {codec_name!r} (known: {', '.join(CODECS)})")
 
 
-def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
-    """Losslessly encode any Pillow image; returns (codec name, payload), the smallest of PNG and WebP (or
-    else TIFF, or else raw), verified by decoding it again. effort: "fast" or "max", WebP's (see above)."""
+def candidates(image: Image.Image, effort: str = "fast") -> dict[str, bytes]:
+    """Every payload of PNG, WebP and JPEG-XL (at this effort: "fast" or "max", see above) that stores the
+    image exactly, verified by decoding it again; where none does, TIFF's, or else raw's. Raises
+    ImageRefusedError, naming each codec's reason, when nothing stores it."""
     if effort not in WEBP_EFFORTS:
         raise ValueError(f"effort must be one of {tuple(WEBP_EFFORTS)}, not {effort!r}")
     image.load()
     failures = []
-    best: tuple[str, bytes] | None = None
+    found: dict[str, bytes] = {}
     encoders = ((PNG, _encode_png), (WEBP, lambda im: _encode_webp(im, effort)),
-                (TIFF, _encode_tiff), (RAW, _encode_raw))
+                (JXL, lambda im: _encode_jxl(im, effort)), (TIFF, _encode_tiff), (RAW, _encode_raw))
     for name, encoder in encoders:
-        if best is not None and name in (TIFF, RAW):
+        if found and name in (TIFF, RAW):
             break
         try:
             payload = encoder(image)
@@ -255,28 +333,42 @@ def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
         except Exception as exc:  # Pillow refuses many modes per format; the next option may take it
             failures.append(f"{name}: {exc}")
             continue
-        if not _same(image, decoded):
+        if _same(image, decoded):
+            found[name] = payload
+        else:
             failures.append(f"{name}: round trip differs")
-        elif best is None or len(payload) < len(best[1]):
-            best = name, payload
-    if best is None:
+    if not found:
         raise ImageRefusedError(f"no lossless fallback for {image.mode} {image.size}: {'; '.join(failures)}")
-    return best
+    return found
 
 
-def worth_full_effort(kept_codec: str, kept_size: int, fast_webp_size: int | None) -> bool:
-    """Whether to try WebP at full effort on an image whose smallest container so far is kept_codec's
-    (kept_size bytes), given its fast WebP container's size (None: WebP cannot store it): where WebP won,
-    or came within WEBP_MAX_MARGIN of the winner."""
-    return kept_codec == WEBP or (fast_webp_size is not None and fast_webp_size <= (1 + WEBP_MAX_MARGIN) * kept_size)
+def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
+    """Losslessly encode any Pillow image; returns (codec name, payload), the smallest of candidates(...)."""
+    found = candidates(image, effort)
+    name = min(found, key=lambda n: len(found[n]))
+    return name, found[name]
+
+
+def worth_full_effort(kept_codec: str, kept_size: int, fast_size: int | None, codec: str = WEBP) -> bool:
+    """Whether to try codec (WebP or JPEG-XL) at full effort on an image whose smallest payload so far is
+    kept_codec's (kept_size bytes), given codec's fast payload size (None: it cannot store the image):
+    where it won, or came within FULL_EFFORT_MARGIN of the winner."""
+    return kept_codec == codec or (fast_size is not None and fast_size <= (1 + FULL_EFFORT_MARGIN) * kept_size)
+
+
+def encode_verified(image: Image.Image, codec: str, effort: str = "max") -> bytes | None:
+    """The image as verified WebP or JPEG-XL lossless at this effort, or None where it cannot store it
+    exactly."""
+    encoder = {WEBP: _encode_webp, JXL: _encode_jxl}[codec]
+    try:
+        payload = encoder(image, effort)
+        if _same(image, decode(codec, payload, image.mode, image.size)):
+            return payload
+    except (ValueError, OSError, BitswapError):
+        pass
+    return None
 
 
 def encode_webp(image: Image.Image, effort: str = "max") -> bytes | None:
-    """The image as verified WebP lossless at this effort, or None where WebP cannot store it exactly."""
-    try:
-        payload = _encode_webp(image, effort)
-        if _same(image, decode(WEBP, payload, image.mode, image.size)):
-            return payload
-    except (ValueError, OSError, CorruptPayloadError):
-        pass
-    return None
+    """encode_verified for WebP."""
+    return encode_verified(image, WEBP, effort)

@@ -101,8 +101,18 @@ def test_icc_profile_is_kept(tiny_model):
 def test_smallest_picks_the_fallback_for_flat_graphics(tiny_model):
     img = Image.new("RGB", (64, 64), (10, 200, 30))
     data = bitswap_core.compress(img, tiny_model)
-    assert container.unpack(data).codec in (fallback.PNG, fallback.WEBP)
+    assert container.unpack(data).codec in (fallback.PNG, fallback.WEBP, fallback.JXL)
     assert same(bitswap_core.decompress(data, tiny_model), img)
+
+
+def test_photos_the_model_loses_get_jpeg_xl_at_full_effort(tiny_model):
+    """Where JPEG-XL wins at its fast effort, the kept payload is the full-effort one when that is smaller."""
+    img = photo_crop("usc-4.2.07.png", box=(0, 0, 96, 96))
+    box = container.unpack(bitswap_core.compress(img, tiny_model))
+    fast = fallback.candidates(img)[fallback.JXL]
+    assert box.codec == fallback.JXL
+    assert len(box.payload) == min(len(fast), len(fallback.encode_verified(img, fallback.JXL, "max")))
+    assert same(bitswap_core.decompress(bitswap_core.compress(img, tiny_model), tiny_model), img)
 
 
 def test_graphics_get_webp_at_full_effort(tiny_model):
