@@ -20,22 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inference_gap import amortised_q, descend, tile_bpd  # noqa: E402
+from bench.inference_gap import affine_q, amortised_q, fit_affine, tile_bpd  # noqa: E402
 from jobs.training import float_model, list_images, load_rgb, tile_blocks  # noqa: E402
-
-
-def fit_correction(model, tiles, known, steps: int, lr: float, samples: int) -> tuple[torch.Tensor, ...]:
-    """(a, b, c), one per latent channel, down the tiles' -ELBO."""
-    with torch.no_grad():
-        mu0, s0 = amortised_q(model, tiles)
-    a, b, c = (torch.zeros(1, mu0.shape[1], 1, 1, requires_grad=True) for _ in range(3))
-    descend(model, tiles, known, [a, b, c], lambda: corrected(model, mu0, s0, (a, b, c)), steps, lr, samples)
-    return tuple(t.detach() for t in (a, b, c))
-
-
-def corrected(model, mu, s, abc) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b, c = abc
-    return mu * (1 + a) + b, (s * c.exp()).clamp(model.cfg.z_scale_min, model.cfg.z_scale_max)
 
 
 def main() -> None:
@@ -54,11 +40,11 @@ def main() -> None:
         tiles, known = tile_blocks([load_rgb(url)], border=True)
         pick = torch.randperm(len(tiles), generator=torch.Generator().manual_seed(5))
         fit, judge = pick[: args.fit], pick[args.fit : args.fit + args.judge]
-        abc = fit_correction(model, tiles[fit], known[fit], args.steps, args.lr, samples=2)
+        abc = fit_affine(model, tiles[fit], known[fit], args.steps, args.lr, samples=2)
         with torch.no_grad():
             mu, s = amortised_q(model, tiles[judge])
             before = float(tile_bpd(model, tiles[judge], known[judge]).mean())
-            after = float(tile_bpd(model, tiles[judge], known[judge], corrected(model, mu, s, abc)).mean())
+            after = float(tile_bpd(model, tiles[judge], known[judge], affine_q(model, mu, s, abc)).mean())
         tot0, tot1, n = tot0 + before, tot1 + after, n + 1
         print(f"{Path(url).name:28s} amortised {before:.4f}  corrected {after:.4f} ({100 * (after / before - 1):+.2f}%)"
               f"  |b| {abc[1].abs().mean():.3f}  a {abc[0].mean():+.3f}  c {abc[2].mean():+.3f}", flush=True)

@@ -68,18 +68,30 @@ def optimised_q(model, tiles, known, steps: int, lr: float, samples: int, scale_
     return tuple(t.detach() for t in q1())
 
 
-def shared_correction(model, tiles, known, steps: int, lr: float, samples: int
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q(z1|x) with one affine correction per latent channel shared by all tiles (mean (1 + a) mu + b,
-    scale e^c s), fitted on the tiles themselves: if the per-tile gap were a global bias of the encoder,
-    this would find it (and a per-image header could carry it)."""
-    cfg = model.cfg
+def fit_affine(model, tiles, known, steps: int, lr: float, samples: int) -> tuple[torch.Tensor, ...]:
+    """One affine correction (a, b, c) of q(z1|x) per latent channel (affine_q), fitted down the tiles'
+    -ELBO: shared by tiles of all images here, per image in bench/image_q.py."""
     with torch.no_grad():
         mu0, s0 = amortised_q(model, tiles)
-    a, b, c = (torch.zeros(1, mu0.shape[1], 1, 1, requires_grad=True) for _ in range(3))
-    q1 = lambda: (mu0 * (1 + a) + b, (s0 * c.exp()).clamp(cfg.z_scale_min, cfg.z_scale_max))  # noqa: E731
-    descend(model, tiles, known, [a, b, c], q1, steps, lr, samples)
-    return tuple(t.detach() for t in q1())
+    abc = tuple(torch.zeros(1, mu0.shape[1], 1, 1, requires_grad=True) for _ in range(3))
+    descend(model, tiles, known, list(abc), lambda: affine_q(model, mu0, s0, abc), steps, lr, samples)
+    return tuple(t.detach() for t in abc)
+
+
+def affine_q(model, mu: torch.Tensor, s: torch.Tensor, abc) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z1|x) (mean (1 + a) mu + b, scale e^c s on the model's scale grid)."""
+    a, b, c = abc
+    return mu * (1 + a) + b, (s * c.exp()).clamp(model.cfg.z_scale_min, model.cfg.z_scale_max)
+
+
+def shared_correction(model, tiles, known, steps: int, lr: float, samples: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z1|x) with one affine correction per latent channel shared by all tiles, fitted on the tiles
+    themselves: if the per-tile gap were a global bias of the encoder, this would find it (and a per-image
+    header could carry it)."""
+    abc = fit_affine(model, tiles, known, steps, lr, samples)
+    with torch.no_grad():
+        return affine_q(model, *amortised_q(model, tiles), abc)
 
 
 def iwae_bpd(model, tiles, known, k: int) -> list[tuple[int, float, float]]:

@@ -87,8 +87,8 @@ def compress_batch(
     for i, im in enumerate(images):
         if i not in learned or smallest:
             found = fallback.candidates(im)
-            name = min(found, key=lambda n: len(found[n]))
-            out[i] = _pack(im, name, "", found[name], digests[i])
+            name, payload = fallback.smallest(found)
+            out[i] = _pack(im, name, "", payload, digests[i])
             fast[i] = {n: len(p) for n, p in found.items()}
     if learned:
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)

@@ -342,11 +342,15 @@ def candidates(image: Image.Image, effort: str = "fast") -> dict[str, bytes]:
     return found
 
 
-def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
-    """Losslessly encode any Pillow image; returns (codec name, payload), the smallest of candidates(...)."""
-    found = candidates(image, effort)
+def smallest(found: dict[str, bytes]) -> tuple[str, bytes]:
+    """(codec name, payload) of the smallest of candidates()."""
     name = min(found, key=lambda n: len(found[n]))
     return name, found[name]
+
+
+def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
+    """Losslessly encode any Pillow image; returns (codec name, payload), the smallest of candidates(...)."""
+    return smallest(candidates(image, effort))
 
 
 def worth_full_effort(kept_codec: str, kept_size: int, fast_size: int | None, codec: str = WEBP) -> bool:
