@@ -15,7 +15,8 @@ is accepted: only a verified payload is ever returned.
 Effort: `candidates(effort="fast")` (WebP method 4, quality 75; JPEG-XL effort 7) costs about as much as
 PNG's optimize plus a few tenths of a second per megapixel and decides which route wins; the full effort
 (WebP method 6, quality 100: 20-50x slower, 0.7-4.8% smaller on the validation photos, a third smaller on
-graphics; JPEG-XL effort 9: about 3x slower, 0.6-2.4% smaller on photo crops) is spent only where it
+graphics; JPEG-XL effort 9: about 3x slower, usually a little smaller but not always, e.g. not on
+usc-4.1.06, docs/bench/classical_route_jxl.txt) is spent only where it
 already won, or came within FULL_EFFORT_MARGIN of the smallest container (worth_full_effort,
 api.compress_batch). WebP method 4 rather than 2 as the judge: on the validation photos it is 2-3% smaller
 than method 2 for twice its (small) time (docs/bench/webp_effort.txt).
