@@ -13,7 +13,8 @@ RGB, I;16B PNG loads as I;16), so every candidate is decoded again with `decode`
 is accepted: only a verified payload is ever returned.
 
 Effort: `candidates(effort="fast")` (WebP method 4, quality 75; JPEG-XL effort 7) costs about as much as
-PNG's optimize plus a few tenths of a second per megapixel and decides which route wins; the full effort
+PNG's optimize plus JPEG-XL's 0.3 s on a 512x512 photo (REFERENCE.md) and decides which route wins; the
+full effort
 (WebP method 6, quality 100: 20-50x slower, 0.7-4.8% smaller on the validation photos, a third smaller on
 graphics; JPEG-XL effort 9: about 3x slower, usually a little smaller but not always, e.g. not on
 usc-4.1.06, docs/bench/classical_route_jxl.txt) is spent only where it
