@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from bitswap_core import container, fallback
-from bitswap_core.coding import adapt, first_block
+from bitswap_core.blocks import grid
+from bitswap_core.coding import adapt, first_block, importance
 from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
 from bitswap_core.coding.rans import AnsCoder
 from bitswap_core.errors import (
@@ -64,6 +65,7 @@ def compress_batch(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     adapt_blocks: int | None = None,
     coarse_first: bool | None = None,
+    particles: int = 1,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
@@ -73,10 +75,13 @@ def compress_batch(
     adapt.sample_size's rule, 16 to 64 blocks by the image's size).
     coarse_first: send each image's first block's latents on a coarse grid instead of by bits-back
     (coding/first_block.py); None: on for bitswap, off for bbans (the paper's naive baseline).
+    particles: posterior samples per block (coding/importance.py): above 1, each block is coded at the
+    importance-weighted bound, smaller, for about that many times the work when encoding and decoding.
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
         raise ValueError(f"codec must be one of {SCHEMES}, not {codec!r}")
+    importance.check_particles(particles)
     for im in images:
         _check_size(im, max_pixels)
     m = resolve(model)
@@ -99,18 +104,23 @@ def compress_batch(
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
         coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
         grids = first_block.choose(bc, arrays, adaptations) if coarse else [0] * len(arrays)
+        starts: list[list[int]] = []
         try:
-            coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids)
+            coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
+                                   starts=starts)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(learned)
-        for i, coder, adaptation, k in zip(learned, coders, adaptations, grids):
+        for i, coder, adaptation, k, start in zip(learned, coders, adaptations, grids,
+                                                       starts or [[]] * len(learned)):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
             header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
+            if container.VERSION >= 14:
+                header += importance.to_bytes(particles, start, _blocks(images[i]))
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
@@ -128,10 +138,15 @@ def compress_batch(
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
              max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int | None = None,
-             coarse_first: bool | None = None) -> bytes:
+             coarse_first: bool | None = None, particles: int = 1) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
-                          adapt_blocks=adapt_blocks, coarse_first=coarse_first)[0]
+                          adapt_blocks=adapt_blocks, coarse_first=coarse_first, particles=particles)[0]
+
+
+def _blocks(image: Image.Image) -> int:
+    rows, cols = grid(image.height, image.width)
+    return rows * cols
 
 
 def _model_for(c: container.Container, model: ModelArg) -> Model:
@@ -186,16 +201,21 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         first = boxes[idx[0]]
         # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
         bc = m.block_coder(scheme, first.spike_adapted, first.bordered)
-        adaptations, coders, grids = [], [], []
+        adaptations, coders, grids, particles, starts = [], [], [], [], []
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
+            blocks = _blocks(boxes[i])
+            n_particles, start, ans = (importance.from_bytes(ans, blocks) if first.particles_section
+                                       else (1, [], ans))
+            particles.append(n_particles)
+            starts.append(start)
             adaptations.append(adaptation)
             grids.append(k)
             coders.append(AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans))
         shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
-        arrays = decode_images(bc, coders, shapes, adaptations, grids)
+        arrays = decode_images(bc, coders, shapes, adaptations, grids, particles, starts)
         for i, arr in zip(idx, arrays):
             out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

@@ -109,7 +109,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 13  # the container version whose header layout to_bytes writes (10's is 9's)
+FORMAT = 14  # the container version whose header layout to_bytes writes (10's is 9's, 14's 13's)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, bordered, grid, pad_block, to_blocks, valid_sizes
-from bitswap_core.coding import adapt, first_block
+from bitswap_core.coding import adapt, first_block, importance
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
@@ -321,19 +321,25 @@ class BlockCoder:
 
     # ---- one block of each image ----
     def push_blocks(self, coders: Sequence[AnsCoder], blocks: np.ndarray, valid: np.ndarray, q1=None,
-                    maps: adapt.CodingMaps | None = None, border=None, grids: Sequence[int] | None = None) -> None:
+                    maps: adapt.CodingMaps | None = None, border=None, grids: Sequence[int] | None = None,
+                    particles: Sequence[int] | None = None) -> None:
         """q1: q(z1|x) of these blocks if already computed (it depends on x alone, so the encoder can
         batch it over many steps). maps: the images' adaptation (adapt.coding_maps rows) or None. border:
         the blocks with their border (self.borders) for a bordered coder. grids: per block, its image's
-        first-block grid if this is that image's first block (push_first) and 0 otherwise, or None (all 0)."""
+        first-block grid if this is that image's first block (push_first) and 0 otherwise, or None (all 0).
+        particles: per block, how many posterior samples code it (coding/importance.py; 1: one, the
+        schedule's own), or None (all 1)."""
         x = torch.from_numpy(blocks.astype(np.int64))
-        first, rest = _split(grids, len(coders))
-        if not len(first):
-            return self._push_bits_back(coders, x, valid, q1, maps, border)
-        self.push_first([coders[i] for i in first], x[first], valid[first], [grids[i] for i in first],
-                        *_rows((q1, maps, border), first))
-        if len(rest):
-            self._push_bits_back([coders[i] for i in rest], x[rest], valid[rest], *_rows((q1, maps, border), rest))
+        for kind, idx in _kinds(grids, particles, len(coders)):
+            whole = len(idx) == len(coders)
+            sub = coders if whole else [coders[i] for i in idx]
+            rows = (q1, maps, border) if whole else _rows((q1, maps, border), idx)
+            if kind == 0:
+                self.push_first(sub, x[idx], valid[idx], [grids[i] for i in idx], *rows)
+            elif kind == 1:
+                self._push_bits_back(sub, x if whole else x[idx], valid[idx], *rows)
+            else:
+                importance.push_blocks(self, sub, x if whole else x[idx], valid[idx], kind, *rows)
 
     def _push_bits_back(self, coders, x: torch.Tensor, valid: np.ndarray, q1=None, maps=None, border=None) -> None:
         m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)
@@ -353,15 +359,20 @@ class BlockCoder:
         self.push_latents(coders, z[-1], m.top_prior(len(coders)), ls)
 
     def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None,
-                   border=None, grids: Sequence[int] | None = None) -> np.ndarray:
-        first, rest = _split(grids, len(coders))
-        if not len(first):
-            return self._pop_bits_back(coders, valid, maps, border)
+                   border=None, grids: Sequence[int] | None = None, particles: Sequence[int] | None = None
+                   ) -> np.ndarray:
         out = np.empty((len(coders), self.cfg.channels, BLOCK, BLOCK), dtype=np.uint8)
-        out[first] = self.pop_first([coders[i] for i in first], valid[first], [grids[i] for i in first],
-                                    *_rows((maps, border), first)).numpy().astype(np.uint8)
-        if len(rest):
-            out[rest] = self._pop_bits_back([coders[i] for i in rest], valid[rest], *_rows((maps, border), rest))
+        for kind, idx in _kinds(grids, particles, len(coders)):
+            whole = len(idx) == len(coders)
+            sub = coders if whole else [coders[i] for i in idx]
+            rows = (maps, border) if whole else _rows((maps, border), idx)
+            if kind == 0:
+                x = self.pop_first(sub, valid[idx], [grids[i] for i in idx], *rows).numpy()
+            elif kind == 1:
+                x = self._pop_bits_back(sub, valid[idx], *rows)
+            else:
+                x = importance.pop_blocks(self, sub, valid[idx], kind, *rows).numpy()
+            out[idx] = x.astype(np.uint8)
         return out
 
     def _pop_bits_back(self, coders, valid: np.ndarray, maps=None, border=None) -> np.ndarray:
@@ -385,10 +396,13 @@ class BlockCoder:
         return x.numpy().astype(np.uint8)
 
 
-def _split(grids: Sequence[int] | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of first blocks coded on a grid, indices of the others)."""
+def _kinds(grids: Sequence[int] | None, particles: Sequence[int] | None, n: int) -> list[tuple[int, np.ndarray]]:
+    """The blocks of one step by how they are coded: (0, first blocks coded on a grid), (1, one posterior
+    sample), (k, k particles), each with its indices; empty groups left out."""
     g = np.zeros(n, dtype=np.int64) if grids is None else np.asarray(grids, dtype=np.int64)
-    return np.flatnonzero(g > 0), np.flatnonzero(g <= 0)
+    k = np.ones(n, dtype=np.int64) if particles is None else np.maximum(np.asarray(particles, dtype=np.int64), 1)
+    k = np.where(g > 0, 0, k)
+    return [(int(v), np.flatnonzero(k == v)) for v in np.unique(k)]
 
 
 def _rows(parts, idx: np.ndarray) -> list:
@@ -406,14 +420,20 @@ def _rows(parts, idx: np.ndarray) -> list:
 
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
                   adaptations: Sequence[adapt.Adaptation] | None = None,
-                  first_grids: Sequence[int] | None = None) -> list[AnsCoder]:
+                  first_grids: Sequence[int] | None = None, particles: int = 1,
+                  starts: list | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
     adaptations: per image, its adaptation (coding/adapt.py), or None; the decoder needs the same.
     first_grids: per image, the latent grid of its first block (coding/first_block.py; 0: bits-back), or
     None (all 0, as containers before version 10); the decoder needs the same.
+    particles: posterior samples per block (coding/importance.py; 1: the schedule's own single sample).
+    With more, each image climbs to them (importance.rungs) as its stack grows deep enough for each
+    (importance.stack_needed); starts, if given, receives per image the block where each rung started
+    (its block count for a rung never reached), which the decoder needs.
     """
+    importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     blocks = [to_blocks(im) for im in images]
     valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
@@ -422,6 +442,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
+    ladder = importance.rungs(particles)
+    start = [[len(b)] * len(ladder) for b in blocks]
+    need = [importance.stack_needed(block_coder.cfg, k) for k in ladder]
     ahead = max(1, 256 // max(1, len(images)))  # steps whose q(z1|x) is computed in one batch
     q1: list = []
     for t in range(steps):
@@ -434,21 +457,30 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for _, js in span:
                 q1.append((mean[k : k + len(js)], scale[k : k + len(js)]))
                 k += len(js)
+        for j in act:
+            for r in range(len(ladder)):
+                if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
+                    start[j][r] = t
         block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                                 np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
                                 maps=None if maps is None else maps[act],
                                 border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
-                                grids=None if first_grids is None or t else [first_grids[j] for j in act])
+                                grids=None if first_grids is None or t else [first_grids[j] for j in act],
+                                particles=[importance.particles_at(particles, start[j], t) for j in act])
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
+    if starts is not None:
+        starts.extend(start)
     return coders
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
                   adaptations: Sequence[adapt.Adaptation] | None = None,
-                  first_grids: Sequence[int] | None = None) -> list[np.ndarray]:
-    """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays."""
+                  first_grids: Sequence[int] | None = None, particles: Sequence[int] | None = None,
+                 starts: Sequence[Sequence[int]] | None = None) -> list[np.ndarray]:
+    """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays.
+    particles, starts: per image, as encode_images used and gave them (None: one sample throughout)."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     from bitswap_core.blocks import from_blocks
 
@@ -464,7 +496,9 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
         x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
                                    maps=None if maps is None else maps[act], border=border,
                                    grids=None if first_grids is None else [0 if k else first_grids[j]
-                                                                           for j, k in zip(act, idx)])
+                                                                           for j, k in zip(act, idx)],
+                                   particles=None if particles is None else
+                                   [importance.particles_at(particles[j], starts[j], k) for j, k in zip(act, idx)])
         for row, (j, k) in enumerate(zip(act, idx)):
             out[j][k] = x[row]
     for c in coders:

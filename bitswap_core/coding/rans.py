@@ -451,6 +451,25 @@ class AnsCoder:
         return cell_index(self.pop(rows, bases, table, cells=grid_cells(table.n, _grid_width(k, table.n))),
                           table.n, k)
 
+    def push_categorical(self, symbol: int, freqs: np.ndarray) -> None:
+        """Push one symbol in [0, K) under integer frequencies (K,) that are >= 1 and add up to
+        2**CATEGORICAL_PRECISION (no dithering: used for the importance sampler's particle index)."""
+        cum = _cumulative(freqs)
+        if not 0 <= symbol < len(freqs):
+            raise ValueError(f"symbol {symbol} is outside 0..{len(freqs) - 1}")
+        self._reserve(1)
+        state, self.m = _push_categorical(self.state, self.buf, self.m, cum[symbol + 1] - cum[symbol],
+                                          cum[symbol], CATEGORICAL_PRECISION)
+        self.state = np.uint64(state)
+
+    def pop_categorical(self, freqs: np.ndarray) -> int:
+        k, state, self.m, self.min_m, ok = _pop_categorical(self.state, self.buf, self.m, self.min_m,
+                                                            _cumulative(freqs), CATEGORICAL_PRECISION)
+        self.state = np.uint64(state)
+        if not ok:
+            raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
+        return int(k)
+
     # ---- serialization: [u32 kept bed words][u64 state][u32 words...] ----
     def to_bytes(self) -> bytes:
         kept = self.min_m
@@ -485,11 +504,17 @@ def random_coder(rng: np.random.Generator, words: int) -> AnsCoder:
 
 
 @numba.njit(cache=True, inline="always")
-def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k):
+def _symbol_freq(table, r, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k):
+    """The frequency of the cell [lo_k, hi_k) under its (spiked) distribution: what push codes it with."""
     total = np.uint64(1 << precision)
     a, e1, e2 = _spike_masses(n, total, l1, l2)
-    f = (_cdf_mixed(table, r, hi_k, b, width, n, total, v, a, e1, v2, e2)
-         - _cdf_mixed(table, r, lo_k, b, width, n, total, v, a, e1, v2, e2))
+    return (_cdf_mixed(table, r, hi_k, b, width, n, total, v, a, e1, v2, e2)
+            - _cdf_mixed(table, r, lo_k, b, width, n, total, v, a, e1, v2, e2))
+
+
+@numba.njit(cache=True, inline="always")
+def _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k):
+    f = _symbol_freq(table, r, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k)
     return precision - np.log2(np.float64(f))
 
 
@@ -519,3 +544,97 @@ def cost_bits(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: T
               cells: np.ndarray | GroupedCells | None = None) -> float:
     """Ideal code length, -sum log2 P(symbol), of symbols under their (spiked, celled) table distributions."""
     return float(cost_bits_each(symbols, rows, bases, table, spikes, cells).sum())
+
+
+# ---- exact code lengths: integers, the same on every machine (importance weights, coding/importance.py) ----
+COST_FRAC = 24  # fixed-point code lengths count units of 2**-24 bits
+_MANTISSA_BITS = 16
+
+
+def _log2_table() -> np.ndarray:
+    """log2(1 + i / 2**16) for i in [0, 2**16], in units of 2**-COST_FRAC, by repeated squaring of a Q30
+    integer: exact integer arithmetic, so every machine builds the same table (numpy's float log2 may
+    differ in its last bit between CPUs, and the decoder must reproduce the encoder's weights exactly)."""
+    one = np.int64(1 << 30)
+    m = one + (np.arange(2**_MANTISSA_BITS + 1, dtype=np.int64) << (30 - _MANTISSA_BITS))
+    out = np.zeros_like(m)
+    for b in range(1, COST_FRAC + 1):
+        m = (m * m) >> 30
+        big = m >= 2 * one
+        out += big.astype(np.int64) << (COST_FRAC - b)
+        m = np.where(big, m >> 1, m)
+    return out
+
+
+_LOG2 = _log2_table()
+
+
+@numba.njit(cache=True, inline="always")
+def _log2_fixed(f, log2t):
+    """log2(f) of an integer f >= 1 in units of 2**-COST_FRAC (the mantissa rounded to 16 bits)."""
+    f = np.int64(f)
+    e = 0
+    while (f >> (e + 1)) > 0:
+        e += 1
+    if e >= _MANTISSA_BITS:
+        idx = (((f << 1) >> (e - _MANTISSA_BITS)) + 1) >> 1
+    else:
+        idx = f << (_MANTISSA_BITS - e)
+    return (np.int64(e) << COST_FRAC) + log2t[idx - (1 << _MANTISSA_BITS)]
+
+
+@numba.njit(cache=True)
+def _cost_fixed_each(symbols, rows, bases, table, width, n, precision, spikes, mixed, cells, groups, grouped,
+                     log2t, out):
+    v, l1, v2, l2 = 0, 0, -1, 0
+    full = np.int64(precision) << COST_FRAC
+    for i in range(symbols.shape[0]):
+        if mixed:
+            v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
+        k = symbols[i]
+        cl = cells[groups[i] if grouped else 0]
+        f = _symbol_freq(table, rows[i], bases[i], width, n, precision, v, l1, v2, l2, cl[0, k], cl[1, k])
+        out[i] = full - _log2_fixed(f, log2t)
+
+
+def cost_fixed(symbols: np.ndarray, rows: np.ndarray, bases: np.ndarray, table: Table, spikes=None,
+               cells: np.ndarray | GroupedCells | None = None) -> int:
+    """cost_bits in units of 2**-COST_FRAC bits as an exact integer (within 2**-16 of the true -log2 P per
+    symbol): the same number on every machine, so both ends of a code can branch on it."""
+    if not len(symbols):
+        return 0
+    out = np.empty(len(symbols), dtype=np.int64)
+    sp, mixed = _spike_arrays(spikes, len(symbols))
+    _cost_fixed_each(symbols, rows, bases, table.cdf, table.width, table.n, table.precision, sp, mixed,
+                     *_cell_arrays(cells, table.n, symbols), _LOG2, out)
+    return int(out.sum())
+
+
+# ---- one symbol under explicit integer frequencies (the importance sampler's particle index) ----
+CATEGORICAL_PRECISION = 24
+
+
+@numba.njit(cache=True)
+def _push_categorical(state, buf, m, f, c, precision):
+    return _push_one(np.uint64(state), buf, m, np.uint64(f), np.uint64(c), np.uint64(64 - precision),
+                     np.uint64(precision))
+
+
+@numba.njit(cache=True)
+def _pop_categorical(state, buf, m, min_m, cum, precision):
+    """cum: the cumulative frequencies (K + 1,), cum[0] = 0, cum[K] = 2**precision."""
+    x = np.uint64(state)
+    slot = x & np.uint64((1 << precision) - 1)
+    k = 0
+    while np.uint64(cum[k + 1]) <= slot:
+        k += 1
+    x, m, min_m, ok = _pop_one(x, buf, m, min_m, np.uint64(cum[k + 1] - cum[k]), slot, np.uint64(cum[k]),
+                               np.uint64(precision))
+    return k, x, m, min_m, ok
+
+
+def _cumulative(freqs: np.ndarray) -> np.ndarray:
+    freqs = np.asarray(freqs, dtype=np.int64)
+    if freqs.ndim != 1 or not len(freqs) or freqs.min() < 1 or freqs.sum() != 1 << CATEGORICAL_PRECISION:
+        raise ValueError(f"frequencies must be >= 1 and add up to 2**{CATEGORICAL_PRECISION}")
+    return np.concatenate([[0], np.cumsum(freqs)]).astype(np.int64)
