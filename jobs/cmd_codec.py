@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-block", choices=("coarse", "bits-back"), default=None,
                    help="the first block's latents: on a coarse grid (bitswap's default) or by bits-back "
                         "(bbans's default, the paper's baseline)")
+    p.add_argument("--particles", type=int, default=1, metavar="K",
+                   help="posterior samples per block (1-16): above 1, each block is coded at the "
+                        "importance-weighted bound, about 1%% smaller at 8, for about K times the work when "
+                        "encoding and decoding (default: 1)")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -101,7 +105,8 @@ def _compress(args: argparse.Namespace) -> int:
         extra = {} if args.adapt_blocks is None else {"adapt_blocks": args.adapt_blocks}
         if args.first_block is not None:
             extra["coarse_first"] = args.first_block == "coarse"
-        data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only, **extra)
+        data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only,
+                                     particles=args.particles, **extra)
     except (ValueError, BitswapError) as exc:
         return _fail(str(exc))
     except ImportError as exc:

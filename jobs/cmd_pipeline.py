@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="larger images become error rows (default 64M)",
     )
     c.add_argument("--codec", choices=("bitswap", "bbans"), default="bitswap")
+    c.add_argument("--particles", type=int, default=1, metavar="K",
+                   help="posterior samples per block, 1-16 (above 1: smaller payloads, slower coding)")
     c.add_argument("--always-code", action="store_true",
                    help="code every image by pixels, even when its original file is smaller")
     c.add_argument("--no-verify-writes", action="store_true",
@@ -95,6 +97,7 @@ def _compress(args: argparse.Namespace) -> int:
             verify_writes=not args.no_verify_writes,
             threads_per_actor=args.threads_per_actor,
             codec=args.codec,
+            particles=args.particles,
             model=args.model,
             include=args.include,
             exclude=args.exclude,

@@ -193,6 +193,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
         threads_per_actor=spec.threads_per_actor,
         max_pixels=spec.max_pixels,
         codec=spec.codec,
+        particles=spec.particles,
         model=None if spec.model == "default" else spec.model,
         progress=sys.stderr.isatty(),
         keep_smaller_originals=not spec.always_code,

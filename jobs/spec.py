@@ -25,6 +25,7 @@ else:  # pragma: no cover - the project runs on 3.11+; tomli is the same parser 
 # Classical codecs the job can sample for the report's comparison (names used in specs and reports).
 COMPARE_CODECS = ("png", "webp", "jxl")
 LEARNED_CODECS = ("bitswap", "bbans")
+MAX_PARTICLES = 16  # bitswap_core.coding.importance.MAX_PARTICLES (importing it would pull in torch)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -87,6 +88,7 @@ class JobSpec:
     sources: tuple[Source, ...]
     model: str = "default"
     codec: str = "bitswap"
+    particles: int = 1  # posterior samples per block (bitswap_core.api.compress): smaller, about as many times slower
     shard_size: int = 256
     cluster_address: str | None = None
     actors: int | None = None
@@ -103,6 +105,8 @@ class JobSpec:
         """Plain-data form (what the hash covers and what run records store)."""
         d = asdict(self)
         d.pop("path", None)
+        if d["particles"] == 1:  # absent at its default, so specs hashed before the setting existed keep their hash
+            d.pop("particles")
         return json.loads(json.dumps(d))  # tuples -> lists, a JSON-safe copy
 
     @property
@@ -144,6 +148,7 @@ def parse_spec(
     codec = top.str("codec", default="bitswap")
     if codec not in LEARNED_CODECS:
         raise SpecError("codec", f"{codec!r} is not one of {', '.join(LEARNED_CODECS)}")
+    particles = top.int("particles", default=1, minimum=1, maximum=MAX_PARTICLES)
     shard_size = top.int("shard_size", default=256, minimum=1)
     cluster_address = top.str("cluster_address", default="") or None
     # absent: one actor per GPU (or CPU); 0: in the job's own process, without Ray (the pipeline's --actors)
@@ -205,6 +210,7 @@ def parse_spec(
         sources=sources,
         model=model,
         codec=codec,
+        particles=particles,
         shard_size=shard_size,
         cluster_address=cluster_address,
         actors=actors,

@@ -150,6 +150,7 @@ class ShardCompressor:
         dst_url: str,
         *,
         codec: str = "bitswap",
+        particles: int = 1,
         model: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_pixels: int = DEFAULT_BATCH_PIXELS,
@@ -169,7 +170,7 @@ class ShardCompressor:
         if device.startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"
         self._api = api
-        self.codec = codec
+        self.codec, self.particles = codec, particles
         self.keep_smaller_originals = keep_smaller_originals
         self.verify_writes = verify_writes
         self.device = device
@@ -177,7 +178,8 @@ class ShardCompressor:
         # Build the networks, coding tables and compiled coder loops now with one tiny image: the first
         # shard should not pay for it (and start-up is timed apart from coding).
         try:
-            api.compress_batch([Image.new("RGB", (32, 32), (90, 120, 150))], self.model, codec=codec)
+            api.compress_batch([Image.new("RGB", (32, 32), (90, 120, 150))], self.model, codec=codec,
+                               particles=particles)
         except Exception as exc:  # noqa: BLE001 - a real shard will report the problem per image
             warnings.warn(f"codec warm-up failed: {exc}", stacklevel=1)
         self.max_pixels = max_pixels
@@ -299,7 +301,8 @@ class ShardCompressor:
         t0 = time.perf_counter()
         try:
             payloads: list[bytes | BaseException] = list(
-                self._api.compress_batch(images, self.model, codec=self.codec, max_pixels=self.max_pixels)
+                self._api.compress_batch(images, self.model, codec=self.codec, max_pixels=self.max_pixels,
+                                         particles=self.particles)
             )
             if len(payloads) != len(images):
                 raise RuntimeError(f"compress_batch gave {len(payloads)} payloads for {len(images)} images")
@@ -313,7 +316,8 @@ class ShardCompressor:
             for im in images:
                 t1 = time.perf_counter()
                 try:
-                    data = self._api.compress(im, self.model, codec=self.codec, max_pixels=self.max_pixels)
+                    data = self._api.compress(im, self.model, codec=self.codec, max_pixels=self.max_pixels,
+                                              particles=self.particles)
                     payloads += self._verified([data]) if self.verify_writes else [data]
                 except Exception as exc:  # noqa: BLE001
                     payloads.append(exc)

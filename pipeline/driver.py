@@ -162,6 +162,7 @@ def compress(
     actors: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     codec: str = "bitswap",
+    particles: int = 1,
     model: str | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
@@ -188,6 +189,7 @@ def compress(
     made the codec 13% faster on an idle machine, while next to one busy process the one-actor pipeline
     took 225 s with two threads against 41 s with one (docs/BENCHMARKS.md, "Pipeline"). With actors=0 it
     sets the threads of this process (default: left as they are).
+    particles: posterior samples per block (bitswap_core.api.compress; above 1: smaller, slower).
     """
     import bitswap_core
 
@@ -204,6 +206,8 @@ def compress(
         "codec_version": bitswap_core.__version__,
         "keep_smaller_originals": keep_smaller_originals,
     }
+    if particles != 1:  # (absent at 1, so the plans of runs made before the setting existed stay the same)
+        settings["particles"] = particles
     plans = plan_shards(files, shard_size, settings)
     dst_fs, dst_root = open_fs(dst, storage_options)
     dst_root = dst_root.rstrip("/")
@@ -255,8 +259,9 @@ def compress(
         elapsed = time.perf_counter() - t_run
         bar.set_postfix_str(f"{run_bytes / 1e6 / elapsed:.2f} MB/s, shards {len(entries)}/{len(plans)}", refresh=False)
 
-    worker_args = dict(codec=codec, model=model, max_pixels=max_pixels, storage_options=storage_options,
-                       keep_smaller_originals=keep_smaller_originals, verify_writes=verify_writes)
+    worker_args = dict(codec=codec, particles=particles, model=model, max_pixels=max_pixels,
+                       storage_options=storage_options, keep_smaller_originals=keep_smaller_originals,
+                       verify_writes=verify_writes)
     if threads_per_actor is not None and threads_per_actor < 1:
         raise ValueError(f"threads_per_actor must be at least 1, not {threads_per_actor}")
     try:

@@ -55,6 +55,8 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"sources": [{"url": "/a", "name": "x"}, {"url": "/b", "name": "x"}]}, "sources[1].name", "used by"),
         ({"sources": [{"url": "/tmp/archive-x/sub"}]}, "sources[0].url", "overlaps"),
         ({"verify_writes": "no"}, "verify_writes", "true or false"),
+        ({"particles": 0}, "particles", ">= 1"),
+        ({"particles": 17}, "particles", "<= 16"),
     ],
 )
 def test_errors_name_the_field(change, field, words):
@@ -83,6 +85,17 @@ def test_hash_is_stable_and_sensitive():
     assert isinstance(a, JobSpec) and a.hash == b.hash and len(a.hash) == 16
     assert parse_spec(minimal(shard_size=8)).hash != a.hash
     assert parse_spec(minimal(cost={"storage_usd_per_gb_month": 0.01})).hash != a.hash
+    # particles is left out of the hash at its default, so specs written before it keep their hash
+    assert parse_spec(minimal(particles=1)).hash == a.hash and "particles" not in a.to_dict()
+    four = parse_spec(minimal(particles=4))
+    assert four.hash != a.hash and parse_spec(four.to_dict()) == four
+
+
+def test_the_particles_limit_is_the_codecs():
+    from bitswap_core.coding import importance
+    from jobs.spec import MAX_PARTICLES
+
+    assert MAX_PARTICLES == importance.MAX_PARTICLES
 
 
 def test_round_trip_through_the_run_record():
