@@ -129,7 +129,8 @@ def compress_batch(
             continue
         for codec in (fallback.JXL, fallback.WEBP):
             box = container.unpack(out[i])
-            if fallback.worth_full_effort(box.codec, len(box.payload), fast.get(i, {}).get(codec), codec):
+            dims = images[i].width * images[i].height * len(images[i].getbands())
+            if fallback.worth_full_effort(box.codec, len(box.payload), fast.get(i, {}).get(codec), codec, dims):
                 payload = fallback.encode_verified(images[i], codec, "max")
                 if payload is not None and len(payload) < len(box.payload):
                     out[i] = _pack(images[i], codec, "", payload, digests[i])

@@ -17,8 +17,8 @@ PNG's optimize plus JPEG-XL's 0.3 s on a 512x512 photo (REFERENCE.md) and decide
 full effort
 (WebP method 6, quality 100: 20-50x slower, 0.7-4.8% smaller on the validation photos, a third smaller on
 graphics; JPEG-XL effort 9: about 3x slower, usually a little smaller but not always, e.g. not on
-usc-4.1.06, docs/bench/classical_route_jxl.txt) is spent only where it
-already won, or came within FULL_EFFORT_MARGIN of the smallest container (worth_full_effort,
+usc-4.1.06, docs/bench/classical_route_jxl.txt) is spent only where it already won, or came within
+FULL_EFFORT_MARGIN (FLAT_MARGIN on flat images) of the smallest container (worth_full_effort,
 api.compress_batch). WebP method 4 rather than 2 as the judge: on the validation photos it is 2-3% smaller
 than method 2 for twice its (small) time (docs/bench/webp_effort.txt).
 """
@@ -45,6 +45,10 @@ WEBP_EFFORTS = {"fast": (4, 75), "max": (6, 100)}  # (method, quality): for loss
 JXL_EFFORTS = {"fast": 7, "max": 9}  # libjxl effort; 9 is about 3x slower than 7 (REFERENCE.md: 1.0 s vs 0.3 s)
 # also try a codec's full effort where its fast payload is at most this much larger than the smallest so far
 FULL_EFFORT_MARGIN = 0.05
+# ... and this much on flat images (the smallest payload so far under FLAT_BPD bits per dimension), where
+# WebP's full effort is a third smaller than its fast one (serrano: 0.608 -> 0.401 bpd, docs/bench/webp_effort.txt)
+FLAT_BPD = 2.0
+FLAT_MARGIN = 0.5
 # JPEG-XL stores these modes (pillow-jxl-plugin); others go to PNG / WebP / TIFF / raw
 _JXL_MODES = ("RGB", "RGBA", "L", "LA")
 _JXL_MAX_PIXELS = 1 << 28
@@ -355,11 +359,15 @@ def encode(image: Image.Image, effort: str = "fast") -> tuple[str, bytes]:
     return smallest(candidates(image, effort))
 
 
-def worth_full_effort(kept_codec: str, kept_size: int, fast_size: int | None, codec: str = WEBP) -> bool:
+def worth_full_effort(kept_codec: str, kept_size: int, fast_size: int | None, codec: str = WEBP,
+                      dims: int | None = None) -> bool:
     """Whether to try codec (WebP or JPEG-XL) at full effort on an image whose smallest payload so far is
     kept_codec's (kept_size bytes), given codec's fast payload size (None: it cannot store the image):
-    where it won, or came within FULL_EFFORT_MARGIN of the winner."""
-    return kept_codec == codec or (fast_size is not None and fast_size <= (1 + FULL_EFFORT_MARGIN) * kept_size)
+    where it won, or came within FULL_EFFORT_MARGIN of the winner; within FLAT_MARGIN where the winner
+    is under FLAT_BPD bits per dimension of the image's dims (pixels times channels), if given."""
+    flat = dims is not None and dims > 0 and 8 * kept_size < FLAT_BPD * dims
+    margin = FLAT_MARGIN if flat else FULL_EFFORT_MARGIN
+    return kept_codec == codec or (fast_size is not None and fast_size <= (1 + margin) * kept_size)
 
 
 def encode_verified(image: Image.Image, codec: str, effort: str = "max") -> bytes | None:

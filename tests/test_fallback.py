@@ -241,6 +241,11 @@ def test_full_effort_is_tried_where_its_codec_won_or_came_close(monkeypatch) -> 
         assert not fallback.worth_full_effort("bitswap", 1000, None, codec)
         assert not fallback.worth_full_effort(fallback.PNG, 1000, None, codec)
     assert not fallback.worth_full_effort(fallback.WEBP, 1000, 2000, fallback.JXL)
+    # a flat image (the smallest payload under FLAT_BPD): WebP's full effort may gain a third there
+    flat, photo = 8000 // 2 + 1, 8000 // 2  # dims of 1000 bytes at just under / at 2 bpd
+    assert fallback.worth_full_effort("bitswap", 1000, 1400, fallback.WEBP, dims=flat)
+    assert not fallback.worth_full_effort("bitswap", 1000, 1400, fallback.WEBP, dims=photo)
+    assert not fallback.worth_full_effort("bitswap", 1000, 1600, fallback.WEBP, dims=flat)
     monkeypatch.setattr(fallback, "FULL_EFFORT_MARGIN", 0.0)
     assert not fallback.worth_full_effort("bitswap", 1000, 1001, fallback.WEBP)
 
