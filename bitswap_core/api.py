@@ -127,9 +127,9 @@ def compress_batch(
     for i, data in enumerate(out):
         if data is None:
             continue
+        dims = images[i].width * images[i].height * len(images[i].getbands())
         for codec in (fallback.JXL, fallback.WEBP):
             box = container.unpack(out[i])
-            dims = images[i].width * images[i].height * len(images[i].getbands())
             if fallback.worth_full_effort(box.codec, len(box.payload), fast.get(i, {}).get(codec), codec, dims):
                 payload = fallback.encode_verified(images[i], codec, "max")
                 if payload is not None and len(payload) < len(box.payload):

@@ -332,14 +332,14 @@ class BlockCoder:
         x = torch.from_numpy(blocks.astype(np.int64))
         for kind, idx in _kinds(grids, particles, len(coders)):
             whole = len(idx) == len(coders)
-            sub = coders if whole else [coders[i] for i in idx]
+            sub, xs = (coders, x) if whole else ([coders[i] for i in idx], x[idx])
             rows = (q1, maps, border) if whole else _rows((q1, maps, border), idx)
             if kind == 0:
-                self.push_first(sub, x[idx], valid[idx], [grids[i] for i in idx], *rows)
+                self.push_first(sub, xs, valid[idx], [grids[i] for i in idx], *rows)
             elif kind == 1:
-                self._push_bits_back(sub, x if whole else x[idx], valid[idx], *rows)
+                self._push_bits_back(sub, xs, valid[idx], *rows)
             else:
-                importance.push_blocks(self, sub, x if whole else x[idx], valid[idx], kind, *rows)
+                importance.push_blocks(self, sub, xs, valid[idx], kind, *rows)
 
     def _push_bits_back(self, coders, x: torch.Tensor, valid: np.ndarray, q1=None, maps=None, border=None) -> None:
         m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)

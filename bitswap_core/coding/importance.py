@@ -124,10 +124,6 @@ def _latent_costs(bc, z: torch.Tensor, dist, shift) -> np.ndarray:
     return np.array([cost_fixed(zf[b], rows[b], bases[b], bc.tz) for b in range(len(rows))], dtype=np.int64)
 
 
-def _tile_shift(shift, k: int):
-    return None if shift is None else shift.repeat(k)
-
-
 def pop_particle(bc, coders: Sequence[AnsCoder], q1, shift) -> tuple[list, list]:
     """One posterior sample of every block, popped: z1 under q(z1 | x), then each layer under q(. | below)."""
     z, q = [], []
@@ -152,39 +148,49 @@ def _stack(parts: list[tuple[list, list]]) -> Particles:
     return Particles(z, q)
 
 
+def _weighed(bc, q1, z: list) -> Particles:
+    """Particles of K * n rows (particle-major) from their latents: q(z1 | x) tiled, each layer above
+    under q(. | below) in one network batch."""
+    k = len(z[0]) // len(q1[0])
+    q = [tuple(t.repeat(k, *[1] * (t.dim() - 1)) for t in q1)]
+    q += [bc.net.q_latent(i, z[i - 1]) for i in range(1, bc.cfg.nz)]
+    return Particles(z, q)
+
+
 def _particle(ps: Particles, k: int, n: int) -> tuple[list, list]:
     rows = slice(k * n, (k + 1) * n)
     return [z[rows] for z in ps.z], [(m[rows], s[rows]) for m, s in ps.q]
 
 
 def log_weights(bc, x: torch.Tensor, valid: np.ndarray, ps: Particles, k: int, maps=None, border=None
-                ) -> tuple[np.ndarray, list]:
+                ) -> tuple[np.ndarray, list, list]:
     """((n, K) log2 w of each block's particles in units of 2**-COST_FRAC, the pixel symbols of every
-    particle (PixelSymbols with image = k * n + b)), all exact integers from the coded distributions."""
+    particle (PixelSymbols with image = k * n + b), the priors of every particle's latent layers), all
+    exact integers from the coded distributions."""
     n, m, nz = len(x), bc.net, bc.cfg.nz
     rep = torch.arange(n).repeat(k)
     maps_k = None if maps is None else maps[rep]
-    shift = _tile_shift(adapt.latent_shift(maps), k)
+    shift = adapt.latent_shift(maps_k)
     border_k = None if border is None else tuple(t[rep] for t in border)
     lw = np.zeros(k * n, dtype=np.int64)
+    priors = [m.p_latent(i, ps.z[i + 1]) for i in range(nz - 1)] + [m.top_prior(k * n)]
     for i in range(nz):  # + log2 q(z | x), - log2 p(z)
         lw += _latent_costs(bc, ps.z[i], ps.q[i], shift)
-        prior = m.p_latent(i, ps.z[i + 1]) if i < nz - 1 else m.top_prior(k * n)
-        lw -= _latent_costs(bc, ps.z[i], prior, shift)
+        lw -= _latent_costs(bc, ps.z[i], priors[i], shift)
     symbols = list(bc.pixel_symbols(x[rep], ps.z[0], np.tile(valid, (k, 1)), maps_k, border_k))
     for s in symbols:  # - log2 p(x | z1)
         lw[s.image] -= cost_fixed(s.values, s.rows, s.bases, bc.tx, s.spikes, s.cells)
-    return lw.reshape(k, n).T.copy(), symbols
+    return lw.reshape(k, n).T.copy(), symbols, priors
 
 
 def push_blocks(bc, coders: Sequence[AnsCoder], x: torch.Tensor, valid: np.ndarray, k: int, q1=None, maps=None,
                 border=None) -> None:
     """Code one block of each image with k particles (the encoder's half of the order above)."""
-    n, m, nz = len(coders), bc.net, bc.cfg.nz
+    n, nz = len(coders), bc.cfg.nz
     shift = adapt.latent_shift(maps)
     q1 = bc.q1(x, q1)
     ps = _stack([pop_particle(bc, coders, q1, shift) for _ in range(k)])
-    lw, symbols = log_weights(bc, x, valid, ps, k, maps, border)
+    lw, symbols, priors = log_weights(bc, x, valid, ps, k, maps, border)
     freqs = frequencies(lw)
     chosen = np.array([c.pop_categorical(freqs[b]) for b, c in enumerate(coders)])
     for kk in range(k - 1, -1, -1):  # the others, for the decoder to pop first to last
@@ -194,16 +200,15 @@ def push_blocks(bc, coders: Sequence[AnsCoder], x: torch.Tensor, valid: np.ndarr
             sub = torch.from_numpy(keep)
             push_particle(bc, [coders[b] for b in keep], [t[sub] for t in z], [(a[sub], s[sub]) for a, s in q],
                           None if shift is None else shift[sub])
+    index = uniform(k)
     for b, c in enumerate(coders):
-        c.push_categorical(int(chosen[b]), uniform(k))
+        c.push_categorical(int(chosen[b]), index)
     rows = torch.from_numpy(chosen * n + np.arange(n))
     for s in reversed(symbols):  # x | z1_j: the symbols the weights were computed from
         if chosen[s.image % n] == s.image // n:
             coders[s.image % n].push(s.values, s.rows, s.bases, bc.tx, s.spikes, s.cells)
-    z = [t[rows] for t in ps.z]
-    for i in range(1, nz):
-        bc.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]), shift)
-    bc.push_latents(coders, z[-1], m.top_prior(n), shift)
+    for i in range(nz):  # z_j under the prior its weight was computed with: z1 | z2, ..., the top
+        bc.push_latents(coders, ps.z[i][rows], tuple(t[rows] for t in priors[i]), shift)
 
 
 def pop_blocks(bc, coders: Sequence[AnsCoder], valid: np.ndarray, k: int, maps=None, border=None) -> torch.Tensor:
@@ -215,28 +220,25 @@ def pop_blocks(bc, coders: Sequence[AnsCoder], valid: np.ndarray, k: int, maps=N
     for i in range(nz - 1, 0, -1):
         z[i - 1] = bc.pop_latents(coders, m.p_latent(i - 1, z[i]), shift)
     x = bc.pop_pixels(coders, z[0], valid, maps, border)
-    chosen = np.array([c.pop_categorical(uniform(k)) for c in coders])
+    index = uniform(k)
+    chosen = np.array([c.pop_categorical(index) for c in coders])
     q1 = bc.q1(x)
     parts = []
     for kk in range(k):
         taken = np.flatnonzero(chosen != kk)  # blocks whose particle kk was pushed back under q
         zk = [t.clone() for t in z]
-        qk = [None] * nz
         if len(taken):
             sub = torch.from_numpy(taken)
-            zs, qs = pop_particle(bc, [coders[b] for b in taken], (q1[0][sub], q1[1][sub]),
-                                  None if shift is None else shift[sub])
+            zs, _ = pop_particle(bc, [coders[b] for b in taken], (q1[0][sub], q1[1][sub]),
+                                 None if shift is None else shift[sub])
             for i in range(nz):
                 zk[i][sub] = zs[i]
-        qk[0] = q1
-        for i in range(1, nz):
-            qk[i] = m.q_latent(i, zk[i - 1])
-        parts.append((zk, qk))
-    ps = _stack(parts)
+        parts.append(zk)
+    ps = _weighed(bc, q1, [torch.cat([zk[i] for zk in parts]) for i in range(nz)])
     if border is not None:
         border = (border[0].clone(), border[1])
         border[0][..., :x.shape[-2], :x.shape[-1]] = x
-    lw, _ = log_weights(bc, x, valid, ps, k, maps, border)
+    lw, _, _ = log_weights(bc, x, valid, ps, k, maps, border)
     freqs = frequencies(lw)
     for b, c in enumerate(coders):
         c.push_categorical(int(chosen[b]), freqs[b])
