@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bitswap_core  # noqa: E402
-from bitswap_core import container  # noqa: E402
+from bitswap_core import api, container  # noqa: E402
 from bitswap_core.blocks import grid  # noqa: E402
 from bitswap_core.coding import adapt, importance  # noqa: E402
 
@@ -43,7 +43,10 @@ def measure(path: Path, ks: list[int]) -> dict:
             raise SystemExit(f"{path}: K={k} did not decode exactly")
         box = container.unpack(data)
         _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-        used, starts, _ = importance.from_bytes(rest[1:], out["blocks"])
+        side, _, rest = api._block_side(rest[1:], box.block_side_byte, img.width, img.height)
+        rows, cols = grid(img.height, img.width, side)
+        out["blocks"] = rows * cols
+        used, starts, _ = importance.from_bytes(rest, out["blocks"])
         out["runs"][str(k)] = {"bytes": len(data), "encode_s": enc, "decode_s": dec, "particles": used,
                                "starts": starts}
         print(f"{path.name:24s} K={k:2d} {8 * len(data) / out['dims']:.4f} bpd, rungs {importance.rungs(used)} "

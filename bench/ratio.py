@@ -22,6 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bitswap_core.api import side_for  # noqa: E402
 from bitswap_core.coding import adapt  # noqa: E402
 from bitswap_core.coding.bitsback import elbo_bits  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
@@ -46,9 +47,11 @@ def main() -> None:
                                             f"{r.bpd if r.bpd is None else round(r.bpd, 3)}", flush=True))
     tot = totals(rows)
     dims = sum(im.width * im.height * 3 for _, im in images)
-    bc, arrays = model.block_coder("bitswap"), [np.asarray(im) for _, im in images]
-    elbo_plain = sum(elbo_bits(bc, arrays))
-    elbo = sum(elbo_bits(bc, arrays, adaptations=adapt.choose(bc, arrays)))
+    elbo_plain = elbo = 0.0
+    for _, im in images:  # in the blocks the codec cuts each image into (api.side_for)
+        bc, arrays = model.block_coder("bitswap", side=side_for(im.width, im.height)), [np.asarray(im)]
+        elbo_plain += sum(elbo_bits(bc, arrays))
+        elbo += sum(elbo_bits(bc, arrays, adaptations=adapt.choose(bc, arrays)))
     print(f"\n{len(images)} images, {dims / 3e6:.2f} MP, model {model.id} ({time.perf_counter() - t0:.0f} s)")
     print(f"{'codec':<22} {'bpd':>7} {'% of raw':>9} {'enc s':>8} {'dec s':>8}")
     table = []

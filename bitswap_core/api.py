@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from bitswap_core import container, fallback
-from bitswap_core.blocks import grid
+from bitswap_core.blocks import BLOCK, SIDES, check_side, grid
 from bitswap_core.coding import adapt, first_block, importance
 from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
 from bitswap_core.coding.rans import AnsCoder
@@ -34,6 +34,7 @@ from bitswap_core.registry import Model, find_by_id, resolve
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 2**28  # 268 megapixels
+MIN_BLOCKS = 16  # side_for: the fewest whole blocks an image holds of a side larger than 32
 ModelArg = Model | str | Path | None
 
 
@@ -66,6 +67,7 @@ def compress_batch(
     adapt_blocks: int | None = None,
     coarse_first: bool | None = None,
     particles: int = 1,
+    block_side: int | None = None,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
@@ -77,11 +79,15 @@ def compress_batch(
     (coding/first_block.py); None: on for bitswap, off for bbans (the paper's naive baseline).
     particles: posterior samples per block (coding/importance.py): above 1, each block is coded at the
     importance-weighted bound, smaller, for about that many times the work when encoding and decoding.
+    block_side: the side of the blocks an image is cut into (blocks.SIDES: 32, 64, 128); None: by the
+    image's size (side_for).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
         raise ValueError(f"codec must be one of {SCHEMES}, not {codec!r}")
     importance.check_particles(particles)
+    if block_side is not None:
+        check_side(block_side)
     for im in images:
         _check_size(im, max_pixels)
     m = resolve(model)
@@ -95,32 +101,39 @@ def compress_batch(
             name, payload = fallback.smallest(found)
             out[i] = _pack(im, name, "", payload, digests[i])
             fast[i] = {n: len(p) for n, p in found.items()}
-    if learned:
+    sides: dict[int, list[int]] = {}  # images of one block side are coded together
+    for i in learned:
+        side = block_side if block_side is not None else side_for(images[i].width, images[i].height)
+        sides.setdefault(side if container.VERSION >= 15 else BLOCK, []).append(i)
+    for side, group in sides.items():
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
-                  for i in learned]
-        bc = m.block_coder(codec)
+                  for i in group]
+        bc = m.block_coder(codec, side=side)
         adaptations = (adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks is None or adapt_blocks > 0
                        else [adapt.NONE] * len(arrays))
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
         coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
-        grids = first_block.choose(bc, arrays, adaptations) if coarse else [0] * len(arrays)
+        grids = first_block.choose(bc.at_side(BLOCK), arrays, adaptations) if coarse else [0] * len(arrays)
         starts: list[list[int]] = []
+        parts: list[int] = []
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
-                                   starts=starts)
+                                   starts=starts, parts=parts)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
-            coders = [None] * len(learned)
-        for i, coder, adaptation, k, start in zip(learned, coders, adaptations, grids,
-                                                       starts or [[]] * len(learned)):
+            coders = [None] * len(group)
+        for i, coder, adaptation, k, start, parted in zip(group, coders, adaptations, grids,
+                                                          starts or [[]] * len(group), parts or [0] * len(group)):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
             header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
+            if container.VERSION >= 15:
+                header += _side_bytes(side, parted)
             if container.VERSION >= 14:
-                header += importance.to_bytes(particles, start, _blocks(images[i]))
+                header += importance.to_bytes(particles, start, _blocks(images[i], side))
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
@@ -139,14 +152,28 @@ def compress_batch(
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
              max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int | None = None,
-             coarse_first: bool | None = None, particles: int = 1) -> bytes:
+             coarse_first: bool | None = None, particles: int = 1, block_side: int | None = None) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
-                          adapt_blocks=adapt_blocks, coarse_first=coarse_first, particles=particles)[0]
+                          adapt_blocks=adapt_blocks, coarse_first=coarse_first, particles=particles,
+                          block_side=block_side)[0]
 
 
-def _blocks(image: Image.Image) -> int:
-    rows, cols = grid(image.height, image.width)
+def side_for(width: int, height: int) -> int:
+    """The block side an image is coded with by default (container v15): the largest of blocks.SIDES that
+    the image holds MIN_BLOCKS whole blocks of. Why: larger blocks put fewer pixels at a block's edge, where
+    the networks see padding, and run faster; but an image's first blocks are coded in 32x32 parts until
+    its stack is deep enough (bitsback.split_blocks), and a block's latents over its padding are paid for
+    (docs/BENCHMARKS.md, "Block side")."""
+    best = BLOCK
+    for side in SIDES:
+        if (height // side) * (width // side) >= MIN_BLOCKS:
+            best = side
+    return best
+
+
+def _blocks(image, side: int = BLOCK) -> int:
+    rows, cols = grid(image.height, image.width, side)
     return rows * cols
 
 
@@ -180,6 +207,34 @@ def _first_grid(rest: bytes, has_byte: bool, z_bins: int) -> tuple[int, bytes]:
     return rest[0], rest[1:]
 
 
+def _side_bytes(side: int, parts: int) -> bytes:
+    """Container v15's block section: u8 log2(side / 32) and, for a side above 32, a u32 (big-endian): how
+    many of the image's first blocks are coded in 32x32 parts (bitsback.split_blocks)."""
+    return bytes([SIDES.index(side)]) + (parts.to_bytes(4, "big") if side > BLOCK else b"")
+
+
+def _block_side(rest: bytes, has_byte: bool, width: int, height: int) -> tuple[int, int, bytes]:
+    """(the block side, the blocks coded in parts, the bytes after that section) of a learned payload after
+    its grid byte (_side_bytes)."""
+    if not has_byte:
+        return BLOCK, 0, rest
+    if not rest:
+        raise CorruptPayloadError("learned payload truncated: the block side is missing")
+    if rest[0] >= len(SIDES):
+        raise CorruptPayloadError(f"learned payload is corrupt: block side code {rest[0]} is not one of "
+                                  f"0..{len(SIDES) - 1} (sides {SIDES})")
+    side = SIDES[rest[0]]
+    if side == BLOCK:
+        return side, 0, rest[1:]
+    if len(rest) < 5:
+        raise CorruptPayloadError("learned payload truncated: the count of blocks coded in parts is missing")
+    parts, rows, cols = int.from_bytes(rest[1:5], "big"), *grid(height, width, side)
+    if not 1 <= parts <= rows * cols:
+        raise CorruptPayloadError(f"learned payload is corrupt: {parts} blocks coded in parts, not 1 to "
+                                  f"{rows * cols}")
+    return side, parts, rest[5:]
+
+
 def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
     """Decode several containers; learned payloads of the same model are decoded together."""
@@ -200,25 +255,23 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         first = boxes[idx[0]]
-        # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
-        bc = m.block_coder(scheme, first.spike_adapted, first.bordered)
-        adaptations, coders, grids, particles, starts = [], [], [], [], []
+        parsed: dict[int, list] = {}  # block side -> (image, adaptation, grid, particles, starts, ANS bytes)
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
-            blocks = _blocks(boxes[i])
-            n_particles, start, ans = (importance.from_bytes(ans, blocks) if first.particles_section
-                                       else (1, [], ans))
-            particles.append(n_particles)
-            starts.append(start)
-            adaptations.append(adaptation)
-            grids.append(k)
-            coders.append(AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans))
-        shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i in idx]
-        arrays = decode_images(bc, coders, shapes, adaptations, grids, particles, starts)
-        for i, arr in zip(idx, arrays):
-            out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
+            side, parts, ans = _block_side(ans, first.block_side_byte, boxes[i].width, boxes[i].height)
+            n_particles, start, ans = (importance.from_bytes(ans, _blocks(boxes[i], side))
+                                       if first.particles_section else (1, [], ans))
+            parsed.setdefault(side, []).append((i, adaptation, k, n_particles, start, parts, ans))
+        for side, rows in parsed.items():
+            # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
+            bc = m.block_coder(scheme, first.spike_adapted, first.bordered, side)
+            coders = [AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans) for *_, ans in rows]
+            shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i, *_ in rows]
+            arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:6]])
+            for (i, *_), arr in zip(rows, arrays):
+                out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):
         img = out[i]
         if container.pixel_digest(img) != c.pixel_digest:

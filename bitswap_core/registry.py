@@ -49,15 +49,16 @@ class Model:
 
         return ExactModel(self.cfg, self.tensors, self.device)
 
-    def block_coder(self, scheme: str, split_first: bool = True, border: bool = True):
+    def block_coder(self, scheme: str, split_first: bool = True, border: bool = True, side: int = 32):
         """The model's BlockCoder for a scheme, coding as new containers do; split_first=False codes as
-        container versions 1-3 did, border=False as versions 4-7 did."""
+        container versions 1-3 did, border=False as versions 4-7 did; side: the blocks' side (container
+        v15 on: 32, 64 or 128)."""
         from bitswap_core.coding.bitsback import BlockCoder
 
         cache = self.__dict__.setdefault("_coders", {})
-        key = (scheme, split_first, border and split_first)
+        key = (scheme, split_first, border and split_first, side)
         if key not in cache:
-            cache[key] = BlockCoder(self.exact, scheme, split_first, key[2])
+            cache[key] = BlockCoder(self.exact, scheme, split_first, key[2], side)
         return cache[key]
 
 

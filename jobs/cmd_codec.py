@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="posterior samples per block (1-16): above 1, each block is coded at the "
                         "importance-weighted bound (0.85%% smaller at 8 on the validation set, 3x slower "
                         "to encode, 5x to decode; default: 1)")
+    p.add_argument("--block-side", type=int, choices=(32, 64, 128), default=None,
+                   help="side of the blocks the image is cut into (default: by the image's size, the largest "
+                        "that still gives 16 blocks; larger blocks code smaller and faster)")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -105,6 +108,8 @@ def _compress(args: argparse.Namespace) -> int:
         extra = {} if args.adapt_blocks is None else {"adapt_blocks": args.adapt_blocks}
         if args.first_block is not None:
             extra["coarse_first"] = args.first_block == "coarse"
+        if args.block_side is not None:
+            extra["block_side"] = args.block_side
         data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only,
                                      particles=args.particles, **extra)
     except (ValueError, BitswapError) as exc:

@@ -121,7 +121,7 @@ def test_a_drawing_gets_a_palette_and_codes_smaller_and_exact() -> None:
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert box.version == 14 and a.palette is not None and a.values is None
+    assert box.version == 15 and a.palette is not None and a.values is None
     assert np.array_equal(a.palette, palette.colours(np.asarray(img)))
     assert bitswap_core.decompress(data).tobytes() == img.tobytes()
     bc = resolve(None).block_coder("bitswap")
@@ -168,8 +168,8 @@ def test_a_damaged_palette_never_gives_a_wrong_image() -> None:
 
 def test_v13_payload_decodes_and_the_encoder_still_writes_it() -> None:
     """tests/data: the seventh default's container v13 payload of a 3 x 3-block serrano crop (a palette in
-    its header) decodes exactly, and the encoder writes the same bytes again, in version 14's layout (the
-    same payload with a particles byte of 1 after the grid byte)."""
+    its header) decodes exactly, and the encoder writes the same bytes again, in version 15's layout (the
+    same payload with a block side byte of 0, 32x32, and a particles byte of 1 after the grid byte)."""
     stored = FIXTURE.read_bytes()
     box = container.unpack(stored)
     a, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
@@ -178,4 +178,4 @@ def test_v13_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
     new = container.unpack(bitswap_core.compress(img, smallest=False))
     head = box.payload[: len(box.payload) - len(rest)]
-    assert new.version == 14 and new.payload == head + rest[:1] + b"\x01" + rest[1:]
+    assert new.version == 15 and new.payload == head + rest[:1] + b"\x00\x01" + rest[1:]

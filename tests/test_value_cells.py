@@ -89,7 +89,7 @@ def test_a_combed_photo_gets_value_masks_and_codes_smaller_and_exact() -> None:
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert box.version == 14 and a.values is not None
+    assert box.version == 15 and a.values is not None
     held = [np.unique(np.asarray(img)[..., c]) for c in range(3)]
     for c in range(3):
         assert a.values[c].all() or np.array_equal(np.flatnonzero(a.values[c]), held[c])

@@ -62,7 +62,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from bitswap_core.blocks import grid, to_blocks, valid_sizes
+from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes
 from bitswap_core.coding import palette
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
@@ -73,7 +73,11 @@ MAX_SHIFT = 24
 SAMPLE_BLOCKS = 16  # blocks per image the encoder looks at at least (evenly spread over the image)
 SAMPLE_SHARE = 8  # and one block in this many of a larger image (sample_size)
 MAX_SAMPLE_BLOCKS = 64
-_BATCH_BLOCKS = 256  # sample blocks per network call
+_BATCH_BLOCKS = 256  # sample blocks per network call (of 32x32 pixels)
+# The largest block side the adaptation is fitted on: an image coded in 128x128 blocks is fitted on 64x64 ones.
+# Why: the fit samples a number of blocks; 16 of 128x128 fit a 512x512 photo 0.1-0.3% better than 16 of
+# 64x64, in 5 times the time, and 4 of them 0.0-0.4% worse (docs/BENCHMARKS.md, "Block side").
+FIT_SIDE = 64
 # candidate shifts, smallest first, so that ties keep the smaller change
 _CANDIDATES = np.array(sorted(range(-MAX_SHIFT, MAX_SHIFT + 1), key=lambda s: (abs(s), s)), dtype=np.int64)
 SPIKE_CLASSES = pixel_phases.SPIKE_CLASSES
@@ -109,7 +113,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 14  # the container version whose header layout to_bytes writes (10's is 9's, 14's 13's)
+FORMAT = 15  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -464,25 +468,28 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(maps, 1, scale.reshape(b, -1)).reshape(scale.shape)
 
 
-def sample_size(blocks: int, sample_blocks: int | None = None) -> int:
+def sample_size(blocks: int, sample_blocks: int | None = None, side: int = BLOCK) -> int:
     """How many of an image's blocks the encoder samples: sample_blocks if given (at most all of them), else
     one in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most MAX_SAMPLE_BLOCKS. Why: the header's hundreds of
     fitted values need more pixels than 16 blocks of a large image give (48 of a 768 x 512 photo's 384
     blocks code it 0.5% smaller than 16, for 13% more encode time; 128 only 0.05% more, docs/BENCHMARKS.md),
-    while a small image's whole fit must stay cheap. Depends on the image size alone, so the bytes do too."""
+    while a small image's whole fit must stay cheap. Depends on the image size alone, so the bytes do too.
+    Counts are of the image's blocks whatever their side: larger blocks are sampled as many times (a few
+    large blocks in place of many small ones fit the image's values worse, docs/BENCHMARKS.md, "Block
+    side"), up to _BATCH_BLOCKS' pixels."""
     if sample_blocks is None:
         sample_blocks = min(MAX_SAMPLE_BLOCKS, max(SAMPLE_BLOCKS, -(-blocks // SAMPLE_SHARE)))
-    return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS))
+    return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS // (side // BLOCK) ** 2))
 
 
-def _sample(images: Sequence[np.ndarray], sample_blocks: int | None):
+def _sample(images: Sequence[np.ndarray], sample_blocks: int | None, side: int = BLOCK):
     """Per image: (its block count, the picked blocks, their valid sizes, (all its blocks, their valid sizes,
     blocks per row, the picks): what BlockCoder.borders takes), sample_size(...) blocks evenly spread."""
     for im in images:
-        blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
-        n = sample_size(len(blocks), sample_blocks)
+        blocks, valid = to_blocks(im, side), valid_sizes(im.shape[0], im.shape[1], side)
+        n = sample_size(len(blocks), sample_blocks, side)
         pick = np.unique(np.linspace(0, len(blocks) - 1, n).round().astype(np.int64))
-        yield len(blocks), blocks[pick], valid[pick], (blocks, valid, grid(*im.shape[:2])[1], pick)
+        yield len(blocks), blocks[pick], valid[pick], (blocks, valid, grid(*im.shape[:2], side)[1], pick)
 
 
 def _groups(sizes: Sequence[int], limit: int):
@@ -686,6 +693,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     v10 wrote), given all that, the latent shift (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
+    block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
     cfg = block_coder.cfg
     ph, ch, levels, mf = cfg.pixel_phases, cfg.channels, cfg.x_scales, cfg.mean_frac
     steps = block_coder.steps
@@ -700,11 +708,12 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     colourful = pixel_phases.blend_steps(steps) if colour and len(steps) == 7 and ch > 1 else []
     scored = sorted(set(blendy) | set(colourful))  # the steps whose pixels the estimates compare
     weights = _blend_weights(7 if blend == 2 else 6)
-    samples = list(_sample(images, sample_blocks))
+    samples = list(_sample(images, sample_blocks, block_coder.side))
+    batch = _BATCH_BLOCKS // (block_coder.side // BLOCK) ** 2
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
     parts: dict[tuple[int, int, int], list] = {}
-    for group in _groups([len(picked) for _, picked, _, _ in samples], _BATCH_BLOCKS):
+    for group in _groups([len(picked) for _, picked, _, _ in samples], batch):
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
@@ -713,7 +722,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         z1, at = [], 0
         for j in group:
             n = len(samples[j][1])
-            sampler = random_coder(np.random.default_rng(seed), 4 * cfg.z_dims * n)
+            sampler = random_coder(np.random.default_rng(seed), 4 * block_coder.z_dims * n)
             z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
@@ -808,14 +817,16 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
     (trained with free bits, the posterior may carry more than pays) costs a little reconstruction and
     saves more KL (bench/latent_shift.py). One latent sample per block, from a sampler seeded alike for
     every candidate and image: the candidates are compared on coupled draws, and the choice depends on the
-    image alone. Images of fewer than min_blocks blocks keep the shift 0 (LATENT_MIN_BLOCKS)."""
+    image alone. Images of fewer than min_blocks 32x32 blocks' pixels keep the shift 0 (LATENT_MIN_BLOCKS)."""
     from bitswap_core.coding.rans import random_coder
 
+    block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
     cfg = block_coder.cfg
-    samples = list(_sample(images, sample_blocks))
+    area = (block_coder.side // BLOCK) ** 2
+    samples = list(_sample(images, sample_blocks, block_coder.side))
     out = list(adaptations)
-    fitted = [j for j, (total, _, _, _) in enumerate(samples) if total >= min_blocks]
-    for part in _groups([len(samples[j][1]) for j in fitted], _BATCH_BLOCKS):
+    fitted = [j for j, (total, _, _, _) in enumerate(samples) if total * area >= min_blocks]
+    for part in _groups([len(samples[j][1]) for j in fitted], _BATCH_BLOCKS // area):
         group = [fitted[k] for k in part]
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
@@ -827,7 +838,7 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
             samplers, per_block = [], []
             for j in group:
                 n = len(samples[j][1])
-                samplers += [random_coder(np.random.default_rng(seed), 4 * cfg.nz * cfg.z_dims * n)] * n
+                samplers += [random_coder(np.random.default_rng(seed), 4 * cfg.nz * block_coder.z_dims * n)] * n
                 per_block += [replace(adaptations[j], latent=int(shift))] * n
             bits = block_coder.sample_elbo_bits(x, valid, samplers, coding_maps(per_block, cfg), border, q1)
             costs[t] = np.bincount(owner, weights=bits, minlength=len(images))

@@ -1,8 +1,9 @@
 """Bits-back schedules over the exact model: Bit-Swap (recursive, interleaved) and naive BB-ANS.
 
-Each image is one stack (AnsCoder) and its 32x32 blocks are one sequence on it; a step codes one block of
-every image in the batch, so the networks see many blocks at once. Read top to bottom, the encoders are the
-paper's algorithms; each decoder is its encoder run backwards (pops <-> pushes, reversed order).
+Each image is one stack (AnsCoder) and its blocks (32x32, or larger: BlockCoder.side) are one sequence on
+it; a step codes one block of every image in the batch, so the networks see many blocks at once. Read top
+to bottom, the encoders are the paper's algorithms; each decoder is its encoder run backwards (pops <->
+pushes, reversed order).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bitswap_core.blocks import BLOCK, bordered, grid, pad_block, to_blocks, valid_sizes
+from bitswap_core.blocks import BLOCK, bordered, check_side, grid, pad_block, to_blocks, valid_sizes
 from bitswap_core.coding import adapt, first_block, importance
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
@@ -68,21 +69,40 @@ class BlockCoder:
     split_first: phase (0,0) is coded in four sub-phases (phases.coding_steps), as container v4 on does;
     False for older payloads. border: the neighbour predictor, spikes and blend contexts also read the next
     blocks' first row and column (blocks.bordered), which the decoder has already decoded, as container v8
-    on does; the pixel methods then take `border`, the blocks with their border and its known mask."""
+    on does; the pixel methods then take `border`, the blocks with their border and its known mask. side: the
+    blocks' side, 32 as the model was trained, or 64 / 128 (container v15: the same convolutional networks
+    over larger blocks, fewer pixels at a block's edge)."""
 
-    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True, border: bool = False):
+    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True, border: bool = False,
+                 side: int = BLOCK):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
         cfg = model.cfg
         self.model, self.scheme, self.cfg, self.border = model, scheme, cfg, border
+        self.side = check_side(side)
+        self.z_side = side // 2  # the latent grids are side/2 x side/2
+        self.z_dims = cfg.z_channels * self.z_side**2  # latents per layer of one block
+        self.split_first = split_first
         self.steps = phases.coding_steps(cfg.pixel_phases, split_first)
         self.tz = Table(model.table_z, cfg.z_bins, cfg.precision)
         self.tx = Table(model.table_x, 256, cfg.precision)
         # enough initial bits for the largest run of pops before any push (BB-ANS: all layers)
-        self.bed_words = cfg.nz * cfg.z_dims * cfg.precision // 32 + 64
+        self.bed_words = cfg.nz * self.z_dims * cfg.precision // 32 + 64
         self.net = _Timed(model)  # the networks, timed for the benchmarks' network/coder split
+        self._sides = {side: self}
+
+    def at_side(self, side: int) -> BlockCoder:
+        """This coder for blocks of another side (the same model and settings): the 32x32 parts of an
+        image's first blocks (split_blocks), the blocks the adaptation is fitted on (adapt.choose)."""
+        if side not in self._sides:
+            self._sides[side] = BlockCoder(self.model, self.scheme, self.split_first, self.border, side)
+            self._sides[side]._sides = self._sides
+        return self._sides[side]
 
     # ---- latents ----
+    def top_prior(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.top_prior(n, self.z_side)
+
     def q1(self, x: torch.Tensor, q1=None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z1|x) levels of blocks x as coded (q1: already computed from x): the one place the coder and
         the encoder's fits take it from (bench/encoder_correction.py measures a per-image correction here)."""
@@ -126,7 +146,7 @@ class BlockCoder:
             bits -= [cost_bits(zi[j], rows[j], bases[j], self.tz) for j in range(n)]
             z.append(torch.from_numpy(zi.reshape(dist[0].shape)))
         for i in range(self.cfg.nz):
-            rows, bases = self._latent_codes(*(m.p_latent(i, z[i + 1]) if i < self.cfg.nz - 1 else m.top_prior(n)),
+            rows, bases = self._latent_codes(*(m.p_latent(i, z[i + 1]) if i < self.cfg.nz - 1 else self.top_prior(n)),
                                              shift)
             zf = z[i].reshape(n, -1).numpy()
             bits += [cost_bits(zf[j], rows[j], bases[j], self.tz) for j in range(n)]
@@ -136,8 +156,8 @@ class BlockCoder:
 
     # ---- pixels: step by step (coding_steps), channel by channel (R, then G|R, then B|R,G); real pixels ----
     def _known(self, valid: np.ndarray) -> torch.Tensor:
-        """(B, 1, 32, 32) 1 where a block's pixel is real, 0 on padding (which is never coded)."""
-        known = torch.zeros((len(valid), 1, BLOCK, BLOCK), dtype=torch.int64)
+        """(B, 1, s, s) 1 where a block's pixel is real, 0 on padding (which is never coded)."""
+        known = torch.zeros((len(valid), 1, self.side, self.side), dtype=torch.int64)
         for i, (r, k) in enumerate(valid):
             known[i, 0, :r, :k] = 1
         return known
@@ -151,13 +171,13 @@ class BlockCoder:
         return out if sub < 0 else [phases.valid_extent(r, k, *phases.offsets(4)[sub]) for r, k in out]
 
     def step_view(self, x, step: int):
-        """One coding step's pixels of (..., 32, 32) blocks (a strided view)."""
+        """One coding step's pixels of (..., s, s) blocks (a strided view)."""
         return phases.step_view(x, self.cfg.pixel_phases, *self.steps[step])
 
     def _pixel_codes(self, params, step: int, channel: int, xk: torch.Tensor, means: list[torch.Tensor],
                      maps: adapt.CodingMaps | None = None, context=None, colour=None):
         """(rows, bases) of one channel's distributions in one step's grid; xk: the step's phase's pixels
-        (B, C, 16, 16). Channels come in order; means collects their mean levels, which later channels'
+        (B, C, s/2, s/2). Channels come in order; means collects their mean levels, which later channels'
         colour residual reads (the model's, unblended). maps: the blocks' per-image adaptation
         (coding/adapt.py) or None; context: the step's (prediction, class) arrays if it is blended; colour:
         its colour blend's (difference, class) arrays (phases.colour_context) if it has one."""
@@ -237,7 +257,7 @@ class BlockCoder:
 
     def borders(self, parts) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The `border` argument of the pixel methods, None for an unbordered coder: parts is a list of (an
-        image's blocks (n, C, 32, 32), their valid sizes, blocks per row, block indices), stacked in order
+        image's blocks (n, C, s, s), their valid sizes, blocks per row, block indices), stacked in order
         (blocks.bordered)."""
         if not self.border:
             return None
@@ -247,8 +267,8 @@ class BlockCoder:
     def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None):
         """Yield PixelSymbols in decoding order for blocks x whose pixels are all known (encoder, cost
         accounting): every step sees the true earlier ones, as the decoder will. maps: adapt.CodingMaps of
-        these blocks, or None for the model as is. border: (B, C, 33, 33) int64 blocks with their border
-        and (B, 1, 33, 33) known (blocks.bordered), for a bordered coder."""
+        these blocks, or None for the model as is. border: (B, C, s + 1, s + 1) int64 blocks with their border
+        and (B, 1, s + 1, s + 1) known (blocks.bordered), for a bordered coder."""
         xc, known = self._bordered(x, valid, border)
         trunk, xn = self.net.px_trunk(z1), x.numpy()
         for step, xk, params in self._phase_params(trunk, x, xc, known):
@@ -274,10 +294,11 @@ class BlockCoder:
         """border: as for pixel_symbols, its block area unused (the decoded pixels go there)."""
         n, ch_count = len(coders), self.cfg.channels
         if border is None:
-            xc, known = self._bordered(torch.zeros((n, ch_count, BLOCK, BLOCK), dtype=torch.int64), valid, None)
+            xc, known = self._bordered(torch.zeros((n, ch_count, self.side, self.side), dtype=torch.int64), valid,
+                                       None)
         else:
             xc, known = self._bordered(border[0].clone(), valid, border)
-        x = xc[..., :BLOCK, :BLOCK]  # a view: decoded pixels land in xc
+        x = xc[..., : self.side, : self.side]  # a view: decoded pixels land in xc
         x.zero_()  # (a bordered block arrives with whatever the caller's buffer held there)
         xn = x.numpy()  # shares memory with x
         trunk = self.net.px_trunk(z1)
@@ -316,7 +337,7 @@ class BlockCoder:
         rows, bases = self._latent_codes(*first_block.prior_above(self, len(coders)), adapt.latent_shift(maps))
         z1 = np.stack([cell_value(c.pop_cells(rows[i], bases[i], self.tz, int(k)), self.cfg.z_bins, int(k))
                        for i, (c, k) in enumerate(zip(coders, grids))])
-        z1 = torch.from_numpy(z1.reshape(len(coders), self.cfg.z_channels, 16, 16))
+        z1 = torch.from_numpy(z1.reshape(len(coders), self.cfg.z_channels, self.z_side, self.z_side))
         return self.pop_pixels(coders, z1, valid, maps, border)
 
     # ---- one block of each image ----
@@ -356,12 +377,12 @@ class BlockCoder:
             self.push_pixels(coders, x, z[0], valid, maps, border)
             for i in range(1, nz):
                 self.push_latents(coders, z[i - 1], m.p_latent(i - 1, z[i]), ls)
-        self.push_latents(coders, z[-1], m.top_prior(len(coders)), ls)
+        self.push_latents(coders, z[-1], self.top_prior(len(coders)), ls)
 
     def pop_blocks(self, coders: Sequence[AnsCoder], valid: np.ndarray, maps: adapt.CodingMaps | None = None,
                    border=None, grids: Sequence[int] | None = None, particles: Sequence[int] | None = None
                    ) -> np.ndarray:
-        out = np.empty((len(coders), self.cfg.channels, BLOCK, BLOCK), dtype=np.uint8)
+        out = np.empty((len(coders), self.cfg.channels, self.side, self.side), dtype=np.uint8)
         for kind, idx in _kinds(grids, particles, len(coders)):
             whole = len(idx) == len(coders)
             sub = coders if whole else [coders[i] for i in idx]
@@ -378,7 +399,7 @@ class BlockCoder:
     def _pop_bits_back(self, coders, valid: np.ndarray, maps=None, border=None) -> np.ndarray:
         m, nz, ls = self.net, self.cfg.nz, adapt.latent_shift(maps)
         z: list[torch.Tensor | None] = [None] * nz
-        z[-1] = self.pop_latents(coders, m.top_prior(len(coders)), ls)
+        z[-1] = self.pop_latents(coders, self.top_prior(len(coders)), ls)
         if self.scheme == "bitswap":
             x = None
             for i in range(nz - 1, -1, -1):
@@ -421,7 +442,7 @@ def _rows(parts, idx: np.ndarray) -> list:
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: int = 1,
-                  starts: list | None = None) -> list[AnsCoder]:
+                  starts: list | None = None, parts: list | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
@@ -432,21 +453,29 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     With more, each image climbs to them (importance.rungs) as its stack grows deep enough for each
     (importance.stack_needed); starts, if given, receives per image the block where each rung started
     (its block count for a rung never reached), which the decoder needs.
+    With blocks larger than 32x32 (block_coder.side) an image's first blocks are coded in 32x32 parts until
+    its stack is deep enough for a whole one (split_blocks); parts, if given, receives per image how many
+    (0 for 32x32 blocks), which the decoder needs.
     """
     importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
-    blocks = [to_blocks(im) for im in images]
-    valid = [valid_sizes(im.shape[0], im.shape[1]) for im in images]
-    per_row = [grid(im.shape[0], im.shape[1])[1] for im in images]
+    side = block_coder.side
+    blocks = [to_blocks(im, side) for im in images]
+    valid = [valid_sizes(im.shape[0], im.shape[1], side) for im in images]
+    per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
     ladder = importance.rungs(particles)
     start = [[len(b)] * len(ladder) for b in blocks]
-    need = [importance.stack_needed(block_coder.cfg, k) for k in ladder]
-    ahead = max(1, 256 // max(1, len(images)))  # steps whose q(z1|x) is computed in one batch
+    need = [importance.stack_needed(block_coder, k) for k in ladder]
+    # steps whose q(z1|x) is computed in one batch (256 blocks of 32x32 pixels)
+    ahead = max(1, 256 // max(1, len(images) * (side // BLOCK) ** 2))
     q1: list = []
+    split = None if side == BLOCK else [split_blocks(im, side) for im in images]
+    whole, parted = [False] * len(images), [len(b) for b in blocks]
+    need_whole = importance.stack_needed(block_coder, 1)  # bits a whole block pops, with a margin
     for t in range(steps):
         act = [j for j in range(len(images)) if t < len(blocks[j])]
         if t % ahead == 0:  # q(z1|x) needs only pixels: one big batch for the next `ahead` steps
@@ -457,6 +486,23 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for _, js in span:
                 q1.append((mean[k : k + len(js)], scale[k : k + len(js)]))
                 k += len(js)
+        if split is not None:  # blocks coded in 32x32 parts while the stack is shallow (split_blocks)
+            mine = [j for j in act if not whole[j] and (t == 0 or coders[j].num_bits() < need_whole)]
+            for j in act:
+                if j not in mine and not whole[j]:
+                    whole[j], parted[j] = True, t
+            _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
+                        None if maps is None else maps[mine],
+                        None if first_grids is None or t else [first_grids[j] for j in mine])
+            if block_bits is not None:
+                for j in mine:
+                    block_bits[j].append(coders[j].num_bits())
+            keep = [r for r, j in enumerate(act) if j not in mine]
+            act = [act[r] for r in keep]
+            if not act:
+                continue
+            rows = torch.tensor(keep, dtype=torch.int64)
+            q1[t % ahead] = tuple(v[rows] for v in q1[t % ahead])
         for j in act:
             for r in range(len(ladder)):
                 if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
@@ -472,24 +518,39 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 block_bits[j].append(coders[j].num_bits())
     if starts is not None:
         starts.extend(start)
+    if parts is not None:
+        parts.extend(parted if split is not None else [0] * len(images))
     return coders
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: Sequence[int] | None = None,
-                 starts: Sequence[Sequence[int]] | None = None) -> list[np.ndarray]:
+                  starts: Sequence[Sequence[int]] | None = None, parts: Sequence[int] | None = None
+                  ) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays.
-    particles, starts: per image, as encode_images used and gave them (None: one sample throughout)."""
+    particles, starts, parts: per image, as encode_images used and gave them (None: one sample throughout;
+    no block in parts)."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg)
     from bitswap_core.blocks import from_blocks
 
-    counts = [grid(h, w)[0] * grid(h, w)[1] for h, w, _ in shapes]
-    valid = [valid_sizes(h, w) for h, w, _ in shapes]
-    per_row = [grid(h, w)[1] for h, w, _ in shapes]
-    out = [np.empty((n, c, BLOCK, BLOCK), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
+    side = block_coder.side
+    counts = [grid(h, w, side)[0] * grid(h, w, side)[1] for h, w, _ in shapes]
+    valid = [valid_sizes(h, w, side) for h, w, _ in shapes]
+    per_row = [grid(h, w, side)[1] for h, w, _ in shapes]
+    out = [np.zeros((n, c, side, side), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
+        if parts is not None:  # blocks coded in 32x32 parts (split_blocks)
+            mine = [j for j in act if counts[j] - 1 - t < parts[j]]
+            for j in mine:
+                k = counts[j] - 1 - t
+                out[j][k] = _pop_parts(block_coder.at_side(BLOCK), coders[j], out[j], shapes[j], k,
+                                       None if maps is None else maps[[j]],
+                                       None if first_grids is None or k else first_grids[j])
+            act = [j for j in act if j not in mine]
+            if not act:
+                continue
         idx = [counts[j] - 1 - t for j in act]
         # the blocks after these (to the right, below) are decoded already: the border reads them
         border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
@@ -506,6 +567,54 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     return [from_blocks(b, h, w) for b, (h, w, _) in zip(out, shapes)]
 
 
+def split_blocks(image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, int, list[list[int]]]:
+    """An image's 32x32 blocks, their valid sizes, blocks per row and, per block of side `side` (raster
+    order), the indices of the 32x32 blocks inside it (raster order): its parts.
+
+    Why: bits-back pops a block's latents off the stack before it pushes the block, so a block needs that
+    many bits under it, and a block of side s has (s / 32)**2 times the latents of a 32x32 one. The first
+    block has nothing under it at all (coding/first_block.py). So an image's first large blocks are coded
+    in 32x32 parts, the first of them with the first block's coarse grid, until its stack holds enough for a
+    whole one (importance.stack_needed). The decoder decodes the parts of a block right to left and bottom
+    to top, after every later block, so each part's border (the first row and column of the parts or
+    blocks below and to its right) is decoded before it is."""
+    h, w = image.shape[:2]
+    rows, cols = grid(h, w, BLOCK)
+    f, per_row = side // BLOCK, grid(h, w, side)[1]
+    inside = [[(br * f + r) * cols + bc * f + c for r in range(f) for c in range(f)
+               if br * f + r < rows and bc * f + c < cols]
+              for br, bc in (divmod(t, per_row) for t in range(grid(h, w, side)[0] * per_row))]
+    return to_blocks(image, BLOCK), valid_sizes(h, w, BLOCK), cols, inside
+
+
+def _push_parts(fc: BlockCoder, coders: list[AnsCoder], split: list, t: int, maps, grids: list[int] | None
+                ) -> None:
+    """Push block t of each image (split: its split_blocks) as its 32x32 parts, batched across images."""
+    for k in range(max((len(s[3][t]) for s in split), default=0)):
+        act = [j for j in range(len(coders)) if k < len(split[j][3][t])]
+        part = [(*split[j][:3], [split[j][3][t][k]]) for j in act]
+        fc.push_blocks([coders[j] for j in act], np.stack([b[i[0]] for b, _, _, i in part]),
+                       np.stack([v[i[0]] for _, v, _, i in part]), maps=None if maps is None else maps[act],
+                       border=fc.borders(part), grids=None if grids is None or k else [grids[j] for j in act])
+
+
+def _pop_parts(fc: BlockCoder, coder: AnsCoder, out: np.ndarray, shape, t: int, maps, grid_k: int | None
+               ) -> np.ndarray:
+    """The decoder's half of _push_parts for one image whose blocks after t are decoded (out: its blocks);
+    returns block t."""
+    from bitswap_core.blocks import from_blocks
+
+    h, w, _ = shape
+    side = out.shape[-1]
+    blocks, valid, per_row, inside = split_blocks(from_blocks(out, h, w), side)
+    for k in range(len(inside[t]) - 1, -1, -1):
+        i = inside[t][k]
+        x = fc.pop_blocks([coder], valid[i : i + 1], maps=maps, border=fc.borders([(blocks, valid, per_row, [i])]),
+                          grids=None if grid_k is None or k else [grid_k])
+        blocks[i] = x[0]
+    return to_blocks(from_blocks(blocks, h, w), side)[t]
+
+
 def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int = 0,
               adaptations: Sequence[adapt.Adaptation] | None = None) -> list[float]:
     """The exact model's negative ELBO in bits per image (one latent sample per block), without ANS.
@@ -519,13 +628,15 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
     rng = np.random.default_rng(seed)
     totals = []
     for j_im, im in enumerate(images):
-        blocks, valid = to_blocks(im), valid_sizes(im.shape[0], im.shape[1])
-        per_row = grid(im.shape[0], im.shape[1])[1]
+        side = block_coder.side
+        blocks, valid = to_blocks(im, side), valid_sizes(im.shape[0], im.shape[1], side)
+        per_row = grid(im.shape[0], im.shape[1], side)[1]
         bits = 0.0
-        for s in range(0, len(blocks), 64):
-            xb, vb = blocks[s : s + 64], valid[s : s + 64]
+        step = max(1, 64 // (side // BLOCK) ** 2)
+        for s in range(0, len(blocks), step):
+            xb, vb = blocks[s : s + step], valid[s : s + step]
             n = len(xb)
-            sampler = random_coder(rng, 4 * cfg.nz * cfg.z_dims * n)
+            sampler = random_coder(rng, 4 * cfg.nz * block_coder.z_dims * n)
             mb = None if maps is None else maps[j_im : j_im + 1].repeat(n)
             border = block_coder.borders([(blocks, valid, per_row, np.arange(s, s + n))])
             bits += block_coder.sample_elbo_bits(torch.from_numpy(xb.astype(np.int64)), vb, [sampler] * n, mb,

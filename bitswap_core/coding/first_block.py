@@ -37,7 +37,7 @@ def prior_above(block_coder, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The distribution z1 is coded with in a first block: p(z1 | z2) with z2 (and any layer above it) at its
     prior's mode, or the top prior for a one-layer model."""
     cfg, m = block_coder.cfg, block_coder.net
-    dist = m.top_prior(n)
+    dist = block_coder.top_prior(n)
     for i in range(cfg.nz - 2, -1, -1):
         dist = m.p_latent(i, mode_bins(dist[0], cfg.mean_frac, cfg.z_bins))
     return dist
@@ -66,7 +66,9 @@ def choose(block_coder, images: Sequence[np.ndarray], adaptations=None, grids: S
         return []
     cfg = block_coder.cfg
     n = len(images)
-    parts = [(to_blocks(im), valid_sizes(*im.shape[:2]), grid(*im.shape[:2])[1], [0]) for im in images]
+    side = block_coder.side
+    parts = [(to_blocks(im, side), valid_sizes(*im.shape[:2], side), grid(*im.shape[:2], side)[1], [0])
+             for im in images]
     x = torch.from_numpy(np.stack([blocks[0] for blocks, _, _, _ in parts]).astype(np.int64))
     valid = np.stack([v[0] for _, v, _, _ in parts])
     maps = adapt.coding_maps(adaptations, cfg)

@@ -45,9 +45,9 @@ def check_particles(k: int) -> int:
     return k
 
 
-def stack_needed(cfg, k: int) -> int:
-    """Bits the stack should hold before a block is coded with k particles."""
-    return k * cfg.nz * cfg.z_dims * BITS_PER_LATENT
+def stack_needed(block_coder, k: int) -> int:
+    """Bits the stack should hold before one of block_coder's blocks is coded with k particles."""
+    return k * block_coder.cfg.nz * block_coder.z_dims * BITS_PER_LATENT
 
 
 def rungs(k: int) -> list[int]:
@@ -173,7 +173,7 @@ def log_weights(bc, x: torch.Tensor, valid: np.ndarray, ps: Particles, k: int, m
     shift = adapt.latent_shift(maps_k)
     border_k = None if border is None else tuple(t[rep] for t in border)
     lw = np.zeros(k * n, dtype=np.int64)
-    priors = [m.p_latent(i, ps.z[i + 1]) for i in range(nz - 1)] + [m.top_prior(k * n)]
+    priors = [m.p_latent(i, ps.z[i + 1]) for i in range(nz - 1)] + [bc.top_prior(k * n)]
     for i in range(nz):  # + log2 q(z | x), - log2 p(z)
         lw += _latent_costs(bc, ps.z[i], ps.q[i], shift)
         lw -= _latent_costs(bc, ps.z[i], priors[i], shift)
@@ -212,11 +212,11 @@ def push_blocks(bc, coders: Sequence[AnsCoder], x: torch.Tensor, valid: np.ndarr
 
 
 def pop_blocks(bc, coders: Sequence[AnsCoder], valid: np.ndarray, k: int, maps=None, border=None) -> torch.Tensor:
-    """The decoder's half: returns the blocks x (n, C, 32, 32) int64."""
+    """The decoder's half: returns the blocks x (n, C, s, s) int64."""
     n, m, nz = len(coders), bc.net, bc.cfg.nz
     shift = adapt.latent_shift(maps)
     z: list = [None] * nz
-    z[-1] = bc.pop_latents(coders, m.top_prior(n), shift)
+    z[-1] = bc.pop_latents(coders, bc.top_prior(n), shift)
     for i in range(nz - 1, 0, -1):
         z[i - 1] = bc.pop_latents(coders, m.p_latent(i - 1, z[i]), shift)
     x = bc.pop_pixels(coders, z[0], valid, maps, border)

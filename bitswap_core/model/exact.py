@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bitswap_core.blocks import block_side
 from bitswap_core.model import phases
 from bitswap_core.model.config import ModelConfig
 from bitswap_core.model.quant import (
@@ -305,7 +306,7 @@ class ExactModel:
     # ---- distributions (levels) ----
     @torch.no_grad()
     def q_latent(self, i: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z_i | x) for i == 0 (inp: pixels (B, C, 32, 32)), else q(z_i | z_{i-1}) (inp: bins)."""
+        """q(z_i | x) for i == 0 (inp: pixels (B, C, s, s)), else q(z_i | z_{i-1}) (inp: bins)."""
         a = self._x_input(inp) if i == 0 else self._z_input(inp)
         out = self.q[i](a)
         return out["z_mean"], out["z_scale"]
@@ -316,8 +317,9 @@ class ExactModel:
         out = self.p[i](self._z_input(z_above))
         return out["z_mean"], out["z_scale"]
 
-    def top_prior(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (n, self.cfg.z_channels, 16, 16)
+    def top_prior(self, n: int, side: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top layer's prior for n blocks whose latent grids are side x side (a block's side / 2)."""
+        shape = (n, self.cfg.z_channels, side, side)
         return torch.full(shape, self.top[0], dtype=torch.int64), torch.full(shape, self.top[1], dtype=torch.int64)
 
     @torch.no_grad()
@@ -348,9 +350,10 @@ class ExactModel:
                 out = {k: v[:, rows] for k, v in out.items()}
         else:
             ctx_conv, blocks, head = self.phase_heads[phase - 1]
-            # the head's pixel context is the block's own; a bordered block's row and column 32 reach only
+            # the head's pixel context is the block's own; a bordered block's last row and column reach only
             # the neighbour predictor below
-            xs = (x[..., :32, :32].to(self.device, torch.int64) - 128) * known[..., :32, :32].to(self.device)
+            b = block_side(x)
+            xs = (x[..., :b, :b].to(self.device, torch.int64) - 128) * known[..., :b, :b].to(self.device)
             ctx = F.pixel_unshuffle(xs.to(torch.float32), 2)[:, phases.context(cfg.channels, phase)]
             s = torch.clamp(trunk + ctx_conv.stream(ctx.permute(0, 2, 3, 1).contiguous()), -STREAM_MAX, STREAM_MAX)
             out = head(self.px.act(self.px.blocks_on(s, blocks)))
