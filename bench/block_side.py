@@ -1,0 +1,100 @@
+"""Block side in the coded path (container v15): each image coded through the public API's learned path
+(`smallest=False`, container included) with blocks of 32 (as every earlier container), 64 and 128 pixels a
+side, the same model, decoded and verified pixel-exact; bits per dimension and encode / decode KB/s of raw
+pixels on one thread, the sides alternating image by image. "auto" is the API's own rule (api.side_for),
+which depends on the image's size alone: given every side, the table takes each image's auto side's run.
+
+    .venv/bin/python bench/block_side.py ../shared/datasets/val/*.png --sides 32,64,128 --out F.json
+
+Runs split across processes (one core each, e.g. half the images each) are put together with
+`--merge A.json B.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bitswap_core  # noqa: E402
+from bitswap_core import api  # noqa: E402
+
+
+def measure(path: Path, sides: list[str], particles: int) -> dict:
+    img = Image.open(path).convert("RGB")
+    out = {"image": path.name, "dims": 3 * img.width * img.height, "auto": api.side_for(img.width, img.height),
+           "runs": {}}
+    for side in sides:
+        t = time.perf_counter()
+        data = bitswap_core.compress(img, smallest=False, particles=particles,
+                                     block_side=None if side == "auto" else int(side))
+        enc = time.perf_counter() - t
+        t = time.perf_counter()
+        back = bitswap_core.decompress(data)
+        dec = time.perf_counter() - t
+        if back.tobytes() != img.tobytes():
+            raise SystemExit(f"{path}: side {side} did not decode exactly")
+        out["runs"][side] = {"bytes": len(data), "encode_s": enc, "decode_s": dec}
+        print(f"{path.name:24s} side {side:>4s} {8 * len(data) / out['dims']:.4f} bpd, encode {enc:.1f} s, "
+              f"decode {dec:.1f} s", flush=True)
+    return out
+
+
+def table(results: list[dict]) -> None:
+    sides = list(dict.fromkeys(s for r in results for s in r["runs"]))
+    if "auto" not in sides and all(str(r["auto"]) in r["runs"] for r in results):
+        for r in results:  # the API's rule depends on the image's size alone: its side's run is its run
+            r["runs"]["auto"] = r["runs"][str(r["auto"])]
+        sides.append("auto")
+    dims = sum(r["dims"] for r in results)
+    base = sum(r["runs"]["32"]["bytes"] for r in results) if all("32" in r["runs"] for r in results) else None
+    print(f"\n{len(results)} images, {dims / 3e6:.2f} MP")
+    print("| block side | bpd | vs 32 | images smaller | encode KB/s | decode KB/s |")
+    print("|---|---|---|---|---|---|")
+    for side in sides:
+        runs = [r["runs"][side] for r in results]
+        size = sum(x["bytes"] for x in runs)
+        smaller = sum(x["bytes"] < r["runs"]["32"]["bytes"] for x, r in zip(runs, results)) if base else 0
+        enc = dims / 1e3 / sum(x["encode_s"] for x in runs)
+        dec = dims / 1e3 / sum(x["decode_s"] for x in runs)
+        rel = f"{100 * (size / base - 1):+.2f}%" if base else "-"
+        print(f"| {side} | {8 * size / dims:.4f} | {rel} | {smaller} of {len(runs)} | {enc:.1f} | {dec:.1f} |")
+    print("\nper image, bpd:")
+    for r in results:
+        print(f"  {r['image']:24s} auto={r['auto']:3d} " + " ".join(
+            f"{s}: {8 * x['bytes'] / r['dims']:.4f}" for s, x in r["runs"].items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("images", nargs="*", type=Path)
+    ap.add_argument("--sides", default="32,64,128")
+    ap.add_argument("--particles", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="write the per-image results as JSON")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
+    args = ap.parse_args()
+    if args.merge:
+        runs: dict[str, dict] = {}
+        for f in args.merge:
+            for r in json.loads(f.read_text()):
+                runs.setdefault(r["image"], {**r, "runs": {}})["runs"].update(r["runs"])
+        return table(sorted(runs.values(), key=lambda r: r["image"]))
+    torch.set_num_threads(1)
+    sides = args.sides.split(",")
+    results = []
+    for path in args.images:
+        results.append(measure(path, sides, args.particles))
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
+    table(results)
+
+
+if __name__ == "__main__":
+    main()
