@@ -7,7 +7,9 @@ which depends on the image's size alone: given every side, the table takes each 
     .venv/bin/python bench/block_side.py ../shared/datasets/val/*.png --sides 32,64,128 --out F.json
 
 Runs split across processes (one core each, e.g. half the images each) are put together with
-`--merge A.json B.json`.
+`--merge A.json B.json`. Ablations: `--first-part-only` (only the first block in 32x32 parts: the larger
+blocks then pop their latents from a shallow stack), `--fit-side 128` (the adaptation fitted on blocks of
+the coding side).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bitswap_core  # noqa: E402
 from bitswap_core import api  # noqa: E402
+from bitswap_core.coding import adapt, importance  # noqa: E402
 
 
 def measure(path: Path, sides: list[str], particles: int) -> dict:
     img = Image.open(path).convert("RGB")
-    out = {"image": path.name, "dims": 3 * img.width * img.height, "auto": api.side_for(img.width, img.height),
-           "runs": {}}
+    auto = api.side_for(img.width, img.height, particles)
+    out = {"image": path.name, "dims": 3 * img.width * img.height, "auto": auto, "runs": {}}
     for side in sides:
         t = time.perf_counter()
         data = bitswap_core.compress(img, smallest=False, particles=particles,
@@ -77,6 +80,10 @@ def main() -> None:
     ap.add_argument("images", nargs="*", type=Path)
     ap.add_argument("--sides", default="32,64,128")
     ap.add_argument("--particles", type=int, default=1)
+    ap.add_argument("--first-part-only", action="store_true",
+                    help="ablation: only each image's first block in 32x32 parts, every later one whole")
+    ap.add_argument("--fit-side", type=int, default=None,
+                    help="ablation: the largest block side the adaptation is fitted on (adapt.FIT_SIDE)")
     ap.add_argument("--out", type=Path, default=None, help="write the per-image results as JSON")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
     args = ap.parse_args()
@@ -87,6 +94,10 @@ def main() -> None:
                 runs.setdefault(r["image"], {**r, "runs": {}})["runs"].update(r["runs"])
         return table(sorted(runs.values(), key=lambda r: r["image"]))
     torch.set_num_threads(1)
+    if args.first_part_only:
+        importance.stack_needed = lambda block_coder, k: 0
+    if args.fit_side:
+        adapt.FIT_SIDE = args.fit_side
     sides = args.sides.split(",")
     results = []
     for path in args.images:

@@ -97,38 +97,45 @@ def int8_convs(m) -> int:
 
 
 def codec_speed(images: list[Image.Image], codec: str, batch: bool, threads: int, model=None,
-                setting: str = str(adapt.SAMPLE_BLOCKS), matmul: str = "int8") -> dict:
+                setting: str = str(adapt.SAMPLE_BLOCKS), matmul: str = "int8", side: str = "auto") -> dict:
     with parts_of(setting):
-        return _codec_speed(images, codec, batch, threads, model, setting, matmul)
+        return _codec_speed(images, codec, batch, threads, model, setting, matmul, side)
 
 
-def _codec_speed(images, codec, batch, threads, model, setting, matmul) -> dict:
+def _network_seconds(m, reset: bool = False) -> float:
+    """Seconds in the networks of every block coder of model m (each block side has its own)."""
+    coders = {id(s): s for bc in m.__dict__.get("_coders", {}).values() for s in bc._sides.values()}
+    total = sum(bc.net.seconds for bc in coders.values())
+    for bc in coders.values() if reset else ():
+        bc.net.seconds = 0.0
+    return total
+
+
+def _codec_speed(images, codec, batch, threads, model, setting, matmul, side) -> dict:
     adapt_blocks = parse(setting)[0]
     torch.set_num_threads(threads)
     m = with_matmul(model, matmul)
-    bc = m.block_coder(codec)
     raw = sum(im.width * im.height * 3 for im in images)
-    bitswap_core.compress(images[0].crop((0, 0, 32, 32)), m, codec=codec, smallest=False)  # warm-up
-    bc.net.seconds = 0.0
+    kw = {"adapt_blocks": adapt_blocks, "block_side": None if side == "auto" else int(side)}
+    bitswap_core.compress(images[0], m, codec=codec, smallest=False, **kw)  # warm-up (JIT, tables, coders)
+    _network_seconds(m, reset=True)
     t0 = time.perf_counter()
     if batch:
-        datas = bitswap_core.compress_batch(images, m, codec=codec, smallest=False, adapt_blocks=adapt_blocks)
+        datas = bitswap_core.compress_batch(images, m, codec=codec, smallest=False, **kw)
     else:
-        datas = [bitswap_core.compress(im, m, codec=codec, smallest=False, adapt_blocks=adapt_blocks)
-                 for im in images]
-    te, net_e = time.perf_counter() - t0, bc.net.seconds
-    bc.net.seconds = 0.0
+        datas = [bitswap_core.compress(im, m, codec=codec, smallest=False, **kw) for im in images]
+    te, net_e = time.perf_counter() - t0, _network_seconds(m, reset=True)
     t0 = time.perf_counter()
     if batch:
         outs = bitswap_core.api.decompress_batch(datas, m)
     else:
         outs = [bitswap_core.decompress(d, m) for d in datas]
-    td, net_d = time.perf_counter() - t0, bc.net.seconds
+    td, net_d = time.perf_counter() - t0, _network_seconds(m)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(images, outs))
     assert all(container.unpack(d).codec == codec for d in datas)
     bits = sum(len(container.unpack(d).payload) * 8 for d in datas)
     return {
-        "model": m.id[:8], "codec": codec, "batch": batch, "adapt": setting, "matmul": matmul,
+        "model": m.id[:8], "codec": codec, "batch": batch, "adapt": setting, "matmul": matmul, "side": side,
         "int8_convs": int8_convs(m), "threads": threads,
         "images": len(images),
         "raw_kb": raw / 1000,
@@ -151,6 +158,8 @@ def main() -> None:
                     help="only profile one warm batched compress of the crops (cProfile, cumulative)")
     ap.add_argument("--adapt-blocks", nargs="+", default=[str(adapt.SAMPLE_BLOCKS)],
                     help="adaptation settings to measure: 0 (none), 16s, 16o, 16n, 16 (bench/adapt_setting.py)")
+    ap.add_argument("--block-sides", nargs="+", default=["auto"],
+                    help="block sides to measure: 32, 64, 128, auto (api.side_for; 64 for 256x256 crops)")
     ap.add_argument("--matmul", nargs="+", default=["int8"], choices=["int8", "float"],
                     help="the exact networks' products: int8 where the CPU passes the probe (default), float")
     args = ap.parse_args()
@@ -175,9 +184,10 @@ def main() -> None:
         for codec, batch in (("bitswap", True), ("bitswap", False), ("bbans", True), ("bbans", False)):
             for blocks in args.adapt_blocks if codec == "bitswap" else args.adapt_blocks[-1:]:
                 for matmul in args.matmul:
-                    r = codec_speed(images, codec, batch, args.threads, model, blocks, matmul)
-                    results["runs"].append(r)
-                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+                    for side in args.block_sides:
+                        r = codec_speed(images, codec, batch, args.threads, model, blocks, matmul, side)
+                        results["runs"].append(r)
+                        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -30,3 +30,8 @@ $PY bench/distribution_headroom.py "$VAL"/waterloo-tulips.png "$VAL"/usc-4.1.04.
   --model bitswap_core/zoo/default-v5-653383b7.safetensors 2>&1 | grep -v Warning | tee $OUT/distribution_headroom.txt
 $PY bench/latent_shift.py "$VAL"/waterloo-serrano.png "$VAL"/usc-4.1.04.png "$VAL"/waterloo-tulips.png "$VAL"/usc-4.2.01.png \
   "$VAL"/usc-4.1.08.png 2>&1 | grep -v Warning | tee $OUT/latent_shift.txt
+$PY bench/block_side_elbo.py "$VAL" 2>&1 | grep -v Warning | tee $OUT/block_side_elbo.txt
+$PY bench/block_side.py "$VAL"/*.png --sides 32,64,128 --out $OUT/block_side_val.json 2>&1 | grep -v Warning \
+  | tee $OUT/block_side_val.txt
+$PY bench/block_side.py "$VAL"/*.png --particles 8 --sides 32,64 --out $OUT/block_side_val_k8.json 2>&1 \
+  | grep -v Warning | tee $OUT/block_side_val_k8.txt

@@ -80,7 +80,7 @@ def compress_batch(
     particles: posterior samples per block (coding/importance.py): above 1, each block is coded at the
     importance-weighted bound, smaller, for about that many times the work when encoding and decoding.
     block_side: the side of the blocks an image is cut into (blocks.SIDES: 32, 64, 128); None: by the
-    image's size (side_for).
+    image's size and particles (side_for).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
@@ -103,7 +103,7 @@ def compress_batch(
             fast[i] = {n: len(p) for n, p in found.items()}
     sides: dict[int, list[int]] = {}  # images of one block side are coded together
     for i in learned:
-        side = block_side if block_side is not None else side_for(images[i].width, images[i].height)
+        side = block_side if block_side is not None else side_for(images[i].width, images[i].height, particles)
         sides.setdefault(side if container.VERSION >= 15 else BLOCK, []).append(i)
     for side, group in sides.items():
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
@@ -159,14 +159,16 @@ def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswa
                           block_side=block_side)[0]
 
 
-def side_for(width: int, height: int) -> int:
+def side_for(width: int, height: int, particles: int = 1) -> int:
     """The block side an image is coded with by default (container v15): the largest of blocks.SIDES that
     the image holds MIN_BLOCKS whole blocks of. Why: larger blocks put fewer pixels at a block's edge, where
     the networks see padding, and run faster; but an image's first blocks are coded in 32x32 parts until
     its stack is deep enough (bitsback.split_blocks), and a block's latents over its padding are paid for
-    (docs/BENCHMARKS.md, "Block side")."""
+    (docs/BENCHMARKS.md, "Block side"). With particles, at most 64x64: each of a block's particles needs its
+    latents' bits on the stack before the block gets them (importance.rungs), and 128x128 blocks come too
+    few for the stack to get deep enough."""
     best = BLOCK
-    for side in SIDES:
+    for side in SIDES if particles == 1 else (s for s in SIDES if s <= 64):
         if (height // side) * (width // side) >= MIN_BLOCKS:
             best = side
     return best

@@ -47,6 +47,7 @@ def test_side_for_keeps_16_blocks() -> None:
     assert api.side_for(255, 255) == 32 and api.side_for(256, 256) == 64 and api.side_for(512, 511) == 64
     assert api.side_for(512, 512) == 128 and api.side_for(4000, 3000) == 128 and api.side_for(20, 5000) == 32
     assert api.side_for(2048, 64) == 64 and api.side_for(794, 629) == 128  # 32 x 1 and 6 x 4 whole blocks
+    assert api.side_for(512, 512, particles=2) == 64 and api.side_for(256, 256, particles=8) == 64
 
 
 def _section(data: bytes) -> tuple[int, int, bytes]:

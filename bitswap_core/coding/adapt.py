@@ -469,17 +469,21 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
 
 
 def sample_size(blocks: int, sample_blocks: int | None = None, side: int = BLOCK) -> int:
-    """How many of an image's blocks the encoder samples: sample_blocks if given (at most all of them), else
-    one in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most MAX_SAMPLE_BLOCKS. Why: the header's hundreds of
-    fitted values need more pixels than 16 blocks of a large image give (48 of a 768 x 512 photo's 384
-    blocks code it 0.5% smaller than 16, for 13% more encode time; 128 only 0.05% more, docs/BENCHMARKS.md),
-    while a small image's whole fit must stay cheap. Depends on the image size alone, so the bytes do too.
-    Counts are of the image's blocks whatever their side: larger blocks are sampled as many times (a few
-    large blocks in place of many small ones fit the image's values worse, docs/BENCHMARKS.md, "Block
-    side"), up to _BATCH_BLOCKS' pixels."""
+    """How many of an image's blocks (of this side) the encoder samples: sample_blocks if given (at most all
+    of them), else, counted in 32x32 blocks, one in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most
+    MAX_SAMPLE_BLOCKS. Why: the header's hundreds of fitted values need more pixels than 16 blocks of a large
+    image give (48 of a 768 x 512 photo's 384 blocks code it 0.5% smaller than 16, for 13% more encode time;
+    128 only 0.05% more, docs/BENCHMARKS.md), while a small image's whole fit must stay cheap. Larger blocks
+    are sampled twice those pixels: fewer, larger blocks describe an image less evenly (8 of a 256 x 256
+    image's 16 blocks of 64x64 fit it 0.2% better than the pixels of 16 blocks of 32x32, all 16 another 0.06%
+    for 1.8 times the fit's time, docs/BENCHMARKS.md, "Block side"). Depends on the image size alone, so the
+    bytes do too."""
+    area = (side // BLOCK) ** 2
     if sample_blocks is None:
-        sample_blocks = min(MAX_SAMPLE_BLOCKS, max(SAMPLE_BLOCKS, -(-blocks // SAMPLE_SHARE)))
-    return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS // (side // BLOCK) ** 2))
+        sample_blocks = min(MAX_SAMPLE_BLOCKS, max(SAMPLE_BLOCKS, -(-blocks * area // SAMPLE_SHARE)))
+        if area > 1:
+            sample_blocks = -(-2 * sample_blocks // area)
+    return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS // area))
 
 
 def _sample(images: Sequence[np.ndarray], sample_blocks: int | None, side: int = BLOCK):
