@@ -73,8 +73,8 @@ def compress_batch(
 
     codec: "bitswap" (recursive bits-back) or "bbans" (naive bits-back), for images the learned path takes.
     smallest: also try the classical codecs on those images and keep whichever container is smaller.
-    adapt_blocks: blocks per image the encoder samples to fit its adaptation (coding/adapt.py; 0: none; None:
-    adapt.sample_size's rule, 16 to 64 blocks by the image's size).
+    adapt_blocks: blocks per image the encoder samples to fit its adaptation (coding/adapt.py; blocks of the
+    coding side, at most 64x64; 0: none; None: adapt.sample_size's rule by the image's size).
     coarse_first: send each image's first block's latents on a coarse grid instead of by bits-back
     (coding/first_block.py); None: on for bitswap, off for bbans (the paper's naive baseline).
     particles: posterior samples per block (coding/importance.py): above 1, each block is coded at the

@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--learned-only", action="store_true",
                    help="use the learned codec even where a classical lossless codec would be smaller")
     p.add_argument("--adapt-blocks", type=int, default=None, metavar="N",
-                   help="blocks the encoder samples to fit the per-image adaptation (default: one in 8, "
-                        "16 to 64 by the image's size; 0: the model as is)")
+                   help="blocks the encoder samples to fit the per-image adaptation, of the coding side "
+                        "up to 64x64 (default: by the image's size, adapt.sample_size; 0: the model as is)")
     p.add_argument("--first-block", choices=("coarse", "bits-back"), default=None,
                    help="the first block's latents: on a coarse grid (bitswap's default) or by bits-back "
                         "(bbans's default, the paper's baseline)")

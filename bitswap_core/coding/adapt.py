@@ -682,19 +682,19 @@ def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float,
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
            spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1
            ) -> list[Adaptation]:
-    """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks,
-    sample_blocks) of its blocks: first the scale shifts (every candidate shift), then, given them, the
-    blend (_fit_blend; blend = 2: every step with decoded neighbours, weights -8..8; 1: phase (0,0)'s
-    sub-phases only, weights 0..8, as container v6 wrote; 0: none), then, given them, the colour blend
-    (colour = 1: the same steps' G and B, weights 0..8; 0: none, as container v8 wrote), then, given all,
-    the spike levels (spikes = 2: both spikes, 1: the first only, 0: none; _fit_spikes); blend, colour
-    blend and spikes on 4-phase models only. One latent sample per block from a sampler seeded alike for
-    every image, so the choice, and the bytes, depend on the image alone, not on the batch; the networks
-    see the samples of several images at once. A part is left out (None) where its estimated saving does
-    not pay for its header twice. Before all that (values = 1; 0: none, as container v11 wrote) the value
-    masks (_fit_values), then (paletted = 1; 0: none, as container v12 wrote) the palette in their place
-    where it pays (_fit_palette); every later fit codes with them. Last (latent = 1; 0: none, as container
-    v10 wrote), given all that, the latent shift (fit_latent)."""
+    """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks, sample_blocks)
+    of its blocks of block_coder's side, or of 64x64 ones above that (FIT_SIDE): first the scale shifts (every
+    candidate shift), then, given them, the blend (_fit_blend; blend = 2: every step with decoded neighbours,
+    weights -8..8; 1: phase (0,0)'s sub-phases only, weights 0..8, as container v6 wrote; 0: none), then, given
+    them, the colour blend (colour = 1: the same steps' G and B, weights 0..8; 0: none, as container v8 wrote),
+    then, given all, the spike levels (spikes = 2: both spikes, 1: the first only, 0: none; _fit_spikes); blend,
+    colour blend and spikes on 4-phase models only. One latent sample per block from a sampler seeded alike for
+    every image, so the choice, and the bytes, depend on the image alone, not on the batch; the networks see the
+    samples of several images at once. A part is left out (None) where its estimated saving does not pay for its
+    header twice. Before all that (values = 1; 0: none, as container v11 wrote) the value masks (_fit_values), then
+    (paletted = 1; 0: none, as container v12 wrote) the palette in their place where it pays (_fit_palette); every
+    later fit codes with them. Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
+    (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
     block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
