@@ -15,7 +15,6 @@ the coding side).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bitswap_core  # noqa: E402
+from bench.image_runs import measure_all, merged  # noqa: E402
 from bitswap_core import api  # noqa: E402
 from bitswap_core.coding import adapt, importance  # noqa: E402
 
@@ -88,23 +88,14 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
     args = ap.parse_args()
     if args.merge:
-        runs: dict[str, dict] = {}
-        for f in args.merge:
-            for r in json.loads(f.read_text()):
-                runs.setdefault(r["image"], {**r, "runs": {}})["runs"].update(r["runs"])
-        return table(sorted(runs.values(), key=lambda r: r["image"]))
+        return table(merged(args.merge))
     torch.set_num_threads(1)
     if args.first_part_only:
         importance.stack_needed = lambda block_coder, k: 0
     if args.fit_side:
         adapt.FIT_SIDE = args.fit_side
     sides = args.sides.split(",")
-    results = []
-    for path in args.images:
-        results.append(measure(path, sides, args.particles))
-        if args.out:
-            args.out.write_text(json.dumps(results, indent=1))
-    table(results)
+    table(measure_all(args.images, lambda path: measure(path, sides, args.particles), args.out))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ side with `--merge A.json B.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bitswap_core  # noqa: E402
+from bench.image_runs import measure_all, merged  # noqa: E402
 from bitswap_core import api, container  # noqa: E402
 from bitswap_core.blocks import grid  # noqa: E402
 from bitswap_core.coding import adapt, importance  # noqa: E402
@@ -82,19 +82,10 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
     args = ap.parse_args()
     if args.merge:
-        runs: dict[str, dict] = {}
-        for f in args.merge:
-            for r in json.loads(f.read_text()):
-                runs.setdefault(r["image"], {**r, "runs": {}})["runs"].update(r["runs"])
-        return table(list(runs.values()))
+        return table(merged(args.merge))
     torch.set_num_threads(1)
     ks = [int(k) for k in args.particles.split(",")]
-    results = []
-    for path in args.images:
-        results.append(measure(path, ks))
-        if args.out:
-            args.out.write_text(json.dumps(results, indent=1))
-    table(results)
+    table(measure_all(args.images, lambda path: measure(path, ks), args.out))
 
 
 if __name__ == "__main__":
