@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,8 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bitswap_core  # noqa: E402
-from bench.image_runs import measure_all, merged  # noqa: E402
+from bench.image_runs import add_run_arguments, measure_all, merged, setting_row, timed_round_trip  # noqa: E402
 from bitswap_core import api  # noqa: E402
 from bitswap_core.coding import adapt, importance  # noqa: E402
 
@@ -35,15 +33,8 @@ def measure(path: Path, sides: list[str], particles: int) -> dict:
     auto = api.side_for(img.width, img.height, particles)
     out = {"image": path.name, "dims": 3 * img.width * img.height, "auto": auto, "runs": {}}
     for side in sides:
-        t = time.perf_counter()
-        data = bitswap_core.compress(img, smallest=False, particles=particles,
-                                     block_side=None if side == "auto" else int(side))
-        enc = time.perf_counter() - t
-        t = time.perf_counter()
-        back = bitswap_core.decompress(data)
-        dec = time.perf_counter() - t
-        if back.tobytes() != img.tobytes():
-            raise SystemExit(f"{path}: side {side} did not decode exactly")
+        data, enc, dec = timed_round_trip(img, f"{path}: side {side}", particles=particles,
+                                          block_side=None if side == "auto" else int(side))
         out["runs"][side] = {"bytes": len(data), "encode_s": enc, "decode_s": dec}
         print(f"{path.name:24s} side {side:>4s} {8 * len(data) / out['dims']:.4f} bpd, encode {enc:.1f} s, "
               f"decode {dec:.1f} s", flush=True)
@@ -57,18 +48,12 @@ def table(results: list[dict]) -> None:
             r["runs"]["auto"] = r["runs"][str(r["auto"])]
         sides.append("auto")
     dims = sum(r["dims"] for r in results)
-    base = sum(r["runs"]["32"]["bytes"] for r in results) if all("32" in r["runs"] for r in results) else None
     print(f"\n{len(results)} images, {dims / 3e6:.2f} MP")
     print("| block side | bpd | vs 32 | images smaller | encode KB/s | decode KB/s |")
     print("|---|---|---|---|---|---|")
     for side in sides:
-        runs = [r["runs"][side] for r in results]
-        size = sum(x["bytes"] for x in runs)
-        smaller = sum(x["bytes"] < r["runs"]["32"]["bytes"] for x, r in zip(runs, results)) if base else 0
-        enc = dims / 1e3 / sum(x["encode_s"] for x in runs)
-        dec = dims / 1e3 / sum(x["decode_s"] for x in runs)
-        rel = f"{100 * (size / base - 1):+.2f}%" if base else "-"
-        print(f"| {side} | {8 * size / dims:.4f} | {rel} | {smaller} of {len(runs)} | {enc:.1f} | {dec:.1f} |")
+        bpd, rel, smaller, enc, dec = setting_row(results, side, "32")
+        print(f"| {side} | {bpd:.4f} | {rel} | {smaller} of {len(results)} | {enc:.1f} | {dec:.1f} |")
     print("\nper image, bpd:")
     for r in results:
         print(f"  {r['image']:24s} auto={r['auto']:3d} " + " ".join(
@@ -77,15 +62,13 @@ def table(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("images", nargs="*", type=Path)
+    add_run_arguments(ap)
     ap.add_argument("--sides", default="32,64,128")
     ap.add_argument("--particles", type=int, default=1)
     ap.add_argument("--first-part-only", action="store_true",
                     help="ablation: only each image's first block in 32x32 parts, every later one whole")
     ap.add_argument("--fit-side", type=int, default=None,
                     help="ablation: the largest block side the adaptation is fitted on (adapt.FIT_SIDE)")
-    ap.add_argument("--out", type=Path, default=None, help="write the per-image results as JSON")
-    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
     args = ap.parse_args()
     if args.merge:
         return table(merged(args.merge))

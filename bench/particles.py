@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,8 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bitswap_core  # noqa: E402
-from bench.image_runs import measure_all, merged  # noqa: E402
+from bench.image_runs import add_run_arguments, measure_all, merged, setting_row, timed_round_trip  # noqa: E402
 from bitswap_core import api, container  # noqa: E402
 from bitswap_core.blocks import grid  # noqa: E402
 from bitswap_core.coding import adapt, importance  # noqa: E402
@@ -33,14 +31,7 @@ def measure(path: Path, ks: list[int]) -> dict:
     rows, cols = grid(img.height, img.width)
     out = {"image": path.name, "dims": 3 * img.width * img.height, "blocks": rows * cols, "runs": {}}
     for k in ks:
-        t = time.perf_counter()
-        data = bitswap_core.compress(img, smallest=False, particles=k)
-        enc = time.perf_counter() - t
-        t = time.perf_counter()
-        back = bitswap_core.decompress(data)
-        dec = time.perf_counter() - t
-        if back.tobytes() != img.tobytes():
-            raise SystemExit(f"{path}: K={k} did not decode exactly")
+        data, enc, dec = timed_round_trip(img, f"{path}: K={k}", particles=k)
         box = container.unpack(data)
         _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
         side, _, rest = api._block_side(rest[1:], box.block_side_byte, img.width, img.height)
@@ -57,29 +48,21 @@ def measure(path: Path, ks: list[int]) -> dict:
 def table(results: list[dict]) -> None:
     ks = sorted({int(k) for r in results for k in r["runs"]})
     dims = sum(r["dims"] for r in results)
-    base = sum(r["runs"]["1"]["bytes"] for r in results) if all("1" in r["runs"] for r in results) else None
     print(f"\n{len(results)} images, {dims / 3e6:.2f} MP")
     print("| particles | bpd | vs K = 1 | images smaller | blocks with all K | encode KB/s | decode KB/s |")
     print("|---|---|---|---|---|---|---|")
     for k in ks:
         runs = [r["runs"][str(k)] for r in results]
-        size = sum(x["bytes"] for x in runs)
-        smaller = sum(x["bytes"] < r["runs"]["1"]["bytes"] for x, r in zip(runs, results)) if base else 0
         share = (sum(r["blocks"] - (x["starts"] or [r["blocks"]])[-1] for x, r in zip(runs, results))
                  / sum(r["blocks"] for r in results))
-        enc = dims / 1e3 / sum(x["encode_s"] for x in runs)
-        dec = dims / 1e3 / sum(x["decode_s"] for x in runs)
-        rel = f"{100 * (size / base - 1):+.2f}%" if base else "-"
-        print(f"| {k} | {8 * size / dims:.4f} | {rel} | {smaller} of {len(runs)} | {100 * share:.0f}% | "
-              f"{enc:.1f} | {dec:.1f} |")
+        bpd, rel, smaller, enc, dec = setting_row(results, str(k), "1")
+        print(f"| {k} | {bpd:.4f} | {rel} | {smaller} of {len(runs)} | {100 * share:.0f}% | {enc:.1f} | {dec:.1f} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("images", nargs="*", type=Path)
+    add_run_arguments(ap)
     ap.add_argument("--particles", default="1,2,4,8")
-    ap.add_argument("--out", type=Path, default=None, help="write the per-image results as JSON")
-    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="print the table of these JSON runs")
     args = ap.parse_args()
     if args.merge:
         return table(merged(args.merge))
