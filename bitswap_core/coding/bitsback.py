@@ -474,7 +474,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     ahead = max(1, 256 // max(1, len(images) * (side // BLOCK) ** 2))
     q1: list = []
     split = None if side == BLOCK else [split_blocks(im, side) for im in images]
-    whole, parted = [False] * len(images), [len(b) for b in blocks]
+    parted = [len(b) for b in blocks]  # per image, its first block coded whole (above t while in parts)
     need_whole = importance.stack_needed(block_coder, 1)  # bits a whole block pops, with a margin
     for t in range(steps):
         act = [j for j in range(len(images)) if t < len(blocks[j])]
@@ -487,10 +487,10 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 q1.append((mean[k : k + len(js)], scale[k : k + len(js)]))
                 k += len(js)
         if split is not None:  # blocks coded in 32x32 parts while the stack is shallow (split_blocks)
-            mine = [j for j in act if not whole[j] and (t == 0 or coders[j].num_bits() < need_whole)]
+            mine = [j for j in act if parted[j] > t and (t == 0 or coders[j].num_bits() < need_whole)]
             for j in act:
-                if j not in mine and not whole[j]:
-                    whole[j], parted[j] = True, t
+                if j not in mine and parted[j] > t:
+                    parted[j] = t
             _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
                         None if maps is None else maps[mine],
                         None if first_grids is None or t else [first_grids[j] for j in mine])
@@ -539,13 +539,16 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     valid = [valid_sizes(h, w, side) for h, w, _ in shapes]
     per_row = [grid(h, w, side)[1] for h, w, _ in shapes]
     out = [np.zeros((n, c, side, side), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
+    split: dict[int, tuple] = {}  # per image in its parts, split_blocks of what is decoded, filled as it goes
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
         if parts is not None:  # blocks coded in 32x32 parts (split_blocks)
             mine = [j for j in act if counts[j] - 1 - t < parts[j]]
             for j in mine:
                 k = counts[j] - 1 - t
-                out[j][k] = _pop_parts(block_coder.at_side(BLOCK), coders[j], out[j], shapes[j], k,
+                if j not in split:  # its later blocks are decoded whole: cut the image into parts once
+                    split[j] = split_blocks(from_blocks(out[j], *shapes[j][:2]), side)
+                out[j][k] = _pop_parts(block_coder.at_side(BLOCK), coders[j], split[j], k, valid[j][k], side,
                                        None if maps is None else maps[[j]],
                                        None if first_grids is None or k else first_grids[j])
             act = [j for j in act if j not in mine]
@@ -598,21 +601,21 @@ def _push_parts(fc: BlockCoder, coders: list[AnsCoder], split: list, t: int, map
                        border=fc.borders(part), grids=None if grids is None or k else [grids[j] for j in act])
 
 
-def _pop_parts(fc: BlockCoder, coder: AnsCoder, out: np.ndarray, shape, t: int, maps, grid_k: int | None
-               ) -> np.ndarray:
-    """The decoder's half of _push_parts for one image whose blocks after t are decoded (out: its blocks);
-    returns block t."""
-    from bitswap_core.blocks import from_blocks
-
-    h, w, _ = shape
-    side = out.shape[-1]
-    blocks, valid, per_row, inside = split_blocks(from_blocks(out, h, w), side)
+def _pop_parts(fc: BlockCoder, coder: AnsCoder, split: tuple, t: int, valid_t, side: int, maps,
+               grid_k: int | None) -> np.ndarray:
+    """The decoder's half of _push_parts for one image: pops block t's parts into split (its split_blocks,
+    every later block decoded) and returns block t (valid_t: its valid size), padded as to_blocks pads it."""
+    blocks, valid, per_row, inside = split
+    out = np.zeros((blocks.shape[1], side, side), dtype=blocks.dtype)
+    top, left = divmod(inside[t][0], per_row)
     for k in range(len(inside[t]) - 1, -1, -1):
         i = inside[t][k]
         x = fc.pop_blocks([coder], valid[i : i + 1], maps=maps, border=fc.borders([(blocks, valid, per_row, [i])]),
                           grids=None if grid_k is None or k else [grid_k])
         blocks[i] = x[0]
-    return to_blocks(from_blocks(blocks, h, w), side)[t]
+        r, c = divmod(i, per_row)
+        out[:, (r - top) * BLOCK : (r - top + 1) * BLOCK, (c - left) * BLOCK : (c - left + 1) * BLOCK] = x[0]
+    return pad_block(out, *valid_t)
 
 
 def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int = 0,
