@@ -75,8 +75,8 @@ SAMPLE_SHARE = 8  # and one block in this many of a larger image (sample_size)
 MAX_SAMPLE_BLOCKS = 64
 _BATCH_BLOCKS = 256  # sample blocks per network call (of 32x32 pixels)
 # The largest block side the adaptation is fitted on: an image coded in 128x128 blocks is fitted on 64x64 ones.
-# Why: the fit samples a number of blocks; 16 of 128x128 fit a 512x512 photo 0.1-0.3% better than 16 of
-# 64x64, in 5 times the time, and 4 of them 0.0-0.4% worse (docs/BENCHMARKS.md, "Block side").
+# Why: the fit samples a number of blocks, and a few 128x128 ones describe an image unevenly: fitted on 4 to 6
+# of them, usc-house codes 0.5% larger than fitted on 64x64 ones (docs/BENCHMARKS.md, "Block side").
 FIT_SIDE = 64
 # candidate shifts, smallest first, so that ties keep the smaller change
 _CANDIDATES = np.array(sorted(range(-MAX_SHIFT, MAX_SHIFT + 1), key=lambda s: (abs(s), s)), dtype=np.int64)
