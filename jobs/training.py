@@ -1,4 +1,4 @@
-"""Training job: random 32x32 crops streamed from images, quantization-aware Bit-Swap, exact export.
+"""Training job: random 32x32 (or 64x64, 128x128) crops streamed from images, quantization-aware Bit-Swap, exact export.
 
 Resume is exact: the crops of step k come from an RNG seeded by (seed, k), and the checkpoint holds the
 model, EMA, optimizer and torch RNG state.
@@ -51,15 +51,17 @@ BORDER_MISSING = 0.1  # share of bordered crops without the right column, and (i
 
 
 class CropSampler:
-    """Random 32x32 crops with flips, chosen by an RNG seeded by (seed, step): resumable exactly.
+    """Random side x side crops (32x32 unless told) with flips, chosen by an RNG seeded by (seed, step):
+    resumable exactly.
 
-    border: 33x33 crops and their known mask instead (the next blocks' first row and column, as container
-    v8 codes a block), each border side missing in BORDER_MISSING of the crops, as on an image's last block
-    row or column; batch() then returns (crops, known)."""
+    border: (side + 1)^2 crops and their known mask instead (the next blocks' first row and column, as
+    container v8 codes a block), each border side missing in BORDER_MISSING of the crops, as on an image's
+    last block row or column; batch() then returns (crops, known)."""
 
-    def __init__(self, images: list[np.ndarray], seed: int = 0, sensor_noise: float = 0.0, border: bool = False):
-        self.sensor_noise, self.border = sensor_noise, border
-        self.side = 33 if border else 32
+    def __init__(self, images: list[np.ndarray], seed: int = 0, sensor_noise: float = 0.0, border: bool = False,
+                 side: int = 32):
+        self.sensor_noise, self.border, self.block = sensor_noise, border, side
+        self.side = side + 1 if border else side
         self.images = [im for im in images if im.shape[0] >= self.side and im.shape[1] >= self.side]
         if not self.images:
             raise ValueError(f"no training image is at least {self.side}x{self.side}")
@@ -89,22 +91,24 @@ class CropSampler:
         if not self.border:
             return x
         known = torch.ones((n, 1, side, side))
-        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, :, 32] = 0
-        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, 32, :] = 0
+        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, :, self.block] = 0
+        known[torch.from_numpy(rng.random(n) < BORDER_MISSING), :, self.block, :] = 0
         return x * known, known
 
 
-def tile_blocks(images: list[np.ndarray], border: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """All full 32x32 tiles of the images (validation: the blocks the codec would see); with border, each with
-    the next tiles' first row and column and their known mask (blocks.bordered)."""
+def tile_blocks(images: list[np.ndarray], border: bool = False, side: int = 32
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """All full side x side tiles of the images (validation: the blocks the codec would see); with border, each
+    with the next tiles' first row and column and their known mask (blocks.bordered)."""
     from bitswap_core.blocks import bordered
 
     tiles, known = [], []
+    s = side
     for im in images:
-        h, w = im.shape[0] // 32 * 32, im.shape[1] // 32 * 32
-        t = im[:h, :w].reshape(h // 32, 32, w // 32, 32, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, 32, 32)
+        h, w = im.shape[0] // s * s, im.shape[1] // s * s
+        t = im[:h, :w].reshape(h // s, s, w // s, s, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, s, s)
         if border:  # the next tiles' first row and column; the last tile row and column have none
-            tb, kb = bordered(t, np.full((len(t), 2), 32), w // 32, np.arange(len(t)))
+            tb, kb = bordered(t, np.full((len(t), 2), s), w // s, np.arange(len(t)))
             t = tb
             known.append(kb)
         tiles.append(t)
@@ -141,6 +145,10 @@ class TrainConfig:
     # Train (and validate) on bordered blocks: the neighbour predictor also reads the next blocks' first row
     # and column, as the codec does from container v8 on (CropSampler, blocks.bordered).
     border: bool = False
+    # Side of the training crops and validation tiles: 64 or 128 train the model on the blocks the codec
+    # codes from container v15 on (api.side_for), where fewer pixels sit at a block's zero-padded edge.
+    # Validation then takes val_blocks * (32 / side)^2 tiles: the same number of pixels.
+    crop_side: int = 32
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -288,8 +296,9 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         tc = replace(TrainConfig(**json.loads(ck["train_config"])), **{
             k: v for k, v in tc.__dict__.items() if k in ("steps", "eval_every", "ckpt_every_s")})
     crop_seed = tc.seed if tc.crop_seed is None else tc.crop_seed
-    sampler = CropSampler(images, seed=crop_seed, sensor_noise=tc.sensor_noise, border=tc.border)
-    val = validation_subset(val_images, tc.val_blocks, tc.seed, tc.border)
+    sampler = CropSampler(images, seed=crop_seed, sensor_noise=tc.sensor_noise, border=tc.border,
+                          side=tc.crop_side)
+    val = validation_subset(val_images, val_count(tc), tc.seed, tc.border, tc.crop_side)
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
     model = BitSwapModel(cfg).to(device)
@@ -433,18 +442,23 @@ def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: 
     return save_model(out, model.cfg, export_tensors(model), info)
 
 
-def validation_subset(images: list[np.ndarray], n: int, seed: int = 0, border: bool = False):
+def val_count(tc: TrainConfig) -> int:
+    """How many validation tiles a run evaluates: val_blocks 32x32 tiles' worth of pixels."""
+    return max(1, tc.val_blocks * 32 * 32 // tc.crop_side**2)
+
+
+def validation_subset(images: list[np.ndarray], n: int, seed: int = 0, border: bool = False, side: int = 32):
     """A fixed, seeded subset of n tiles of the images: what train() evaluates on (with border: (bordered
     tiles, known), the same tiles)."""
-    val = tile_blocks(images, border)
+    val = tile_blocks(images, border, side)
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(val[0] if border else val), generator=g)[:n]
     return (val[0][pick], val[1][pick]) if border else val[pick]
 
 
-def validation_tiles(val_data: str, n: int, seed: int = 0, border: bool = False):
+def validation_tiles(val_data: str, n: int, seed: int = 0, border: bool = False, side: int = 32):
     """The fixed validation tiles of a run with val_data (the same subset train() evaluates on)."""
-    return validation_subset([load_rgb(u) for u in list_images(val_data)], n, seed, border)
+    return validation_subset([load_rgb(u) for u in list_images(val_data)], n, seed, border, side)
 
 
 def float_and_exact_bpd(checkpoint: Path, model_file: Path, tiles: torch.Tensor) -> dict[str, float]:

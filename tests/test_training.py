@@ -295,6 +295,40 @@ def test_the_float_model_reads_the_border_only_where_it_is_known(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 4 and "val_bpd" in history
 
 
+def test_larger_crops_train_the_blocks_the_codec_codes_larger_images_in(tmp_path):
+    """--crop-side 64: 64x64 crops (65x65 bordered, the border in row and column 64), validation on 64x64
+    tiles of the same pixel count as the 32x32 ones, and the float model's -ELBO of a 64x64 block is the one
+    of the same pixels as a block, not of its top-left 32x32 corner."""
+    import json
+
+    from bitswap_core.model.config import PRESETS
+    from bitswap_core.model.float_model import BitSwapModel
+    from jobs.training import CropSampler, val_count
+
+    rows, cols = np.mgrid[0:90, 0:120]
+    image = np.stack([cols, rows, np.zeros_like(rows)], -1).astype(np.uint8)
+    x, known = CropSampler([image], seed=2, border=True, side=64).batch(1, 50)
+    assert x.shape == (50, 3, 65, 65) and (known[:, :, :64, :64] == 1).all()
+    below = known[:, 0, 64, 0] == 1
+    assert below.any() and torch.equal(x[below, 1, 64, :64], x[below, 1, 63, :64] + 1)
+    assert val_count(TrainConfig(val_blocks=1024, crop_side=64)) == 256
+    torch.manual_seed(0)
+    model = BitSwapModel(PRESETS["tiny-predictor"]).eval()
+    block = torch.from_numpy(np.asarray(Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB"))[:64, :64].copy())
+    block = block.permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        whole = model(block)["bpd"].item()
+        torch.manual_seed(1)
+        corner = model(block[..., :32, :32])["bpd"].item()
+    assert whole != corner
+    ckpt = train(str(SAMPLES), tmp_path / "c64", "tiny-predictor",
+                 TrainConfig(**{**TC, "steps": 4, "batch": 2}, border=True, crop_side=64), max_side=160,
+                 log=lambda *_: None)
+    ck = load_checkpoint(ckpt)
+    assert ck["step"] == 4 and json.loads(ck["train_config"])["crop_side"] == 64 and "val_bpd" in ck["history"]
+
+
 def test_gpu_session_script_packs_trains_and_reports_on_cpu(tmp_path):
     """scripts/gpu_session.py is what a lent GPU runs, once, unattended: the same pack and run on the CPU,
     with a tiny model and a few seconds of training, must end in an exported model and a report."""

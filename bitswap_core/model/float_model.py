@@ -335,7 +335,8 @@ class BitSwapModel(nn.Module):
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
-        container v8 does.
+        container v8 does. The networks are convolutional, so 64x64 and 128x128 blocks (65x65, 129x129
+        bordered) work the same way, as the codec codes them from container v15 on.
 
         q1: (mean, scale) of q(z1|x) to use instead of the encoder's, e.g. optimised per block to measure
         what the amortised encoder leaves (bench/inference_gap.py).
@@ -344,8 +345,9 @@ class BitSwapModel(nn.Module):
         'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
         """
         cfg = self.cfg
-        ctx = (x, known if known is not None else torch.ones_like(x[:, :1])) if x.shape[-1] > cfg.block else None
-        x = x[..., : cfg.block, : cfg.block]
+        side = x.shape[-1] // 2 * 2  # blocks of any even side; an odd side is a block with its border
+        ctx = (x, known if known is not None else torch.ones_like(x[:, :1])) if x.shape[-1] > side else None
+        x = x[..., :side, :side]
         n, dims = x.shape[0], x[0].numel()
         a = F.pixel_unshuffle(x - 128.0, 2)
         zs, kls = [], []
