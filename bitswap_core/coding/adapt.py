@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes
-from bitswap_core.coding import palette
+from bitswap_core.coding import palette, surprise
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -104,6 +104,10 @@ class Adaptation:
     latent: int = 0
     values: np.ndarray | None = None
     palette: np.ndarray | None = None  # (N, channels) uint8 colours in increasing order (coding/palette.py)
+    # the surprise context (coding/surprise.py): scale shifts (coding steps, channels, surprise.CLASSES) and the
+    # score edges (surprise.CLASSES - 1,) of its classes; edges with no shifts score pixels without moving them
+    surprise: np.ndarray | None = None
+    surprise_edges: np.ndarray | None = None
 
 
 NONE = Adaptation()
@@ -113,7 +117,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 15  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
+FORMAT = 16  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -131,7 +135,7 @@ def _blend_weights(version: int) -> tuple[int, int]:
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
     layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
-    latent shift; 12 the value masks; 13 the palette)."""
+    latent shift; 12 the value masks; 13 the palette; 16 the surprise context)."""
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
@@ -151,10 +155,46 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     second = b"\0" if a.spikes2 is None or not a.spikes2.any() else (
         bytes([len(_SECOND_CLASSES)])
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
+    if version < 16 and a.surprise is not None and a.surprise.any():
+        raise ValueError(f"container version {version} cannot hold a surprise context")
     return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
             + (np.int8(a.latent).tobytes() if version >= 11 else b"")
             + (_value_bytes(a.values) if version >= 12 else b"")
-            + (palette.to_bytes(a.palette) if version >= 13 else b""))
+            + (palette.to_bytes(a.palette) if version >= 13 else b"")
+            + (_surprise_bytes(a) if version >= 16 else b""))
+
+
+def _surprise_bytes(a: Adaptation) -> bytes:
+    """The surprise section (container version 16 on): u8 classes (0 = none), then the classes' u8 score
+    edges, then for each step with decoded neighbours channels x classes int8 scale shifts."""
+    if a.surprise is None or not a.surprise.any():
+        return b"\0"
+    edges = np.asarray(a.surprise_edges, dtype=np.int64)
+    return (bytes([surprise.CLASSES]) + edges.astype(np.uint8).tobytes()
+            + a.surprise[_spike_rows(a.surprise.shape[0])].astype(np.int8).tobytes())
+
+
+def _surprise_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
+    """(shifts, edges, the rest) of a surprise section; raises CorruptPayloadError on a malformed one."""
+    if not rest:
+        raise CorruptPayloadError("adaptation header truncated: the surprise section is missing")
+    if not rest[0]:
+        return None, None, rest[1:]
+    k = surprise.CLASSES
+    rows = _spike_rows(spike_shape(phases, channels)[0])
+    n = len(rows) * channels * k
+    if rest[0] != k or not rows or len(rest) < k + n:
+        raise CorruptPayloadError(f"surprise header declares {rest[0]} classes for a {phases}-phase model in a "
+                                  f"{len(rest)}-byte remainder (expected {k} classes, 4 phases)")
+    edges = np.frombuffer(rest, dtype=np.uint8, count=k - 1, offset=1).astype(np.int64)
+    if np.any(np.diff(edges) < 0):
+        raise CorruptPayloadError(f"surprise score edges {edges.tolist()} are not in order")
+    values = np.frombuffer(rest, dtype=np.int8, count=n, offset=k).astype(np.int64)
+    if np.abs(values).max() > surprise.MAX_SHIFT:
+        raise CorruptPayloadError(f"surprise scale shift {int(np.abs(values).max())} exceeds {surprise.MAX_SHIFT}")
+    shifts = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
+    shifts[rows] = values.reshape(len(rows), channels, k)
+    return shifts, edges, rest[k + n :]
 
 
 def _value_bytes(values: np.ndarray | None) -> bytes:
@@ -293,7 +333,10 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
         colours, rest = palette.from_bytes(rest, channels)
         if colours is not None and values is not None:
             raise CorruptPayloadError("adaptation header holds both value masks and a palette")
-    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours), rest
+    shocks = edges = None
+    if version >= 16:
+        shocks, edges, rest = _surprise_section(rest, phases, channels)
+    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges), rest
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -333,20 +376,27 @@ class CodingMaps:
     latent: torch.Tensor | None = None  # (B,) latent shifts
     cells: torch.Tensor | None = None
     palettes: tuple | None = None  # (B,) palette.PaletteCells or None
+    surprise: torch.Tensor | None = None  # (B, coding steps, channels, surprise.CLASSES) scale shifts
+    surprise_edges: torch.Tensor | None = None  # (B, surprise.CLASSES - 1) score edges; None: no surprise context
 
     def _parts(self):
-        return self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells
+        return (self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells,
+                self.surprise, self.surprise_edges)
+
+    def _with(self, tensors, palettes) -> CodingMaps:
+        *head, shifts, edges = tensors
+        return CodingMaps(*head, palettes, shifts, edges)
 
     def __getitem__(self, idx) -> CodingMaps:
         palettes = None
         if self.palettes is not None:
             picked = np.arange(len(self.palettes))[idx]
             palettes = tuple(self.palettes[k] for k in np.atleast_1d(picked))
-        return CodingMaps(*(None if t is None else t[idx] for t in self._parts()), palettes)
+        return self._with([None if t is None else t[idx] for t in self._parts()], palettes)
 
     def repeat(self, n: int) -> CodingMaps:
         """The maps of one image for n of its blocks."""
-        return CodingMaps(*(None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()),
+        return self._with([None if t is None else t[:1].expand(n, *t.shape[1:]) for t in self._parts()],
                           None if self.palettes is None else self.palettes[:1] * n)
 
 
@@ -401,8 +451,24 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                       torch.from_numpy(np.stack([value_cells(a.values, cfg.channels) for a in adaptations]))
                       if any(a.values is not None for a in adaptations) else None,
                       tuple(None if a.palette is None else palette_cells(a.palette) for a in adaptations)
-                      if any(a.palette is not None for a in adaptations) else None)
+                      if any(a.palette is not None for a in adaptations) else None,
+                      *_surprise_maps(adaptations, spiked[0], cfg.channels))
     return None if all(t is None for t in maps._parts()) and maps.palettes is None else maps
+
+
+def _surprise_maps(adaptations: Sequence[Adaptation], steps: int, channels: int):
+    """(shifts (B, steps, channels, CLASSES), edges (B, CLASSES - 1)) of the images that have a surprise
+    context, or (None, None); an image without one gets edges no score reaches and zero shifts."""
+    if all(a.surprise_edges is None for a in adaptations):
+        return None, None
+    shifts = torch.zeros((len(adaptations), steps, channels, surprise.CLASSES), dtype=torch.int64)
+    edges = torch.full((len(adaptations), surprise.CLASSES - 1), surprise.MAX_SCORE + 1, dtype=torch.int64)
+    for i, a in enumerate(adaptations):
+        if a.surprise_edges is not None:
+            edges[i] = torch.as_tensor(np.asarray(a.surprise_edges, dtype=np.int64))
+            if a.surprise is not None:
+                shifts[i] = torch.from_numpy(a.surprise.astype(np.int64))
+    return shifts, edges
 
 
 _PALETTE_CACHE: dict[bytes, palette.PaletteCells] = {}
@@ -680,8 +746,8 @@ def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float,
 
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
-           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1
-           ) -> list[Adaptation]:
+           spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1,
+           shock: int = 1) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks, sample_blocks)
     of its blocks of block_coder's side, or of 64x64 ones above that (FIT_SIDE): first the scale shifts (every
     candidate shift), then, given them, the blend (_fit_blend; blend = 2: every step with decoded neighbours,
@@ -693,7 +759,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     samples of several images at once. A part is left out (None) where its estimated saving does not pay for its
     header twice. Before all that (values = 1; 0: none, as container v11 wrote) the value masks (_fit_values), then
     (paletted = 1; 0: none, as container v12 wrote) the palette in their place where it pays (_fit_palette); every
-    later fit codes with them. Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
+    later fit codes with them. Then (shock = 1; 0: none, as container v15 wrote), given all that, the surprise
+    context (_fit_surprise). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
     (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each, random_coder
 
@@ -717,6 +784,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
     parts: dict[tuple[int, int, int], list] = {}
+    drawn = []  # each group's blocks and latent sample, which the surprise fit codes again
     for group in _groups([len(picked) for _, picked, _, _ in samples], batch):
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
@@ -731,6 +799,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
             at += n
         z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
         border = block_coder.borders([samples[j][3] for j in group])
+        drawn.append((x, valid, owner, z1, border))
         xc, known = block_coder._bordered(x, valid, border)
         agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
         context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
@@ -808,7 +877,61 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                 section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(replace(plain[0], values=masks[j], palette=kept[j]))
+    if shock and len(steps) == 7:
+        out = _fit_surprise(block_coder, drawn, out, [(total / len(picked)) for total, picked, _, _ in samples])
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
+
+
+# surprise shifts the encoder tries, smallest first: fitted from -12..12, the validation photos chose -5..5
+# and the flat graphic serrano down to -12 (its calm classes narrow), so the encoder spares itself the wide
+# end; each candidate prices every sampled pixel once more
+_SURPRISE_SHIFTS = np.array(sorted(range(-surprise.MAX_SHIFT, 7), key=lambda v: (abs(v), v)))
+
+
+def _fit_surprise(block_coder, drawn, adaptations: list[Adaptation], scale_ups: list[float]) -> list[Adaptation]:
+    """Each image's adaptation with its surprise context (coding/surprise.py), fitted on the sampled blocks
+    coded with that adaptation: the score edges at the quartiles of the sampled pixels' scores, then per
+    (step, channel, class) the scale shift that codes them smallest (spikes and cells included); kept where
+    the estimated saving pays for the section twice. The scores do not depend on the shifts (they count
+    errors against the unshifted rows), so one pass over the sample prices every candidate."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    cfg = block_coder.cfg
+    mf, levels, ch, k = cfg.mean_frac, cfg.x_scales, cfg.channels, surprise.CLASSES
+    rows_of = _spike_rows(len(block_coder.steps))
+    n_img, n_score = len(adaptations), surprise.MAX_SCORE + 1
+    cost = np.zeros((n_img, len(block_coder.steps), ch, n_score, len(_SURPRISE_SHIFTS)))
+    count = np.zeros((n_img, n_score))
+    probe = np.zeros(k - 1, np.int64)  # edges that only score: every pixel in the last class, no shift
+    for x, valid, owner, z1, border in drawn:
+        maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe) for j in owner], cfg)
+        for sym in block_coder.pixel_symbols(x, z1, valid, maps, border):
+            if sym.step not in rows_of:
+                continue
+            j = int(owner[sym.image])
+            level, frac = sym.rows // mf, sym.rows % mf
+            for t, d in enumerate(_SURPRISE_SHIFTS):
+                bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, sym.bases,
+                                      block_coder.tx, sym.spikes, sym.cells)
+                cost[j, sym.step, sym.channel, :, t] += np.bincount(sym.score, weights=bits, minlength=n_score)
+            if sym.channel == 0:
+                count[j] += np.bincount(sym.score, minlength=n_score)
+    out = list(adaptations)
+    header = 8 * len(_surprise_bytes(Adaptation(surprise=np.ones((len(block_coder.steps), ch, k), np.int64),
+                                                surprise_edges=probe)))
+    for j in range(n_img):
+        if not count[j].sum():
+            continue
+        cum = np.cumsum(count[j]) / count[j].sum()
+        edges = np.array([int(np.searchsorted(cum, q / k)) + 1 for q in range(1, k)], dtype=np.int64)
+        edges = np.minimum(edges, surprise.MAX_SCORE)
+        cls = surprise.classes(np.arange(n_score)[None, None, :], edges[None, :])[0, 0]
+        per = np.stack([cost[j][:, :, cls == c].sum(2) for c in range(k)], axis=2)  # (steps, ch, k, shifts)
+        best = per.argmin(axis=3)
+        saving = (per[..., 0].sum() - np.take_along_axis(per, best[..., None], 3).sum()) * scale_ups[j]
+        if saving > 2 * header and best.any():
+            out[j] = replace(adaptations[j], surprise=_SURPRISE_SHIFTS[best], surprise_edges=edges)
+    return out
 
 
 def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[Adaptation],

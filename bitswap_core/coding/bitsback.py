@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, bordered, check_side, grid, pad_block, to_blocks, valid_sizes
-from bitswap_core.coding import adapt, first_block, importance
+from bitswap_core.coding import adapt, first_block, importance, surprise
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
@@ -61,6 +61,7 @@ class PixelSymbols(NamedTuple):
     bases: np.ndarray
     spikes: tuple[np.ndarray, ...] | None  # (spike values, levels[, second values, levels]) for the coder, or None
     cells: np.ndarray | GroupedCells | None = None  # this channel's value or palette cells (adapt.cells_of)
+    score: np.ndarray | None = None  # the pixels' surprise scores (coding/surprise.py), when the maps ask for them
 
 
 class BlockCoder:
@@ -161,6 +162,13 @@ class BlockCoder:
         for i, (r, k) in enumerate(valid):
             known[i, 0, :r, :k] = 1
         return known
+
+    def _tracker(self, maps: adapt.CodingMaps | None, valid: np.ndarray) -> surprise.Tracker | None:
+        """The surprise context's state for these blocks (coding/surprise.py), if their maps have one."""
+        if maps is None or maps.surprise_edges is None:
+            return None
+        return surprise.Tracker(self.steps, valid, self.side, maps.surprise, maps.surprise_edges,
+                                self.cfg.mean_frac, self.cfg.x_scales)
 
     def _extents(self, step: int, valid: np.ndarray) -> list[tuple[int, int]]:
         """Rows and columns of each block's real pixels in one coding step's grid."""
@@ -271,18 +279,25 @@ class BlockCoder:
         and (B, 1, s + 1, s + 1) known (blocks.bordered), for a bordered coder."""
         xc, known = self._bordered(x, valid, border)
         trunk, xn = self.net.px_trunk(z1), x.numpy()
+        tracker = self._tracker(maps, valid)
         for step, xk, params in self._phase_params(trunk, x, xc, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
             spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
             colour = self._colour(xc, known, step, maps)
+            if tracker is not None:
+                tracker.start(step)
             for ch in range(x.shape[1]):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
+                coded = rows if tracker is None else tracker.rows(rows, step, ch)
                 for i, (r, c) in enumerate(ext):
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
-                    yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(rows[i, :r, :c]).reshape(-1),
+                    yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(coded[i, :r, :c]).reshape(-1),
                                        np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
                                        self._block_spikes(spikes[ch], i, r, c),
-                                       adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, c)))
+                                       adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, c)),
+                                       None if tracker is None else tracker.score[i, :r, :c].reshape(-1))
+                if tracker is not None:
+                    tracker.add(step, xs[:, ch], rows, bases, self.tx)
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None,
                     border=None) -> None:
@@ -302,20 +317,26 @@ class BlockCoder:
         x.zero_()  # (a bordered block arrives with whatever the caller's buffer held there)
         xn = x.numpy()  # shares memory with x
         trunk = self.net.px_trunk(z1)
+        tracker = self._tracker(maps, valid)
         for step, xk, params in self._phase_params(trunk, x, xc, known):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
-            # spikes and blend contexts come from the earlier steps, already decoded
+            # spikes, blend contexts and surprise scores come from the earlier steps, already decoded
             spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
             colour = self._colour(xc, known, step, maps)
+            if tracker is not None:
+                tracker.start(step)
             for ch in range(ch_count):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
+                coded = rows if tracker is None else tracker.rows(rows, step, ch)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
-                    vals = c.pop(np.ascontiguousarray(rows[i, :r, :w]).reshape(-1),
+                    vals = c.pop(np.ascontiguousarray(coded[i, :r, :w]).reshape(-1),
                                  np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
                                  self._block_spikes(spikes[ch], i, r, w),
                                  adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, w)))
                     xs[i, ch, :r, :w] = vals.reshape(r, w)
+                if tracker is not None:
+                    tracker.add(step, xs[:, ch], rows, bases, self.tx)
         for i in range(n):
             pad_block(xn[i], *valid[i])
         return x.contiguous()
