@@ -1,7 +1,8 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
 (value masks or the palette, scale shifts, both spikes, the blend of every step with decoded neighbours, the
 colour blend, the surprise context, the latent shift) and the first block on a coarse grid (container v16),
-"16q" = all but the surprise context (v15), "16p" = all but that and the palette (v12), "16v" = all but
+"16q" = all but the surprise context (v15), "16r" = the same in 32x32 blocks (v14's), "16p" = all but
+that and the palette (v12), "16v" = all but
 those and the value masks (v11), "16l" = all but those and the latent shift (v10), "16c" = all but the
 latent shift and the coarse first block (v9; every letter below leaves both out too), "16k" = all but the
 colour blend (container v8's adaptation; every letter below leaves it out too), "16b" = the blend of phase
@@ -24,16 +25,16 @@ _CHOOSE = adapt.choose
 _PARTS = {"s": (0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0), "n": (2, 0, 0, 0, 0, 0, 0),
           "b": (2, 1, 0, 0, 0, 0, 0), "k": (2, 2, 0, 0, 0, 0, 0), "c": (2, 2, 1, 0, 0, 0, 0),
           "l": (2, 2, 1, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0),
-          "q": (2, 2, 1, 1, 1, 1, 0)}
+          "q": (2, 2, 1, 1, 1, 1, 0), "r": (2, 2, 1, 1, 1, 1, 0)}
 # the container version a letter writes (those of "k" and below: 8)
-_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "q": 15}
+_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15}
 
 
 def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int]:
     """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock) of a setting (adapt.choose's
     spikes, blend, colour, latent, values, paletted and shock)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkclvpq")
+    blocks = setting.rstrip("sonbkclvprq")
     count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
     return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1)))
 

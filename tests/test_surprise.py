@@ -76,6 +76,9 @@ def test_header_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     assert adapt.from_bytes(adapt.to_bytes(replace(a, surprise=a.surprise * 0)), 4, 3)[0].surprise_edges is None
     with pytest.raises(ValueError, match="cannot hold a surprise"):
         adapt.to_bytes(a, 15)
+    for edges in (None, np.array([5, 4, 30]), np.array([4, 30]), np.array([1, 2, 300])):
+        with pytest.raises(ValueError, match="ordered score edges"):
+            adapt.to_bytes(replace(a, surprise_edges=edges))
     base = adapt.to_bytes(adapt.NONE)[:-1]
     body = head[len(base):]
     for bad, match in ((base, "surprise section is missing"), (base + b"\x03" + body[1:], "declares 3 classes"),

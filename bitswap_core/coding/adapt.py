@@ -169,7 +169,10 @@ def _surprise_bytes(a: Adaptation) -> bytes:
     edges, then for each step with decoded neighbours channels x classes int8 scale shifts."""
     if a.surprise is None or not a.surprise.any():
         return b"\0"
-    edges = np.asarray(a.surprise_edges, dtype=np.int64)
+    edges = np.asarray(a.surprise_edges if a.surprise_edges is not None else [], dtype=np.int64)
+    ordered = edges.shape == (surprise.CLASSES - 1,) and not np.any(np.diff(edges) < 0)
+    if not ordered or not 0 <= edges.min() <= edges.max() <= 255:
+        raise ValueError(f"surprise shifts need {surprise.CLASSES - 1} ordered score edges in 0..255, not {edges}")
     return (bytes([surprise.CLASSES]) + edges.astype(np.uint8).tobytes()
             + a.surprise[_spike_rows(a.surprise.shape[0])].astype(np.int8).tobytes())
 
@@ -878,7 +881,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(replace(plain[0], values=masks[j], palette=kept[j]))
     if shock and len(steps) == 7:
-        out = _fit_surprise(block_coder, drawn, out, [(total / len(picked)) for total, picked, _, _ in samples])
+        out = _fit_surprise(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples])
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
 
 
