@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitswap_core import api  # noqa: E402
 from bitswap_core.coding import adapt  # noqa: E402
-from bitswap_core.coding.rans import cost_bits_each, random_coder  # noqa: E402
+from bitswap_core.coding.rans import cost_bits_each  # noqa: E402
 from bitswap_core.model import phases  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
@@ -54,17 +54,11 @@ def probe(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, int]:
     (a,) = adapt.choose(bc, [im], None, latent=0)
     (total, picked, valid, parts), = adapt._sample([im], None, bc.side)
     x = torch.from_numpy(picked.astype(np.int64))
-    dist = bc.q1(x)
-    rows, bases = bc._latent_codes(*dist)
-    sampler = random_coder(np.random.default_rng(seed), 4 * bc.z_dims * len(x))
-    z1 = torch.from_numpy(np.stack([sampler.pop(rows[i], bases[i], bc.tz) for i in range(len(x))])
-                          .reshape(dist[0].shape))
+    z1 = adapt.draw_z1(bc, x, [len(x)], seed)  # the latent sample the fit drew
     maps = adapt.coding_maps([a] * len(x), bc.cfg)
     mf, s = bc.cfg.mean_frac, bc.side
     res = torch.zeros((len(x), bc.cfg.channels, s, s), dtype=torch.int64)
-    known = torch.zeros((len(x), 1, s, s), dtype=torch.int64)
-    for i, (r, c) in enumerate(valid):
-        known[i, 0, :r, :c] = 1
+    known = bc._known(valid)
     index = np.arange(s * s).reshape(s, s)
     saved, base_bits, cur, R = np.zeros(len(bc.steps)), 0.0, None, None
     cost = {}

@@ -765,7 +765,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     later fit codes with them. Then (shock = 1; 0: none, as container v15 wrote), given all that, the surprise
     context (_fit_surprise). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
     (fit_latent)."""
-    from bitswap_core.coding.rans import cost_bits_each, random_coder
+    from bitswap_core.coding.rans import cost_bits_each
 
     block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
     cfg = block_coder.cfg
@@ -792,15 +792,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
-        dist = block_coder.q1(x)
-        rows, bases = block_coder._latent_codes(*dist)
-        z1, at = [], 0
-        for j in group:
-            n = len(samples[j][1])
-            sampler = random_coder(np.random.default_rng(seed), 4 * block_coder.z_dims * n)
-            z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
-            at += n
-        z1 = torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
+        z1 = draw_z1(block_coder, x, [len(samples[j][1]) for j in group], seed)
         border = block_coder.borders([samples[j][3] for j in group])
         drawn.append((x, valid, owner, z1, border))
         xc, known = block_coder._bordered(x, valid, border)
@@ -883,6 +875,21 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     if shock and len(steps) == 7:
         out = _fit_surprise(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples])
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
+
+
+def draw_z1(block_coder, x: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """One latent sample z1 of each block x from q(z1|x), popped from a random coder seeded alike for every
+    image (counts: the blocks of each image, in order), so what the fits see depends on the image alone."""
+    from bitswap_core.coding.rans import random_coder
+
+    dist = block_coder.q1(x)
+    rows, bases = block_coder._latent_codes(*dist)
+    z1, at = [], 0
+    for n in counts:
+        sampler = random_coder(np.random.default_rng(seed), 4 * block_coder.z_dims * n)
+        z1 += [sampler.pop(rows[at + r], bases[at + r], block_coder.tz) for r in range(n)]
+        at += n
+    return torch.from_numpy(np.stack(z1).reshape(dist[0].shape))
 
 
 # surprise shifts the encoder tries, smallest first: fitted from -12..12, the validation photos chose -5..5

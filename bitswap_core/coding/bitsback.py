@@ -167,7 +167,7 @@ class BlockCoder:
         """The surprise context's state for these blocks (coding/surprise.py), if their maps have one."""
         if maps is None or maps.surprise_edges is None:
             return None
-        return surprise.Tracker(self.steps, valid, self.side, maps.surprise, maps.surprise_edges,
+        return surprise.Tracker(self.steps, self._known(valid), maps.surprise, maps.surprise_edges,
                                 self.cfg.mean_frac, self.cfg.x_scales)
 
     def _extents(self, step: int, valid: np.ndarray) -> list[tuple[int, int]]:

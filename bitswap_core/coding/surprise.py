@@ -9,7 +9,7 @@ class) scale shifts on top of the scale adaptation save 0.6-0.9% of the pixel te
 
 Integers only, so encoder and decoder agree everywhere: a pixel's error is counted against the coder's own
 integer CDF row, |C(x) + C(x + 1) - 2^P| (twice the distance of its CDF midpoint from the median; for a
-logistic 2^P tanh(|x - mean| / 2s)), as the number of ERROR_STEPS it exceeds; its three channels' counts
+logistic 2^P tanh(|x - mean| / 2s)), as the number of error_steps() it exceeds; its three channels' counts
 add up to the pixel's error. A later step's pixel takes the mean of its decoded in-block neighbours'
 errors, in quarter units (phases.neighbour_prediction's floor mean, the neighbour sets of the predictor
 and spikes), and its image's edges cut that score into CLASSES classes. The adaptation (coding/adapt.py)
@@ -33,7 +33,7 @@ _STEPS_24 = np.array([4109053, 7753039, 10656031, 12777430, 15185868, 16173699, 
 
 
 def error_steps(precision: int) -> np.ndarray:
-    """The ERROR_STEPS thresholds for CDF tables of this precision (bits)."""
+    """The error thresholds (0.5 to 6 scales) for CDF tables of this precision (bits)."""
     return _STEPS_24 << (precision - 24) if precision >= 24 else _STEPS_24 >> (24 - precision)
 
 
@@ -78,14 +78,14 @@ class Tracker:
     """The decoded pixels' errors of a batch of blocks while they are coded step by step (encoder and
     decoder alike), and the scores and shifted rows they give later steps."""
 
-    def __init__(self, steps, valid: np.ndarray, side: int, shifts: torch.Tensor, edges: torch.Tensor,
-                 mean_frac: int, levels: int):
+    def __init__(self, steps, known: torch.Tensor, shifts: torch.Tensor, edges: torch.Tensor, mean_frac: int,
+                 levels: int):
+        """known: (B, 1, s, s) 1 on the blocks' real pixels (BlockCoder._known); shifts (B, steps, channels,
+        CLASSES) and edges (B, CLASSES - 1) from adapt.CodingMaps."""
         self.steps, self.mean_frac, self.levels = steps, mean_frac, levels
-        self.shifts, self.edges = shifts.numpy(), edges.numpy()  # (B, steps, channels, CLASSES), (B, CLASSES - 1)
-        self.errors = torch.zeros((len(valid), 1, side, side), dtype=torch.int64)
-        self.known = torch.zeros_like(self.errors)
-        for i, (r, c) in enumerate(valid):
-            self.known[i, 0, :r, :c] = 1
+        self.shifts, self.edges = shifts.numpy(), edges.numpy()
+        self.known = known
+        self.errors = torch.zeros_like(known)
         self.score = self.cls = None
 
     def start(self, step: int) -> None:
