@@ -18,7 +18,7 @@ from bitswap_core.coding import adapt, palette
 from bitswap_core.coding.bitsback import encode_images
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cost_bits_each, value_cells
 from bitswap_core.errors import CorruptPayloadError
-from bitswap_core.registry import resolve
+from bitswap_core.registry import find_by_id, resolve
 
 rng = np.random.default_rng(13)
 FIXTURE = Path(__file__).parent / "data" / "default-42aaf5c8-serrano-96x96-v13.bsw"
@@ -177,6 +177,6 @@ def test_v13_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert box.version == 13 and a.palette is not None
     img = photo_crop("waterloo-serrano.png", (200, 150, 296, 246))
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
-    new = container.unpack(bitswap_core.compress(img, smallest=False))
+    new = container.unpack(bitswap_core.compress(img, find_by_id(box.model_id), smallest=False))
     head = box.payload[: len(box.payload) - len(rest)]
     assert new.version == 16 and new.payload == head + b"\0" + rest[:1] + b"\x00\x01" + rest[1:]

@@ -17,7 +17,7 @@ from bitswap_core.coding import adapt
 from bitswap_core.coding.bitsback import encode_images
 from bitswap_core.coding.rans import AnsCoder, Table, cost_bits, cost_bits_each, value_cells
 from bitswap_core.errors import CorruptPayloadError
-from bitswap_core.registry import resolve
+from bitswap_core.registry import find_by_id, resolve
 
 rng = np.random.default_rng(11)
 
@@ -163,7 +163,7 @@ def test_v12_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert box.version == 12 and a.values is not None
     img = _combed((64, 64, 160, 160))
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
-    bc = resolve(None).block_coder("bitswap")
+    bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(img)
     (again,) = adapt.choose(bc, [arr], paletted=0)
     assert adapt.to_bytes(again, 12) == box.payload[: len(box.payload) - len(rest)]
