@@ -1,7 +1,8 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
 (value masks or the palette, scale shifts, both spikes, the blend of every step with decoded neighbours, the
-colour blend, the surprise context, the latent shift) and the first block on a coarse grid (container v16),
-"16q" = all but the surprise context (v15), "16r" = the same in 32x32 blocks (v14's), "16p" = all but
+colour blend, the residual feedback, the surprise context, the latent shift) and the first block on a coarse
+grid (container v17), "16f" = all but the residual feedback (v16), "16q" = all but that and the surprise
+context (v15), "16r" = the same in 32x32 blocks (v14's), "16p" = all but
 that and the palette (v12), "16v" = all but
 those and the value masks (v11), "16l" = all but those and the latent shift (v10), "16c" = all but the
 latent shift and the coarse first block (v9; every letter below leaves both out too), "16k" = all but the
@@ -22,21 +23,21 @@ from bitswap_core.coding import adapt
 from bitswap_core.registry import Model
 
 _CHOOSE = adapt.choose
-_PARTS = {"s": (0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0), "n": (2, 0, 0, 0, 0, 0, 0),
-          "b": (2, 1, 0, 0, 0, 0, 0), "k": (2, 2, 0, 0, 0, 0, 0), "c": (2, 2, 1, 0, 0, 0, 0),
-          "l": (2, 2, 1, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0),
-          "q": (2, 2, 1, 1, 1, 1, 0), "r": (2, 2, 1, 1, 1, 1, 0)}
+_PARTS = {"s": (0, 0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0, 0), "n": (2, 0, 0, 0, 0, 0, 0, 0),
+          "b": (2, 1, 0, 0, 0, 0, 0, 0), "k": (2, 2, 0, 0, 0, 0, 0, 0), "c": (2, 2, 1, 0, 0, 0, 0, 0),
+          "l": (2, 2, 1, 0, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0, 0),
+          "q": (2, 2, 1, 1, 1, 1, 0, 0), "r": (2, 2, 1, 1, 1, 1, 0, 0), "f": (2, 2, 1, 1, 1, 1, 1, 0)}
 # the container version a letter writes (those of "k" and below: 8)
-_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15}
+_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15, "f": 16}
 
 
-def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int]:
-    """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock) of a setting (adapt.choose's
-    spikes, blend, colour, latent, values, paletted and shock)."""
+def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int, int]:
+    """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock, residuals) of a setting
+    (adapt.choose's spikes, blend, colour, latent, values, paletted, shock and residuals)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkclvprq")
+    blocks = setting.rstrip("sonbkclvprqf")
     count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
-    return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1)))
+    return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1, 1)))
 
 
 def version(setting: str) -> int:
@@ -44,7 +45,7 @@ def version(setting: str) -> int:
     if not bordered(setting):
         return 7
     parts = parse(setting)
-    return container.VERSION if parts[7] else _VERSIONS.get(setting[-1], 8 if not parts[3] else 10)
+    return container.VERSION if parts[8] else _VERSIONS.get(setting[-1], 8 if not parts[3] else 10)
 
 
 def bordered(setting: str) -> bool:
@@ -55,18 +56,20 @@ def bordered(setting: str) -> bool:
 @contextmanager
 def parts_of(setting: str):
     """api.compress* fit only the setting's parts of the adaptation while inside (adapt.choose's spikes,
-    blend, colour, latent, values, paletted and shock) and write the container version that holds them: v15
-    without the surprise context, v12 without it and the palette, v11 without the value masks too, v10 without
-    the latent shift too, v9 without the coarse first block too, v8 without the colour blend, v7 without the
-    border (which api.decompress decodes as those versions)."""
-    _, spikes, blend, colour, latent, values, paletted, shock = parse(setting)
+    blend, colour, latent, values, paletted, shock and residuals) and write the container version that holds
+    them: v16 without the residual feedback, v15 without it and the surprise context, v12 without those and
+    the palette, v11 without the value masks too, v10 without the latent shift too, v9 without the coarse first
+    block too, v8 without the colour blend, v7 without the border (which api.decompress decodes as those
+    versions)."""
+    _, spikes, blend, colour, latent, values, paletted, shock, residuals = parse(setting)
     plain, current = Model.block_coder, container.VERSION
     if not bordered(setting):
         Model.block_coder = functools.partialmethod(plain, border=False)
-        colour = latent = values = paletted = shock = 0
+        colour = latent = values = paletted = shock = residuals = 0
     container.VERSION = version(setting)
     api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
-                                                     latent=latent, values=values, paletted=paletted, shock=shock)
+                                                     latent=latent, values=values, paletted=paletted, shock=shock,
+                                                     residuals=residuals)
     try:
         yield
     finally:

@@ -41,12 +41,12 @@ def main() -> None:
         im = np.asarray(Image.open(path).convert("RGB"))
         row = []
         for setting in args.settings:
-            blocks, spikes, blend, colour, latent, values, paletted, shock = parse(setting)
+            blocks, spikes, blend, colour, latent, values, paletted, shock, residuals = parse(setting)
             a = (adapt.choose(bc, [im], blocks, spikes=spikes, blend=blend, colour=colour, latent=latent,
-                              values=values, paletted=paletted, shock=shock) if blocks is None or blocks
-                 else [adapt.NONE])
-            header = adapt.to_bytes(a[0], 16 if shock else 13 if paletted else 12 if values else 11 if latent
-                                    else 9 if colour else 8)
+                              values=values, paletted=paletted, shock=shock, residuals=residuals)
+                 if blocks is None or blocks else [adapt.NONE])
+            header = adapt.to_bytes(a[0], 17 if residuals else 16 if shock else 13 if paletted else 12 if values
+                                    else 11 if latent else 9 if colour else 8)
             row.append(elbo_bits(bc, [im], adaptations=a)[0] + 8 * len(header))
         totals += row
         dims += im.size

@@ -5,7 +5,7 @@ were, or whether the bytes are intact. The header answers those before any decod
 and every length is checked against the bytes actually present, so damaged input fails fast with a
 clear error instead of a crash or a huge allocation.
 
-Layout, versions 1 to 16 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
+Layout, versions 1 to 17 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
 versions share the layout; from version 2 on the learned codecs' ANS slots are dithered (coding/rans.py),
 so version 1 learned payloads are decoded without dithering; from version 3 on a learned payload starts
 with its per-image scale adaptation header (coding/adapt.py), from version 4 on that header also holds
@@ -21,12 +21,13 @@ image of few colours (coding/palette.py), and from version 14 on a u8 after the 
 posterior samples per block (coding/importance.py; 1: one, as before), followed, when above 1, by a u32
 (big-endian): the first block coded with them, and from version 15 on a u8 between the grid byte and the
 particles byte gives the block side (blocks.SIDES: 0 = 32, 1 = 64, 2 = 128), and from version 16 on the
-adaptation header ends with the surprise context (coding/surprise.py). New containers are always version 16.
+adaptation header ends with the surprise context (coding/surprise.py), and from version 17 on with the residual
+feedback (coding/residual.py). New containers are always version 17.
 
 
     offset  size  field
     0       4     magic b"BSWP"
-    4       1     format version (1 to 16)
+    4       1     format version (1 to 17)
     5       str8  codec name, non-empty printable ASCII ("bitswap", "bbans", "fallback:png", ...)
     .       str8  model id, lowercase hex, empty for the fallback codecs
     .       str8  PIL mode ("RGB", "L", "I;16", ...), a mode Pillow knows
@@ -52,8 +53,8 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 16
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+VERSION = 17
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 DIGEST_SIZE = 32
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01

@@ -39,7 +39,7 @@ def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
                for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes), (a.spikes2, b.spikes2), (a.blend, b.blend),
                             (a.colour, b.colour), (a.values, b.values), (a.surprise, b.surprise),
-                            (a.surprise_edges, b.surprise_edges))) and a.latent == b.latent
+                            (a.surprise_edges, b.surprise_edges), (a.residual, b.residual))) and a.latent == b.latent
 
 
 def _surprise(rng, channels=3):
@@ -84,7 +84,7 @@ def _colour(rng, channels=3, later=True):
     return b
 
 
-def test_header_round_trip_and_no_adaptation_is_ten_bytes():
+def test_header_round_trip_and_no_adaptation_is_eleven_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
     rng = np.random.default_rng(0)
     spikes = _spikes(rng)
@@ -98,30 +98,32 @@ def test_header_round_trip_and_no_adaptation_is_ten_bytes():
               adapt.Adaptation(colour=colour), adapt.Adaptation(blend=sub_blend, colour=sub_colour),
               adapt.Adaptation(latent=5), adapt.Adaptation(shifts, colour=colour, latent=-16),
               adapt.Adaptation(shifts, latent=2, values=rng.random((3, 256)) < 0.5),
-              adapt.Adaptation(shifts, spikes, surprise=_surprise(rng), surprise_edges=np.array([3, 9, 9]))):
+              adapt.Adaptation(shifts, spikes, surprise=_surprise(rng), surprise_edges=np.array([3, 9, 9])),
+              adapt.Adaptation(shifts, residual=np.vstack([np.zeros((1, 3), np.int64), rng.integers(-8, 9, (6, 3))]))):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
     assert adapt.FORMAT == container.VERSION
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 10 + 36 + 54
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 10 + 36 + 54 + 36
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 10 + 36 + 54 + 36 + 1 + 144
-    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 10 + 1 + 72  # the sub-phases alone
-    assert len(adapt.to_bytes(adapt.Adaptation(colour=colour))) == 10 + 1 + 6 * 2 * 6 * 2
-    assert len(adapt.to_bytes(adapt.Adaptation(colour=sub_colour))) == 10 + 1 + 3 * 2 * 6 * 2
-    # container versions 13-15: the header ends after the palette; 12: after the value masks; 11: after the
-    # latent shift; 9 and 10: after the colour blend; 8: after the blend
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 11 + 36 + 54
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second))) == 11 + 36 + 54 + 36
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes, second, blend))) == 11 + 36 + 54 + 36 + 1 + 144
+    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 11 + 1 + 72  # the sub-phases alone
+    assert len(adapt.to_bytes(adapt.Adaptation(colour=colour))) == 11 + 1 + 6 * 2 * 6 * 2
+    assert len(adapt.to_bytes(adapt.Adaptation(colour=sub_colour))) == 11 + 1 + 3 * 2 * 6 * 2
+    # container version 16: the header ends after the surprise context; 13-15: after the palette; 12: after the
+    # value masks; 11: after the latent shift; 9 and 10: after the colour blend; 8: after the blend
     v11 = adapt.Adaptation(shifts, latent=3)
-    assert adapt.to_bytes(v11, 15) == adapt.to_bytes(v11)[:-1]
-    assert adapt.to_bytes(v11, 12) == adapt.to_bytes(v11)[:-3]
-    assert adapt.to_bytes(v11, 11) == adapt.to_bytes(v11)[:-4]
+    assert adapt.to_bytes(v11, 16) == adapt.to_bytes(v11)[:-1]
+    assert adapt.to_bytes(v11, 15) == adapt.to_bytes(v11)[:-2]
+    assert adapt.to_bytes(v11, 12) == adapt.to_bytes(v11)[:-4]
+    assert adapt.to_bytes(v11, 11) == adapt.to_bytes(v11)[:-5]
     v9 = adapt.Adaptation(shifts, spikes, second, blend, colour)
     for version in (9, 10):
         got, rest = adapt.from_bytes(adapt.to_bytes(v9, version) + b"ans", 4, 3, version=version)
-        assert _same(got, v9) and rest == b"ans" and adapt.to_bytes(v9, version) == adapt.to_bytes(v9)[:-5]
+        assert _same(got, v9) and rest == b"ans" and adapt.to_bytes(v9, version) == adapt.to_bytes(v9)[:-6]
     with pytest.raises(ValueError, match="latent shift"):
         adapt.to_bytes(adapt.Adaptation(latent=2), 10)
     v8 = adapt.Adaptation(shifts, spikes, second, blend)
-    got, rest = adapt.from_bytes(adapt.to_bytes(v8)[:-6] + b"ans", 4, 3, version=8)
+    got, rest = adapt.from_bytes(adapt.to_bytes(v8)[:-7] + b"ans", 4, 3, version=8)
     assert _same(got, v8) and rest == b"ans"
     # container version 6: the blend section holds the sub-phases, without a step count
     v6 = b"\0\0\0" + bytes([4]) + sub_blend[1:4].astype(np.int8).tobytes()
@@ -129,16 +131,16 @@ def test_header_round_trip_and_no_adaptation_is_ten_bytes():
     assert _same(got, adapt.Adaptation(blend=sub_blend)) and rest == b"ans"
     zero = adapt.Adaptation(np.zeros((4, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64), np.zeros((7, 3, 3), np.int64),
                             np.zeros((7, 3, 4, 2), np.int64), np.zeros((7, 2, 6, 2), np.int64))
-    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == bytes(10)
-    assert _same(adapt.from_bytes(bytes(10) + b"ans", 4, 3)[0], adapt.NONE)
+    assert adapt.to_bytes(adapt.NONE) == adapt.to_bytes(zero) == bytes(11)
+    assert _same(adapt.from_bytes(bytes(11) + b"ans", 4, 3)[0], adapt.NONE)
     # container version 5: the header ends after the second spikes; 4: after the spikes; 3: after the shifts
     two = adapt.Adaptation(shifts, spikes, second)
-    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-7] + b"ans", 4, 3, version=5)
+    got, rest = adapt.from_bytes(adapt.to_bytes(two)[:-8] + b"ans", 4, 3, version=5)
     assert _same(got, two) and rest == b"ans"
     one = adapt.Adaptation(shifts, spikes)
-    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-8] + b"ans", 4, 3, version=4)
+    got, rest = adapt.from_bytes(adapt.to_bytes(one)[:-9] + b"ans", 4, 3, version=4)
     assert _same(got, one) and rest == b"ans"
-    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-9] + b"ans", 4, 3, version=3)
+    got, rest = adapt.from_bytes(adapt.to_bytes(adapt.Adaptation(shifts))[:-10] + b"ans", 4, 3, version=3)
     assert _same(got, adapt.Adaptation(shifts)) and rest == b"ans"
 
 
@@ -182,14 +184,14 @@ def test_a_grey_model_takes_no_colour_blend():
     """One channel has no channel before it: a colour section is malformed, its absence fine."""
     with pytest.raises(CorruptPayloadError, match="colour blend header declares 3 steps"):
         adapt.from_bytes(b"\0\0\0\0" + bytes([6, 3]) + bytes(36), 4, 1)
-    assert adapt.from_bytes(b"\0\0\0\0\0\0\0\0\0\0ans", 4, 1) == (adapt.NONE, b"ans")
+    assert adapt.from_bytes(b"\0\0\0\0\0\0\0\0\0\0\0ans", 4, 1) == (adapt.NONE, b"ans")
 
 
 def test_a_latent_shift_outside_its_range_or_missing_is_corrupt():
     for byte, problem in ((bytes([17]), "exceeds 16"), (bytes([256 - 17]), "exceeds 16"), (b"", "missing")):
         with pytest.raises(CorruptPayloadError, match=problem):
             adapt.from_bytes(b"\0\0\0\0\0" + byte, 4, 3)
-    assert adapt.from_bytes(b"\0\0\0\0\0\xf0\0\0\0\0ans", 4, 3)[0].latent == -16
+    assert adapt.from_bytes(b"\0\0\0\0\0\xf0\0\0\0\0\0ans", 4, 3)[0].latent == -16
 
 
 def test_a_version_6_blend_holds_only_non_negative_weights():
@@ -312,8 +314,8 @@ def test_the_default_model_blends_its_means_toward_the_decoded_neighbours_on_a_p
     sub-phases 1-3 toward the decoded neighbours two pixels away, and corrects the later phases' own
     interpolation, and that lowers the -ELBO (header included) against the same adaptation without it."""
     bc, img, cost = _default_model_on_a_colour_photo()
-    (with_blend,) = adapt.choose(bc, [img])
-    (without,) = adapt.choose(bc, [img], blend=0)
+    (with_blend,) = adapt.choose(bc, [img], residuals=0)
+    (without,) = adapt.choose(bc, [img], blend=0, residuals=0)
     assert with_blend.blend is not None and without.blend is None
     assert with_blend.blend[1:4, ..., 0].max() > 0 and with_blend.blend[4:7].any() and not with_blend.blend[0].any()
     assert cost(with_blend) < cost(without)

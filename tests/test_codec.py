@@ -296,14 +296,14 @@ def test_adapted_payloads_of_container_v4_to_v7_decode_and_the_encoder_still_wri
     model = find_by_id(boxes[3].model_id)
     bc = model.block_coder("bitswap", border=False)
     arr = np.asarray(scan, dtype=np.uint8)
-    (a,) = adapt.choose(bc, [arr], colour=0, latent=0, values=0)
+    (a,) = adapt.choose(bc, [arr], colour=0, latent=0, values=0, residuals=0)
     assert _same_adaptation(a, parsed[3][0])
     assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == parsed[3][1]
     for kw, img, (old, ans) in (({"spikes": 1, "blend": 0, "colour": 0}, graphic, parsed[0]),
                                 ({"blend": 0, "colour": 0}, graphic, parsed[1]),
                                 ({"blend": 1, "colour": 0}, scan, parsed[2])):
         arr = np.asarray(img, dtype=np.uint8)
-        (a,) = adapt.choose(bc, [arr], **kw, latent=0, values=0)
+        (a,) = adapt.choose(bc, [arr], **kw, latent=0, values=0, residuals=0)
         assert _same_adaptation(a, old)
         assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans
 
@@ -350,7 +350,7 @@ def test_v8_payload_decodes_and_the_encoder_still_writes_it():
     old, ans = adapt.from_bytes(box.payload, 4, 3, version=8)
     bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(scan, dtype=np.uint8)
-    (a,) = adapt.choose(bc, [arr], colour=0, latent=0, values=0)
+    (a,) = adapt.choose(bc, [arr], colour=0, latent=0, values=0, residuals=0)
     assert _same_adaptation(a, old) and a.colour is None
     assert encode_images(bc, [arr], adaptations=[a])[0].to_bytes() == ans
 
@@ -374,6 +374,6 @@ def test_v9_payload_with_a_colour_blend_decodes_and_the_encoder_still_writes_it(
     bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(crop, dtype=np.uint8)
     old, ans = adapt.from_bytes(box.payload, 4, 3, version=9)
-    (again,) = adapt.choose(bc, [arr], latent=0, values=0)
+    (again,) = adapt.choose(bc, [arr], latent=0, values=0, residuals=0)
     assert _same_adaptation(again, old)
     assert encode_images(bc, [arr], adaptations=[again])[0].to_bytes() == ans

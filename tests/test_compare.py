@@ -126,8 +126,8 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     assert container.unpack(plain.read_bytes()).payload[0] == 0  # no scale adaptation header
     coarse = tmp_path / "coarse.bsw"
     assert main(["compress", str(src), str(coarse), *args, "--adapt-blocks", "0", "--first-block", "coarse"]) == 0
-    # the same empty adaptation header (10 zero bytes), then the first block's grid
-    assert container.unpack(plain.read_bytes()).payload[10] == 0 != container.unpack(coarse.read_bytes()).payload[10]
+    # the same empty adaptation header (11 zero bytes), then the first block's grid
+    assert container.unpack(plain.read_bytes()).payload[11] == 0 != container.unpack(coarse.read_bytes()).payload[11]
     assert main(["decompress", str(coarse), str(out), "--model", str(tiny_model_path)]) == 0
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:

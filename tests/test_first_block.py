@@ -80,7 +80,7 @@ def test_v10_payload_with_a_coarse_first_block_decodes_and_the_encoder_still_wri
     assert bitswap_core.decompress(stored).tobytes() == crop.tobytes()
     bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(crop, dtype=np.uint8)
-    (a,) = adapt.choose(bc, [arr], latent=0, values=0)
+    (a,) = adapt.choose(bc, [arr], latent=0, values=0, residuals=0)
     assert adapt.to_bytes(a, 10) == box.payload[: len(box.payload) - len(rest)]
     grids = first_block.choose(bc, [arr], [a])
     assert grids == [rest[0]] and encode_images(bc, [arr], adaptations=[a], first_grids=grids)[0].to_bytes() == rest[1:]
@@ -102,7 +102,7 @@ def test_v11_payload_decodes_and_the_encoder_still_writes_it():
     assert bitswap_core.decompress(stored).tobytes() == crop.tobytes()
     bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(crop, dtype=np.uint8)
-    (a,) = adapt.choose(bc, [arr], values=0)
+    (a,) = adapt.choose(bc, [arr], values=0, residuals=0)
     assert a.latent == 0
     a = replace(a, latent=old.latent)
     assert adapt.to_bytes(a, 11) == box.payload[: len(box.payload) - len(rest)]

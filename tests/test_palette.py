@@ -105,7 +105,7 @@ def test_palette_section_round_trips_and_malformed_ones_are_corrupt() -> None:
         adapt.to_bytes(a, 12)
     with pytest.raises(ValueError, match="not both"):
         adapt.to_bytes(replace(a, values=np.ones((3, 256), bool)))
-    base = adapt.to_bytes(adapt.NONE)[:-3]
+    base = adapt.to_bytes(adapt.NONE)[:-4]  # less the palette's, surprise and residual feedback sections
     section = palette.to_bytes(pal)
     over = (palette.MAX_COLOURS + 1).to_bytes(2, "little")
     for bad, match in ((base + b"\0", "palette section is missing"), (base + section[:-1], "inside the palette"),
@@ -121,7 +121,7 @@ def test_a_drawing_gets_a_palette_and_codes_smaller_and_exact() -> None:
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert box.version == 16 and a.palette is not None and a.values is None
+    assert box.version == 17 and a.palette is not None and a.values is None
     assert np.array_equal(a.palette, palette.colours(np.asarray(img)))
     assert bitswap_core.decompress(data).tobytes() == img.tobytes()
     bc = resolve(None).block_coder("bitswap")
@@ -168,9 +168,9 @@ def test_a_damaged_palette_never_gives_a_wrong_image() -> None:
 
 def test_v13_payload_decodes_and_the_encoder_still_writes_it() -> None:
     """tests/data: the seventh default's container v13 payload of a 3 x 3-block serrano crop (a palette in
-    its header) decodes exactly, and the encoder writes the same bytes again, in version 16's layout (the
-    same payload with an empty surprise section at the end of its header, a block side byte of 0, 32x32, and a
-    particles byte of 1 after the grid byte)."""
+    its header) decodes exactly, and the encoder writes the same bytes again, in version 17's layout (the
+    same payload with empty surprise and residual feedback sections at the end of its header, a block side
+    byte of 0, 32x32, and a particles byte of 1 after the grid byte)."""
     stored = FIXTURE.read_bytes()
     box = container.unpack(stored)
     a, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
@@ -179,4 +179,4 @@ def test_v13_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
     new = container.unpack(bitswap_core.compress(img, find_by_id(box.model_id), smallest=False))
     head = box.payload[: len(box.payload) - len(rest)]
-    assert new.version == 16 and new.payload == head + b"\0" + rest[:1] + b"\x00\x01" + rest[1:]
+    assert new.version == 17 and new.payload == head + b"\0\0" + rest[:1] + b"\x00\x01" + rest[1:]

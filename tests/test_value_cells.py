@@ -89,7 +89,7 @@ def test_a_combed_photo_gets_value_masks_and_codes_smaller_and_exact() -> None:
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert box.version == 16 and a.values is not None
+    assert box.version == 17 and a.values is not None
     held = [np.unique(np.asarray(img)[..., c]) for c in range(3)]
     for c in range(3):
         assert a.values[c].all() or np.array_equal(np.flatnonzero(a.values[c]), held[c])
@@ -117,13 +117,13 @@ def test_value_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     values[1, ::3] = False
     a = adapt.Adaptation(values=values)
     head = adapt.to_bytes(a)
-    assert head[-36] == 0b010 and len(head) == len(adapt.to_bytes(adapt.NONE)) + 32
+    assert head[-37] == 0b010 and len(head) == len(adapt.to_bytes(adapt.NONE)) + 32
     back, rest = adapt.from_bytes(head + b"tail", 4, 3)
     assert np.array_equal(back.values, values) and rest == b"tail"
     assert adapt.from_bytes(adapt.to_bytes(adapt.NONE), 4, 3)[0].values is None
     with pytest.raises(ValueError, match="cannot hold value masks"):
         adapt.to_bytes(a, 11)
-    base = head[:-36]
+    base = head[:-37]
     for bad, match in ((base, "value section is missing"), (base + b"\x08", "name channels"),
                        (base + b"\x02" + bytes(31), "inside a value mask"),
                        (base + b"\x01" + bytes(32), "keeps no value")):
@@ -165,7 +165,7 @@ def test_v12_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
     bc = find_by_id(box.model_id).block_coder("bitswap")
     arr = np.asarray(img)
-    (again,) = adapt.choose(bc, [arr], paletted=0)
+    (again,) = adapt.choose(bc, [arr], paletted=0, residuals=0)
     assert adapt.to_bytes(again, 12) == box.payload[: len(box.payload) - len(rest)]
     grids = first_block.choose(bc, [arr], [again])
     assert grids == [rest[0]]

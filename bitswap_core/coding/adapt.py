@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes
-from bitswap_core.coding import palette, surprise
+from bitswap_core.coding import palette, residual, surprise
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -108,6 +108,9 @@ class Adaptation:
     # score edges (surprise.CLASSES - 1,) of its classes; edges with no shifts score pixels without moving them
     surprise: np.ndarray | None = None
     surprise_edges: np.ndarray | None = None
+    # the residual feedback (coding/residual.py): weights (coding steps, channels) in -MAX_WEIGHT..MAX_WEIGHT;
+    # all zero (not None) tracks the residuals without moving any mean
+    residual: np.ndarray | None = None
 
 
 NONE = Adaptation()
@@ -117,7 +120,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 16  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
+FORMAT = 17  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -135,7 +138,7 @@ def _blend_weights(version: int) -> tuple[int, int]:
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
     layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
-    latent shift; 12 the value masks; 13 the palette; 16 the surprise context)."""
+    latent shift; 12 the value masks; 13 the palette; 16 the surprise context; 17 the residual feedback)."""
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
@@ -157,11 +160,43 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         + a.spikes2[_spike_rows(a.spikes2.shape[0])][..., _SECOND_CLASSES].astype(np.uint8).tobytes())
     if version < 16 and a.surprise is not None and a.surprise.any():
         raise ValueError(f"container version {version} cannot hold a surprise context")
+    if version < 17 and a.residual is not None and a.residual.any():
+        raise ValueError(f"container version {version} cannot hold a residual feedback")
     return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
             + (np.int8(a.latent).tobytes() if version >= 11 else b"")
             + (_value_bytes(a.values) if version >= 12 else b"")
             + (palette.to_bytes(a.palette) if version >= 13 else b"")
-            + (_surprise_bytes(a) if version >= 16 else b""))
+            + (_surprise_bytes(a) if version >= 16 else b"")
+            + (_residual_bytes(a.residual) if version >= 17 else b""))
+
+
+def _residual_bytes(weights: np.ndarray | None) -> bytes:
+    """The residual feedback section (container version 17 on): u8 1 (0 = none), then for each step with
+    decoded neighbours channels int8 weights."""
+    if weights is None or not weights.any():
+        return b"\0"
+    if np.abs(weights).max() > residual.MAX_WEIGHT:
+        raise ValueError(f"residual feedback weights must lie in -{residual.MAX_WEIGHT}..{residual.MAX_WEIGHT}")
+    return b"\1" + weights[_spike_rows(weights.shape[0])].astype(np.int8).tobytes()
+
+
+def _residual_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, bytes]:
+    """(weights, the rest) of a residual feedback section; raises CorruptPayloadError on a malformed one."""
+    if not rest:
+        raise CorruptPayloadError("adaptation header truncated: the residual feedback section is missing")
+    if not rest[0]:
+        return None, rest[1:]
+    rows = _spike_rows(spike_shape(phases, channels)[0])
+    n = len(rows) * channels
+    if rest[0] != 1 or not rows or len(rest) < 1 + n:
+        raise CorruptPayloadError(f"residual feedback header byte {rest[0]} for a {phases}-phase model in a "
+                                  f"{len(rest)}-byte remainder (expected 1, 4 phases)")
+    values = np.frombuffer(rest, dtype=np.int8, count=n, offset=1).astype(np.int64)
+    if np.abs(values).max() > residual.MAX_WEIGHT:
+        raise CorruptPayloadError(f"residual feedback weight {int(np.abs(values).max())} exceeds {residual.MAX_WEIGHT}")
+    weights = np.zeros((spike_shape(phases, channels)[0], channels), np.int64)
+    weights[rows] = values.reshape(len(rows), channels)
+    return weights, rest[1 + n :]
 
 
 def _surprise_bytes(a: Adaptation) -> bytes:
@@ -339,7 +374,10 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
     shocks = edges = None
     if version >= 16:
         shocks, edges, rest = _surprise_section(rest, phases, channels)
-    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges), rest
+    weights = None
+    if version >= 17:
+        weights, rest = _residual_section(rest, phases, channels)
+    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights), rest
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -381,14 +419,15 @@ class CodingMaps:
     palettes: tuple | None = None  # (B,) palette.PaletteCells or None
     surprise: torch.Tensor | None = None  # (B, coding steps, channels, surprise.CLASSES) scale shifts
     surprise_edges: torch.Tensor | None = None  # (B, surprise.CLASSES - 1) score edges; None: no surprise context
+    residual: torch.Tensor | None = None  # (B, coding steps, channels) residual feedback weights; None: none
 
     def _parts(self):
         return (self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells,
-                self.surprise, self.surprise_edges)
+                self.surprise, self.surprise_edges, self.residual)
 
     def _with(self, tensors, palettes) -> CodingMaps:
-        *head, shifts, edges = tensors
-        return CodingMaps(*head, palettes, shifts, edges)
+        *head, shifts, edges, weights = tensors
+        return CodingMaps(*head, palettes, shifts, edges, weights)
 
     def __getitem__(self, idx) -> CodingMaps:
         palettes = None
@@ -455,7 +494,8 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                       if any(a.values is not None for a in adaptations) else None,
                       tuple(None if a.palette is None else palette_cells(a.palette) for a in adaptations)
                       if any(a.palette is not None for a in adaptations) else None,
-                      *_surprise_maps(adaptations, spiked[0], cfg.channels))
+                      *_surprise_maps(adaptations, spiked[0], cfg.channels),
+                      stacked([a.residual for a in adaptations], spiked[:2]))
     return None if all(t is None for t in maps._parts()) and maps.palettes is None else maps
 
 
@@ -750,7 +790,7 @@ def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float,
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
            spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1,
-           shock: int = 1) -> list[Adaptation]:
+           shock: int = 1, residuals: int = 1) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks, sample_blocks)
     of its blocks of block_coder's side, or of 64x64 ones above that (FIT_SIDE): first the scale shifts (every
     candidate shift), then, given them, the blend (_fit_blend; blend = 2: every step with decoded neighbours,
@@ -762,8 +802,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     samples of several images at once. A part is left out (None) where its estimated saving does not pay for its
     header twice. Before all that (values = 1; 0: none, as container v11 wrote) the value masks (_fit_values), then
     (paletted = 1; 0: none, as container v12 wrote) the palette in their place where it pays (_fit_palette); every
-    later fit codes with them. Then (shock = 1; 0: none, as container v15 wrote), given all that, the surprise
-    context (_fit_surprise). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
+    later fit codes with them. Then (residuals = 1; 0: none, as container v16 wrote), given all that, the
+    residual feedback, and (shock = 1; 0: none, as container v15 wrote), given all that too, the surprise
+    context (_fit_feedback). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
     (fit_latent)."""
     from bitswap_core.coding.rans import cost_bits_each
 
@@ -872,8 +913,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                 section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(replace(plain[0], values=masks[j], palette=kept[j]))
-    if shock and len(steps) == 7:
-        out = _fit_surprise(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples])
+    if (shock or residuals) and len(steps) == 7:
+        out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
+                            shock, residuals)
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
 
 
@@ -896,11 +938,76 @@ def draw_z1(block_coder, x: torch.Tensor, counts: Sequence[int], seed: int = 0) 
 # and the flat graphic serrano down to -12 (its calm classes narrow), so the encoder spares itself the wide
 # end; each candidate prices every sampled pixel once more
 _SURPRISE_SHIFTS = np.array(sorted(range(-surprise.MAX_SHIFT, 7), key=lambda v: (abs(v), v)))
+# residual feedback weights the encoder prices: these first, then the best so far +-2, then +-1 (9 of the
+# 17 candidates, each pricing every sampled pixel of a step once more)
+_RESIDUAL_ROUNDS = ((0, -4, 4, -8, 8), (-2, 2), (-1, 1))
 
 
-def _fit_surprise(block_coder, drawn, adaptations: list[Adaptation], scale_ups: list[float]) -> list[Adaptation]:
-    """Each image's adaptation with its surprise context (coding/surprise.py), fitted on the sampled blocks
-    coded with that adaptation: the score edges at the quartiles of the sampled pixels' scores, then per
+def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: list[float], shock: int = 1,
+                  residuals: int = 1) -> list[Adaptation]:
+    """Each image's adaptation with its residual feedback (residuals = 1; coding/residual.py) and, given that,
+    its surprise context (shock = 1; coding/surprise.py), fitted on the sampled blocks coded with the
+    adaptation: one network pass over each group of blocks, whose symbols carry the surprise scores and the
+    neighbours' residuals (both taken before either feedback, so neither depends on what is fitted)."""
+    cfg, steps = block_coder.cfg, block_coder.steps
+    rows_of = set(_spike_rows(len(steps)))
+    probe = np.zeros(surprise.CLASSES - 1, np.int64)  # edges that only score: every pixel in the last class
+    zeros = np.zeros((len(steps), cfg.channels), np.int64)  # weights that only track the residuals
+    out = list(adaptations)
+    for x, valid, owner, z1, border in drawn:
+        maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe if shock else None,
+                                    residual=zeros if residuals else None) for j in owner], cfg)
+        syms = [(int(owner[sym.image]), sym) for sym in block_coder.pixel_symbols(x, z1, valid, maps, border)
+                if sym.step in rows_of]
+        images = sorted(set(owner.tolist()))
+        weights = _fit_residual(block_coder, syms, images, scale_ups) if residuals else {}
+        shocks = _fit_surprise(block_coder, syms, images, weights, scale_ups) if shock else {}
+        for j in images:
+            out[j] = replace(adaptations[j], residual=weights.get(j), **shocks.get(j, {}))
+    return out
+
+
+def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) -> dict[int, np.ndarray | None]:
+    """Per image, the residual feedback weights (steps, channels) that code its sampled symbols smallest
+    (spikes and cells included), searched in _RESIDUAL_ROUNDS; None where the estimated saving does not pay
+    for the section twice."""
+    from bitswap_core.coding.rans import cost_bits_each
+
+    cfg, mf, m = block_coder.cfg, block_coder.cfg.mean_frac, residual.MAX_WEIGHT
+    keys = sorted({(j, sym.step, sym.channel) for j, sym in syms})
+    cost = {key: np.zeros(2 * m + 1) for key in keys}
+    priced = {key: np.zeros(2 * m + 1, dtype=bool) for key in keys}
+
+    def best(key) -> int:  # the weight priced smallest so far (ties: the first priced, 0 first)
+        return int(np.where(priced[key], cost[key], np.inf).argmin()) - m if priced[key].any() else 0
+
+    for moves in _RESIDUAL_ROUNDS:
+        todo = {}
+        for key in keys:
+            ws = [best(key) + d for d in moves]
+            todo[key] = [w for w in ws if -m <= w <= m and not priced[key][w + m]]
+        for j, sym in syms:
+            for w in todo[(j, sym.step, sym.channel)]:
+                rows, bases = residual.corrected(sym.rows, sym.bases, sym.feedback, w, mf)
+                cost[(j, sym.step, sym.channel)][w + m] += cost_bits_each(sym.values, rows, bases, block_coder.tx,
+                                                                          sym.spikes, sym.cells).sum()
+        for key, ws in todo.items():
+            priced[key][[w + m for w in ws]] = True
+    shape = (len(block_coder.steps), cfg.channels)
+    header = 8 * len(_residual_bytes(np.ones(shape, np.int64)))
+    weights = {j: np.zeros(shape, np.int64) for j in images}
+    saving = dict.fromkeys(images, 0.0)
+    for key in keys:
+        j, s, c = key
+        weights[j][s, c] = best(key)
+        saving[j] += (cost[key][m] - cost[key][best(key) + m]) * scale_ups[j]
+    return {j: weights[j] if saving[j] > 2 * header and weights[j].any() else None for j in images}
+
+
+def _fit_surprise(block_coder, syms, images: list[int], weights: dict[int, np.ndarray | None],
+                  scale_ups: list[float]) -> dict[int, dict]:
+    """Per image, its surprise context (the Adaptation fields) fitted on its sampled symbols coded with the
+    residual feedback's weights: the score edges at the quartiles of the sampled pixels' scores, then per
     (step, channel, class) the scale shift that codes them smallest (spikes and cells included); kept where
     the estimated saving pays for the section twice. The scores do not depend on the shifts (they count
     errors against the unshifted rows), so one pass over the sample prices every candidate."""
@@ -908,28 +1015,25 @@ def _fit_surprise(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
 
     cfg = block_coder.cfg
     mf, levels, ch, k = cfg.mean_frac, cfg.x_scales, cfg.channels, surprise.CLASSES
-    rows_of = _spike_rows(len(block_coder.steps))
-    n_img, n_score = len(adaptations), surprise.MAX_SCORE + 1
-    cost = np.zeros((n_img, len(block_coder.steps), ch, n_score, len(_SURPRISE_SHIFTS)))
-    count = np.zeros((n_img, n_score))
-    probe = np.zeros(k - 1, np.int64)  # edges that only score: every pixel in the last class, no shift
-    for x, valid, owner, z1, border in drawn:
-        maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe) for j in owner], cfg)
-        for sym in block_coder.pixel_symbols(x, z1, valid, maps, border):
-            if sym.step not in rows_of:
-                continue
-            j = int(owner[sym.image])
-            level, frac = sym.rows // mf, sym.rows % mf
-            for t, d in enumerate(_SURPRISE_SHIFTS):
-                bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, sym.bases,
-                                      block_coder.tx, sym.spikes, sym.cells)
-                cost[j, sym.step, sym.channel, :, t] += np.bincount(sym.score, weights=bits, minlength=n_score)
-            if sym.channel == 0:
-                count[j] += np.bincount(sym.score, minlength=n_score)
-    out = list(adaptations)
+    n_score = surprise.MAX_SCORE + 1
+    cost = {j: np.zeros((len(block_coder.steps), ch, n_score, len(_SURPRISE_SHIFTS))) for j in images}
+    count = {j: np.zeros(n_score) for j in images}
+    for j, sym in syms:
+        rows, bases = sym.rows, sym.bases
+        if weights.get(j) is not None and weights[j][sym.step, sym.channel]:
+            rows, bases = residual.corrected(rows, bases, sym.feedback, weights[j][sym.step, sym.channel], mf)
+        level, frac = rows // mf, rows % mf
+        for t, d in enumerate(_SURPRISE_SHIFTS):
+            bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, bases,
+                                  block_coder.tx, sym.spikes, sym.cells)
+            cost[j][sym.step, sym.channel, :, t] += np.bincount(sym.score, weights=bits, minlength=n_score)
+        if sym.channel == 0:
+            count[j] += np.bincount(sym.score, minlength=n_score)
+    probe = np.zeros(k - 1, np.int64)
     header = 8 * len(_surprise_bytes(Adaptation(surprise=np.ones((len(block_coder.steps), ch, k), np.int64),
                                                 surprise_edges=probe)))
-    for j in range(n_img):
+    out = {}
+    for j in images:
         if not count[j].sum():
             continue
         cum = np.cumsum(count[j]) / count[j].sum()
@@ -940,7 +1044,7 @@ def _fit_surprise(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
         best = per.argmin(axis=3)
         saving = (per[..., 0].sum() - np.take_along_axis(per, best[..., None], 3).sum()) * scale_ups[j]
         if saving > 2 * header and best.any():
-            out[j] = replace(adaptations[j], surprise=_SURPRISE_SHIFTS[best], surprise_edges=edges)
+            out[j] = {"surprise": _SURPRISE_SHIFTS[best], "surprise_edges": edges}
     return out
 
 

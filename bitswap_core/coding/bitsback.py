@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, bordered, check_side, grid, pad_block, to_blocks, valid_sizes
-from bitswap_core.coding import adapt, first_block, importance, surprise
+from bitswap_core.coding import adapt, feedback, first_block, importance
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
@@ -44,6 +44,14 @@ class _Timed:
         return timed
 
 
+def _flat(tracker, name: str, i: int, r: int, c: int, channel: int | None = None) -> np.ndarray | None:
+    """Block i's r x c values of a tracker's per-pixel array (score, or feedback of one channel), or None."""
+    t = None if tracker is None else getattr(tracker, name)
+    if t is None:
+        return None
+    return np.ascontiguousarray(t[i, :r, :c] if channel is None else t[i, channel, :r, :c]).reshape(-1)
+
+
 def _earlier(xs: np.ndarray, i: int, ch: int, r: int, c: int):
     """The channels before ch of block i's r x c real pixels in a step's view, flat, when asked (a palette's
     cells depend on them; they are decoded before ch is popped)."""
@@ -62,6 +70,7 @@ class PixelSymbols(NamedTuple):
     spikes: tuple[np.ndarray, ...] | None  # (spike values, levels[, second values, levels]) for the coder, or None
     cells: np.ndarray | GroupedCells | None = None  # this channel's value or palette cells (adapt.cells_of)
     score: np.ndarray | None = None  # the pixels' surprise scores (coding/surprise.py), when the maps ask for them
+    feedback: np.ndarray | None = None  # their neighbours' mean residual (coding/residual.py), when the maps ask
 
 
 class BlockCoder:
@@ -163,12 +172,13 @@ class BlockCoder:
             known[i, 0, :r, :k] = 1
         return known
 
-    def _tracker(self, maps: adapt.CodingMaps | None, valid: np.ndarray) -> surprise.Tracker | None:
-        """The surprise context's state for these blocks (coding/surprise.py), if their maps have one."""
-        if maps is None or maps.surprise_edges is None:
+    def _tracker(self, maps: adapt.CodingMaps | None, valid: np.ndarray) -> feedback.Tracker | None:
+        """The surprise context's and residual feedback's state for these blocks (coding/feedback.py), if
+        their maps have either."""
+        if maps is None or (maps.surprise_edges is None and maps.residual is None):
             return None
-        return surprise.Tracker(self.steps, self._known(valid), maps.surprise, maps.surprise_edges,
-                                self.cfg.mean_frac, self.cfg.x_scales)
+        return feedback.Tracker(self.steps, self._known(valid), self.cfg.mean_frac, self.cfg.x_scales,
+                                maps.surprise, maps.surprise_edges, maps.residual, self.cfg.channels)
 
     def _extents(self, step: int, valid: np.ndarray) -> list[tuple[int, int]]:
         """Rows and columns of each block's real pixels in one coding step's grid."""
@@ -288,16 +298,16 @@ class BlockCoder:
                 tracker.start(step)
             for ch in range(x.shape[1]):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
-                coded = rows if tracker is None else tracker.rows(rows, step, ch)
+                coded, cbases = (rows, bases) if tracker is None else tracker.codes(rows, bases, step, ch)
                 for i, (r, c) in enumerate(ext):
                     values = np.ascontiguousarray(xs[i, ch, :r, :c]).reshape(-1).astype(np.int64)
                     yield PixelSymbols(i, step, ch, values, np.ascontiguousarray(coded[i, :r, :c]).reshape(-1),
-                                       np.ascontiguousarray(bases[i, :r, :c]).reshape(-1),
+                                       np.ascontiguousarray(cbases[i, :r, :c]).reshape(-1),
                                        self._block_spikes(spikes[ch], i, r, c),
                                        adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, c)),
-                                       None if tracker is None else tracker.score[i, :r, :c].reshape(-1))
+                                       _flat(tracker, "score", i, r, c), _flat(tracker, "feedback", i, r, c, ch))
                 if tracker is not None:
-                    tracker.add(step, xs[:, ch], rows, bases, self.tx)
+                    tracker.add(step, ch, xs[:, ch], rows, bases, self.tx)
 
     def push_pixels(self, coders, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None,
                     border=None) -> None:
@@ -327,16 +337,16 @@ class BlockCoder:
                 tracker.start(step)
             for ch in range(ch_count):
                 rows, bases = self._pixel_codes(params, step, ch, xk, means, maps, context, colour)
-                coded = rows if tracker is None else tracker.rows(rows, step, ch)
+                coded, cbases = (rows, bases) if tracker is None else tracker.codes(rows, bases, step, ch)
                 for i, c in enumerate(coders):
                     r, w = ext[i]
                     vals = c.pop(np.ascontiguousarray(coded[i, :r, :w]).reshape(-1),
-                                 np.ascontiguousarray(bases[i, :r, :w]).reshape(-1), self.tx,
+                                 np.ascontiguousarray(cbases[i, :r, :w]).reshape(-1), self.tx,
                                  self._block_spikes(spikes[ch], i, r, w),
                                  adapt.cells_of(maps, i, ch, _earlier(xs, i, ch, r, w)))
                     xs[i, ch, :r, :w] = vals.reshape(r, w)
                 if tracker is not None:
-                    tracker.add(step, xs[:, ch], rows, bases, self.tx)
+                    tracker.add(step, ch, xs[:, ch], rows, bases, self.tx)
         for i in range(n):
             pad_block(xn[i], *valid[i])
         return x.contiguous()

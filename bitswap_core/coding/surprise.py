@@ -14,7 +14,7 @@ add up to the pixel's error. A later step's pixel takes the mean of its decoded 
 errors, in quarter units (phases.neighbour_prediction's floor mean, the neighbour sets of the predictor
 and spikes), and its image's edges cut that score into CLASSES classes. The adaptation (coding/adapt.py)
 stores the edges and one scale shift per (step, channel, class); the coder adds it to the scale level
-after every other correction.
+after every other correction (coding/feedback.py holds the decoded errors while a block is coded).
 """
 
 from __future__ import annotations
@@ -72,37 +72,3 @@ def shifted_rows(rows: np.ndarray, cls: np.ndarray, shifts: np.ndarray, mean_fra
     """rows with each pixel's scale level moved by its class's shift (shifts (B, CLASSES)), clamped to the grid."""
     level = rows // mean_frac + shifts[np.arange(len(cls))[:, None, None], cls]
     return np.clip(level, 0, levels - 1) * mean_frac + rows % mean_frac
-
-
-class Tracker:
-    """The decoded pixels' errors of a batch of blocks while they are coded step by step (encoder and
-    decoder alike), and the scores and shifted rows they give later steps."""
-
-    def __init__(self, steps, known: torch.Tensor, shifts: torch.Tensor, edges: torch.Tensor, mean_frac: int,
-                 levels: int):
-        """known: (B, 1, s, s) 1 on the blocks' real pixels (BlockCoder._known); shifts (B, steps, channels,
-        CLASSES) and edges (B, CLASSES - 1) from adapt.CodingMaps."""
-        self.steps, self.mean_frac, self.levels = steps, mean_frac, levels
-        self.shifts, self.edges = shifts.numpy(), edges.numpy()
-        self.known = known
-        self.errors = torch.zeros_like(known)
-        self.score = self.cls = None
-
-    def start(self, step: int) -> None:
-        """Score the step's pixels from the errors decoded so far."""
-        self.score = scores(self.steps[step], self.errors, self.known)
-        self.cls = classes(self.score, self.edges)
-
-    def rows(self, rows: np.ndarray, step: int, channel: int) -> np.ndarray:
-        """The step's rows (B, h, w) for one channel, with the class shifts applied."""
-        shifts = self.shifts[:, step, channel]
-        if not shifts.any():
-            return rows
-        return shifted_rows(rows, self.cls, shifts, self.mean_frac, self.levels)
-
-    def add(self, step: int, values: np.ndarray, rows: np.ndarray, bases: np.ndarray, table) -> None:
-        """Count one channel's decoded values (B, h, w) against the rows and bases they were predicted with
-        (before the class shifts: the scores of later steps do not depend on the shifts, which is what lets
-        the encoder fit them in one pass)."""
-        view = phases.step_view(self.errors.numpy(), 4, *self.steps[step])
-        view[:, 0] += pixel_errors(values, rows, bases, table)
