@@ -39,15 +39,9 @@ def neighbour_means(res: torch.Tensor, known: torch.Tensor, step: tuple[int, int
     if phase == 0 and sub <= 0:
         v = phases.step_view(res, 4, *step)
         return np.zeros(tuple(v.shape), dtype=np.int64)
-    out = []
-    for c in range(res.shape[1]):
-        r = res[:, c : c + 1]
-        if phase > 0:
-            m = phases.neighbour_prediction(r, known, phase, 1)
-        else:
-            m = phases.neighbour_prediction(phases.view(r, 4, 0), phases.view(known, 4, 0), sub, 1)
-        out.append(m[:, 0])
-    return torch.stack(out, 1).numpy()
+    if phase > 0:
+        return phases.neighbour_prediction(res, known, phase, 1).numpy()
+    return phases.neighbour_prediction(phases.view(res, 4, 0), phases.view(known, 4, 0), sub, 1).numpy()
 
 
 def corrected(rows: np.ndarray, bases: np.ndarray, feedback: np.ndarray, weight, mean_frac: int
