@@ -39,7 +39,8 @@ def _same(a: adapt.Adaptation, b: adapt.Adaptation) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
                for x, y in ((a.shifts, b.shifts), (a.spikes, b.spikes), (a.spikes2, b.spikes2), (a.blend, b.blend),
                             (a.colour, b.colour), (a.values, b.values), (a.surprise, b.surprise),
-                            (a.surprise_edges, b.surprise_edges), (a.residual, b.residual))) and a.latent == b.latent
+                            (a.surprise_edges, b.surprise_edges), (a.residual, b.residual),
+                            (a.residual_edges, b.residual_edges))) and a.latent == b.latent
 
 
 def _surprise(rng, channels=3):
@@ -84,6 +85,11 @@ def _colour(rng, channels=3, later=True):
     return b
 
 
+def _residual(rng, classes: int) -> np.ndarray:
+    """Residual feedback weights -8..8 for the steps with decoded neighbours (1-6)."""
+    return np.vstack([np.zeros((1, 3, classes), np.int64), rng.integers(-8, 9, (6, 3, classes))])
+
+
 def test_header_round_trip_and_no_adaptation_is_eleven_bytes():
     shifts = np.arange(-18, 18).reshape(4, 3, 3)
     rng = np.random.default_rng(0)
@@ -99,7 +105,8 @@ def test_header_round_trip_and_no_adaptation_is_eleven_bytes():
               adapt.Adaptation(latent=5), adapt.Adaptation(shifts, colour=colour, latent=-16),
               adapt.Adaptation(shifts, latent=2, values=rng.random((3, 256)) < 0.5),
               adapt.Adaptation(shifts, spikes, surprise=_surprise(rng), surprise_edges=np.array([3, 9, 9])),
-              adapt.Adaptation(shifts, residual=np.vstack([np.zeros((1, 3), np.int64), rng.integers(-8, 9, (6, 3))]))):
+              adapt.Adaptation(shifts, residual=_residual(rng, 1)),
+              adapt.Adaptation(residual=_residual(rng, 4), residual_edges=np.array([0, 7, 7]))):
         got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
         assert _same(got, a) and rest == b"ans"
     assert adapt.FORMAT == container.VERSION

@@ -46,6 +46,13 @@ def test_the_correction_moves_the_mean_by_the_weighted_feedback_rounded_down_wit
     assert per_block[1][0].tolist() == bases.tolist() and per_block[1][1].tolist() == b.tolist()
 
 
+def test_classes_count_the_edges_the_absolute_feedback_reaches() -> None:
+    fb = np.array([[[0, -3, 4], [20, -20, 255]], [[0, 1, 2], [3, 4, 5]]])
+    edges = np.array([[3, 4, 20], [1, 1, 5]])
+    assert residual.classes(fb, edges).tolist() == [[[0, 1, 2], [3, 3, 3]], [[0, 2, 2], [2, 2, 3]]]
+    assert not residual.classes(fb, np.zeros((2, 0), np.int64)).any()  # one class: no edges
+
+
 def test_the_feedback_is_the_floor_mean_of_the_decoded_in_block_neighbours() -> None:
     res = torch.zeros((1, 3, 4, 4), dtype=torch.int64)
     res[0, 1, 0, 0], res[0, 1, 0, 2], res[0, 1, 2, 0], res[0, 1, 2, 2] = 5, -2, 0, 0  # phase (0,0) pixels
@@ -60,28 +67,40 @@ def test_the_feedback_is_the_floor_mean_of_the_decoded_in_block_neighbours() -> 
     assert not residual.neighbour_means(res, known, (0, 0)).any()  # no decoded neighbour yet
 
 
-def _weights(rng) -> np.ndarray:
-    w = rng.integers(-residual.MAX_WEIGHT, residual.MAX_WEIGHT + 1, (7, 3))
+def _weights(rng, classes: int = residual.CLASSES) -> np.ndarray:
+    w = rng.integers(-residual.MAX_WEIGHT, residual.MAX_WEIGHT + 1, (7, 3, classes))
     w[0] = 0
     return w
 
 
 def test_header_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     rng = np.random.default_rng(3)
-    a = adapt.Adaptation(residual=_weights(rng))
+    a = adapt.Adaptation(residual=_weights(rng), residual_edges=np.array([2, 5, 15]))
+    one = adapt.Adaptation(residual=_weights(rng, 1))
     head = adapt.to_bytes(a)
-    assert len(head) == len(adapt.to_bytes(adapt.NONE)) + 6 * 3
-    back, rest = adapt.from_bytes(head + b"tail", 4, 3)
-    assert np.array_equal(back.residual, a.residual) and rest == b"tail"
+    assert len(head) == len(adapt.to_bytes(adapt.NONE)) + residual.CLASSES - 1 + 6 * 3 * residual.CLASSES
+    assert len(adapt.to_bytes(one)) == len(adapt.to_bytes(adapt.NONE)) + 6 * 3
+    for x in (a, one):
+        back, rest = adapt.from_bytes(adapt.to_bytes(x) + b"tail", 4, 3)
+        assert np.array_equal(back.residual, x.residual) and rest == b"tail"
+        assert (back.residual_edges is None) == (x.residual_edges is None)
+    assert adapt.from_bytes(head, 4, 3)[0].residual_edges.tolist() == [2, 5, 15]
     assert adapt.from_bytes(adapt.to_bytes(replace(a, residual=a.residual * 0)), 4, 3)[0].residual is None
     with pytest.raises(ValueError, match="cannot hold a residual"):
         adapt.to_bytes(a, 16)
     with pytest.raises(ValueError, match="must lie in"):
         adapt.to_bytes(replace(a, residual=a.residual * 0 + 9))
+    with pytest.raises(ValueError, match="1 or 4 classes"):
+        adapt.to_bytes(replace(a, residual=a.residual[..., :2]))
+    for edges in (None, np.array([5, 2, 15]), np.array([2, 5]), np.array([2, 5, 300])):
+        with pytest.raises(ValueError, match="ordered"):
+            adapt.to_bytes(replace(a, residual_edges=edges))
     base = adapt.to_bytes(adapt.NONE)[:-1]
     body = head[len(base):]
-    for bad, match in ((base, "residual feedback section is missing"), (base + b"\x02" + body[1:], "byte 2"),
-                       (base + body[:-1], "byte 1"), (base + body[:3] + bytes([247]) + body[4:], "exceeds 8")):
+    for bad, match in ((base, "residual feedback section is missing"), (base + b"\x02" + body[1:], "declares 2"),
+                       (base + body[:-1], "declares 4"),
+                       (base + body[:1] + bytes([9, 3, 30]) + body[4:], "not in order"),
+                       (base + body[:5] + bytes([247]) + body[6:], "exceeds 8")):
         with pytest.raises(CorruptPayloadError, match=match):
             adapt.from_bytes(bad, 4, 3)
     with pytest.raises(CorruptPayloadError, match="1-phase model"):
@@ -95,7 +114,10 @@ def test_weighted_payloads_decode_exactly_alone_and_batched_with_images_without(
     imgs = [np.asarray(photo_crop("waterloo-monarch.png", (0, 0, 70, 45))),
             np.asarray(photo_crop("usc-4.2.07.png", (20, 20, 84, 84)))]
     fitted = adapt.choose(bc, imgs, residuals=0, latent=0)
-    adaptations = [replace(fitted[0], residual=_weights(np.random.default_rng(4))), fitted[1]]
+    rng = np.random.default_rng(4)
+    adaptations = [replace(fitted[0], residual=_weights(rng), residual_edges=np.array([3, 8, 20])),
+                   fitted[1], replace(fitted[0], residual=_weights(rng, 1))]
+    imgs.append(imgs[0])
     together = [c.to_bytes() for c in encode_images(bc, imgs, adaptations=adaptations)]
     alone = [encode_images(bc, [im], adaptations=[a])[0].to_bytes() for im, a in zip(imgs, adaptations)]
     assert together == alone

@@ -108,9 +108,11 @@ class Adaptation:
     # score edges (surprise.CLASSES - 1,) of its classes; edges with no shifts score pixels without moving them
     surprise: np.ndarray | None = None
     surprise_edges: np.ndarray | None = None
-    # the residual feedback (coding/residual.py): weights (coding steps, channels) in -MAX_WEIGHT..MAX_WEIGHT;
-    # all zero (not None) tracks the residuals without moving any mean
+    # the residual feedback (coding/residual.py): weights (coding steps, channels, residual.CLASSES) in
+    # -MAX_WEIGHT..MAX_WEIGHT and the |R| edges (residual.CLASSES - 1,) of its classes; all-zero weights (not
+    # None) track the residuals without moving any mean
     residual: np.ndarray | None = None
+    residual_edges: np.ndarray | None = None
 
 
 NONE = Adaptation()
@@ -167,36 +169,7 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
             + (_value_bytes(a.values) if version >= 12 else b"")
             + (palette.to_bytes(a.palette) if version >= 13 else b"")
             + (_surprise_bytes(a) if version >= 16 else b"")
-            + (_residual_bytes(a.residual) if version >= 17 else b""))
-
-
-def _residual_bytes(weights: np.ndarray | None) -> bytes:
-    """The residual feedback section (container version 17 on): u8 1 (0 = none), then for each step with
-    decoded neighbours channels int8 weights."""
-    if weights is None or not weights.any():
-        return b"\0"
-    if np.abs(weights).max() > residual.MAX_WEIGHT:
-        raise ValueError(f"residual feedback weights must lie in -{residual.MAX_WEIGHT}..{residual.MAX_WEIGHT}")
-    return b"\1" + weights[_spike_rows(weights.shape[0])].astype(np.int8).tobytes()
-
-
-def _residual_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, bytes]:
-    """(weights, the rest) of a residual feedback section; raises CorruptPayloadError on a malformed one."""
-    if not rest:
-        raise CorruptPayloadError("adaptation header truncated: the residual feedback section is missing")
-    if not rest[0]:
-        return None, rest[1:]
-    rows = _spike_rows(spike_shape(phases, channels)[0])
-    n = len(rows) * channels
-    if rest[0] != 1 or not rows or len(rest) < 1 + n:
-        raise CorruptPayloadError(f"residual feedback header byte {rest[0]} for a {phases}-phase model in a "
-                                  f"{len(rest)}-byte remainder (expected 1, 4 phases)")
-    values = np.frombuffer(rest, dtype=np.int8, count=n, offset=1).astype(np.int64)
-    if np.abs(values).max() > residual.MAX_WEIGHT:
-        raise CorruptPayloadError(f"residual feedback weight {int(np.abs(values).max())} exceeds {residual.MAX_WEIGHT}")
-    weights = np.zeros((spike_shape(phases, channels)[0], channels), np.int64)
-    weights[rows] = values.reshape(len(rows), channels)
-    return weights, rest[1 + n :]
+            + (_residual_bytes(a) if version >= 17 else b""))
 
 
 def _surprise_bytes(a: Adaptation) -> bytes:
@@ -233,6 +206,47 @@ def _surprise_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarr
     shifts = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
     shifts[rows] = values.reshape(len(rows), channels, k)
     return shifts, edges, rest[k + n :]
+
+
+def _residual_bytes(a: Adaptation) -> bytes:
+    """The residual feedback section (container version 17 on): u8 classes (0 = none, 1 or residual.CLASSES),
+    then the classes' u8 |R| edges (classes - 1 of them), then for each step with decoded neighbours
+    channels x classes int8 weights."""
+    if a.residual is None or not a.residual.any():
+        return b"\0"
+    k = a.residual.shape[2]
+    if k not in (1, residual.CLASSES):
+        raise ValueError(f"residual feedback weights come in 1 or {residual.CLASSES} classes, not {k}")
+    edges = np.asarray(a.residual_edges if a.residual_edges is not None else [], dtype=np.int64).reshape(-1)
+    if edges.shape != (k - 1,) or np.any(np.diff(edges) < 0) or not np.all((edges >= 0) & (edges <= 255)):
+        raise ValueError(f"residual feedback weights need {k - 1} ordered |R| edges in 0..255, not {edges}")
+    if np.abs(a.residual).max() > residual.MAX_WEIGHT:
+        raise ValueError(f"residual feedback weights must lie in -{residual.MAX_WEIGHT}..{residual.MAX_WEIGHT}")
+    return (bytes([k]) + edges.astype(np.uint8).tobytes()
+            + a.residual[_spike_rows(a.residual.shape[0])].astype(np.int8).tobytes())
+
+
+def _residual_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
+    """(weights, edges, the rest) of a residual feedback section; raises CorruptPayloadError on a malformed one."""
+    if not rest:
+        raise CorruptPayloadError("adaptation header truncated: the residual feedback section is missing")
+    if not rest[0]:
+        return None, None, rest[1:]
+    k = rest[0]
+    rows = _spike_rows(spike_shape(phases, channels)[0])
+    n = len(rows) * channels * k
+    if k not in (1, residual.CLASSES) or not rows or len(rest) < k + n:
+        raise CorruptPayloadError(f"residual feedback header declares {k} classes for a {phases}-phase model in "
+                                  f"a {len(rest)}-byte remainder (expected 1 or {residual.CLASSES} classes, 4 phases)")
+    edges = np.frombuffer(rest, dtype=np.uint8, count=k - 1, offset=1).astype(np.int64)
+    if np.any(np.diff(edges) < 0):
+        raise CorruptPayloadError(f"residual feedback edges {edges.tolist()} are not in order")
+    values = np.frombuffer(rest, dtype=np.int8, count=n, offset=k).astype(np.int64)
+    if np.abs(values).max() > residual.MAX_WEIGHT:
+        raise CorruptPayloadError(f"residual feedback weight {int(np.abs(values).max())} exceeds {residual.MAX_WEIGHT}")
+    weights = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
+    weights[rows] = values.reshape(len(rows), channels, k)
+    return weights, edges if k > 1 else None, rest[k + n :]
 
 
 def _value_bytes(values: np.ndarray | None) -> bytes:
@@ -374,10 +388,11 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
     shocks = edges = None
     if version >= 16:
         shocks, edges, rest = _surprise_section(rest, phases, channels)
-    weights = None
+    weights = weight_edges = None
     if version >= 17:
-        weights, rest = _residual_section(rest, phases, channels)
-    return Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights), rest
+        weights, weight_edges, rest = _residual_section(rest, phases, channels)
+    return (Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights,
+                       weight_edges), rest)
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -419,15 +434,16 @@ class CodingMaps:
     palettes: tuple | None = None  # (B,) palette.PaletteCells or None
     surprise: torch.Tensor | None = None  # (B, coding steps, channels, surprise.CLASSES) scale shifts
     surprise_edges: torch.Tensor | None = None  # (B, surprise.CLASSES - 1) score edges; None: no surprise context
-    residual: torch.Tensor | None = None  # (B, coding steps, channels) residual feedback weights; None: none
+    residual: torch.Tensor | None = None  # (B, coding steps, channels, residual.CLASSES) weights; None: none
+    residual_edges: torch.Tensor | None = None  # (B, residual.CLASSES - 1) |R| edges
 
     def _parts(self):
         return (self.levels, self.spikes, self.spikes2, self.blend, self.colour, self.latent, self.cells,
-                self.surprise, self.surprise_edges, self.residual)
+                self.surprise, self.surprise_edges, self.residual, self.residual_edges)
 
     def _with(self, tensors, palettes) -> CodingMaps:
-        *head, shifts, edges, weights = tensors
-        return CodingMaps(*head, palettes, shifts, edges, weights)
+        *head, shifts, edges, weights, weight_edges = tensors
+        return CodingMaps(*head, palettes, shifts, edges, weights, weight_edges)
 
     def __getitem__(self, idx) -> CodingMaps:
         palettes = None
@@ -495,7 +511,7 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                       tuple(None if a.palette is None else palette_cells(a.palette) for a in adaptations)
                       if any(a.palette is not None for a in adaptations) else None,
                       *_surprise_maps(adaptations, spiked[0], cfg.channels),
-                      stacked([a.residual for a in adaptations], spiked[:2]))
+                      *_residual_maps(adaptations, spiked[0], cfg.channels))
     return None if all(t is None for t in maps._parts()) and maps.palettes is None else maps
 
 
@@ -512,6 +528,22 @@ def _surprise_maps(adaptations: Sequence[Adaptation], steps: int, channels: int)
             if a.surprise is not None:
                 shifts[i] = torch.from_numpy(a.surprise.astype(np.int64))
     return shifts, edges
+
+
+def _residual_maps(adaptations: Sequence[Adaptation], steps: int, channels: int):
+    """(weights (B, steps, channels, residual.CLASSES), edges (B, CLASSES - 1)) of the images that have a
+    residual feedback, or (None, None); an image without one gets zero weights (its residuals are tracked,
+    its means never move)."""
+    if all(a.residual is None for a in adaptations):
+        return None, None
+    weights = torch.zeros((len(adaptations), steps, channels, residual.CLASSES), dtype=torch.int64)
+    edges = torch.zeros((len(adaptations), residual.CLASSES - 1), dtype=torch.int64)
+    for i, a in enumerate(adaptations):
+        if a.residual is not None:  # one class: its weights in every class
+            weights[i] = torch.from_numpy(np.broadcast_to(a.residual, weights.shape[1:]).astype(np.int64))
+            if a.residual_edges is not None and len(a.residual_edges):
+                edges[i] = torch.as_tensor(np.asarray(a.residual_edges, dtype=np.int64))
+    return weights, edges
 
 
 _PALETTE_CACHE: dict[bytes, palette.PaletteCells] = {}
@@ -938,9 +970,7 @@ def draw_z1(block_coder, x: torch.Tensor, counts: Sequence[int], seed: int = 0) 
 # and the flat graphic serrano down to -12 (its calm classes narrow), so the encoder spares itself the wide
 # end; each candidate prices every sampled pixel once more
 _SURPRISE_SHIFTS = np.array(sorted(range(-surprise.MAX_SHIFT, 7), key=lambda v: (abs(v), v)))
-# residual feedback weights the encoder prices: these first, then the best so far +-2, then +-1 (9 of the
-# 17 candidates, each pricing every sampled pixel of a step once more)
-_RESIDUAL_ROUNDS = ((0, -4, 4, -8, 8), (-2, 2), (-1, 1))
+_RESIDUAL_WEIGHTS = np.array(sorted(range(-residual.MAX_WEIGHT, residual.MAX_WEIGHT + 1), key=lambda v: (abs(v), v)))
 
 
 def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: list[float], shock: int = 1,
@@ -952,7 +982,7 @@ def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
     cfg, steps = block_coder.cfg, block_coder.steps
     rows_of = set(_spike_rows(len(steps)))
     probe = np.zeros(surprise.CLASSES - 1, np.int64)  # edges that only score: every pixel in the last class
-    zeros = np.zeros((len(steps), cfg.channels), np.int64)  # weights that only track the residuals
+    zeros = np.zeros((len(steps), cfg.channels, residual.CLASSES), np.int64)  # weights that only track
     out = list(adaptations)
     for x, valid, owner, z1, border in drawn:
         maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe if shock else None,
@@ -960,52 +990,60 @@ def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
         syms = [(int(owner[sym.image]), sym) for sym in block_coder.pixel_symbols(x, z1, valid, maps, border)
                 if sym.step in rows_of]
         images = sorted(set(owner.tolist()))
-        weights = _fit_residual(block_coder, syms, images, scale_ups) if residuals else {}
-        shocks = _fit_surprise(block_coder, syms, images, weights, scale_ups) if shock else {}
+        fitted = _fit_residual(block_coder, syms, images, scale_ups) if residuals else {}
+        shocks = _fit_surprise(block_coder, syms, images, fitted, scale_ups) if shock else {}
         for j in images:
-            out[j] = replace(adaptations[j], residual=weights.get(j), **shocks.get(j, {}))
+            out[j] = replace(adaptations[j], **fitted.get(j, {}), **shocks.get(j, {}))
     return out
 
 
-def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) -> dict[int, np.ndarray | None]:
-    """Per image, the residual feedback weights (steps, channels) that code its sampled symbols smallest
-    (spikes and cells included), searched in _RESIDUAL_ROUNDS; None where the estimated saving does not pay
-    for the section twice."""
+def _quartile_edges(counts: np.ndarray, k: int) -> np.ndarray:
+    """k - 1 integer edges at the k-quantiles of values 0..len(counts) - 1 counted in counts (a value at
+    or past an edge is in the class above it), capped at len(counts) - 1."""
+    cum = np.cumsum(counts) / counts.sum()
+    edges = np.array([int(np.searchsorted(cum, q / k)) + 1 for q in range(1, k)], dtype=np.int64)
+    return np.minimum(edges, len(counts) - 1)
+
+
+def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) -> dict[int, dict]:
+    """Per image, its residual feedback (the Adaptation fields): the |R| edges at the quartiles of its
+    sampled pixels' |R|, then per (step, channel, class) the weight of _RESIDUAL_WEIGHTS that codes them
+    smallest (spikes and cells included), or one weight per (step, channel) for every class where the
+    classes do not pay for their larger section twice (small images); left out where the estimated saving
+    does not pay for the section twice."""
     from bitswap_core.coding.rans import cost_bits_each
 
-    cfg, mf, m = block_coder.cfg, block_coder.cfg.mean_frac, residual.MAX_WEIGHT
-    keys = sorted({(j, sym.step, sym.channel) for j, sym in syms})
-    cost = {key: np.zeros(2 * m + 1) for key in keys}
-    priced = {key: np.zeros(2 * m + 1, dtype=bool) for key in keys}
-
-    def best(key) -> int:  # the weight priced smallest so far (ties: the first priced, 0 first)
-        return int(np.where(priced[key], cost[key], np.inf).argmin()) - m if priced[key].any() else 0
-
-    for moves in _RESIDUAL_ROUNDS:
-        todo = {}
-        for key in keys:
-            ws = [best(key) + d for d in moves]
-            todo[key] = [w for w in ws if -m <= w <= m and not priced[key][w + m]]
-        for j, sym in syms:
-            for w in todo[(j, sym.step, sym.channel)]:
-                rows, bases = residual.corrected(sym.rows, sym.bases, sym.feedback, w, mf)
-                cost[(j, sym.step, sym.channel)][w + m] += cost_bits_each(sym.values, rows, bases, block_coder.tx,
-                                                                          sym.spikes, sym.cells).sum()
-        for key, ws in todo.items():
-            priced[key][[w + m for w in ws]] = True
+    cfg, mf, k = block_coder.cfg, block_coder.cfg.mean_frac, residual.CLASSES
+    counts = {j: np.zeros(residual.MAX_EDGE + 1) for j in images}
+    for j, sym in syms:
+        counts[j] += np.bincount(np.minimum(np.abs(sym.feedback), residual.MAX_EDGE), minlength=residual.MAX_EDGE + 1)
+    edges = {j: _quartile_edges(counts[j], k) for j in images if counts[j].sum()}
+    cost = {j: np.zeros((len(block_coder.steps), cfg.channels, k, len(_RESIDUAL_WEIGHTS))) for j in edges}
+    for j, sym in syms:
+        cls = residual.classes(sym.feedback[None], edges[j][None])[0]
+        for t, w in enumerate(_RESIDUAL_WEIGHTS):
+            rows, bases = residual.corrected(sym.rows, sym.bases, sym.feedback, w, mf)
+            bits = cost_bits_each(sym.values, rows, bases, block_coder.tx, sym.spikes, sym.cells)
+            cost[j][sym.step, sym.channel, :, t] += np.bincount(cls, weights=bits, minlength=k)
     shape = (len(block_coder.steps), cfg.channels)
-    header = 8 * len(_residual_bytes(np.ones(shape, np.int64)))
-    weights = {j: np.zeros(shape, np.int64) for j in images}
-    saving = dict.fromkeys(images, 0.0)
-    for key in keys:
-        j, s, c = key
-        weights[j][s, c] = best(key)
-        saving[j] += (cost[key][m] - cost[key][best(key) + m]) * scale_ups[j]
-    return {j: weights[j] if saving[j] > 2 * header and weights[j].any() else None for j in images}
+    header = {n: 8 * len(_residual_bytes(Adaptation(residual=np.ones((*shape, n), np.int64),
+                                                    residual_edges=np.zeros(n - 1, np.int64)))) for n in (1, k)}
+    out = {}
+    for j, c in cost.items():
+        best = {}
+        for n, per in ((1, c.sum(axis=2, keepdims=True)), (k, c)):  # (steps, channels, classes, weights)
+            pick = per.argmin(axis=3)
+            saving = (per[..., 0].sum() - np.take_along_axis(per, pick[..., None], 3).sum()) * scale_ups[j]
+            if saving > 2 * header[n] and pick.any():
+                best[n] = (saving - 2 * header[n], pick)
+        if best:
+            n = max(best, key=lambda n: best[n][0])
+            out[j] = {"residual": _RESIDUAL_WEIGHTS[best[n][1]], "residual_edges": edges[j] if n > 1 else None}
+    return out
 
 
-def _fit_surprise(block_coder, syms, images: list[int], weights: dict[int, np.ndarray | None],
-                  scale_ups: list[float]) -> dict[int, dict]:
+def _fit_surprise(block_coder, syms, images: list[int], fitted: dict[int, dict], scale_ups: list[float]
+                  ) -> dict[int, dict]:
     """Per image, its surprise context (the Adaptation fields) fitted on its sampled symbols coded with the
     residual feedback's weights: the score edges at the quartiles of the sampled pixels' scores, then per
     (step, channel, class) the scale shift that codes them smallest (spikes and cells included); kept where
@@ -1020,8 +1058,11 @@ def _fit_surprise(block_coder, syms, images: list[int], weights: dict[int, np.nd
     count = {j: np.zeros(n_score) for j in images}
     for j, sym in syms:
         rows, bases = sym.rows, sym.bases
-        if weights.get(j) is not None and weights[j][sym.step, sym.channel]:
-            rows, bases = residual.corrected(rows, bases, sym.feedback, weights[j][sym.step, sym.channel], mf)
+        if j in fitted and fitted[j]["residual"][sym.step, sym.channel].any():
+            f = fitted[j]
+            cut = np.zeros(0, np.int64) if f["residual_edges"] is None else f["residual_edges"]
+            cls = residual.classes(sym.feedback[None], cut[None])[0]
+            rows, bases = residual.corrected(rows, bases, sym.feedback, f["residual"][sym.step, sym.channel, cls], mf)
         level, frac = rows // mf, rows % mf
         for t, d in enumerate(_SURPRISE_SHIFTS):
             bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, bases,
@@ -1036,9 +1077,7 @@ def _fit_surprise(block_coder, syms, images: list[int], weights: dict[int, np.nd
     for j in images:
         if not count[j].sum():
             continue
-        cum = np.cumsum(count[j]) / count[j].sum()
-        edges = np.array([int(np.searchsorted(cum, q / k)) + 1 for q in range(1, k)], dtype=np.int64)
-        edges = np.minimum(edges, surprise.MAX_SCORE)
+        edges = _quartile_edges(count[j], k)
         cls = surprise.classes(np.arange(n_score)[None, None, :], edges[None, :])[0, 0]
         per = np.stack([cost[j][:, :, cls == c].sum(2) for c in range(k)], axis=2)  # (steps, ch, k, shifts)
         best = per.argmin(axis=3)

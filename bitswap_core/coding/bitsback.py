@@ -178,7 +178,8 @@ class BlockCoder:
         if maps is None or (maps.surprise_edges is None and maps.residual is None):
             return None
         return feedback.Tracker(self.steps, self._known(valid), self.cfg.mean_frac, self.cfg.x_scales,
-                                maps.surprise, maps.surprise_edges, maps.residual, self.cfg.channels)
+                                maps.surprise, maps.surprise_edges, maps.residual, maps.residual_edges,
+                                self.cfg.channels)
 
     def _extents(self, step: int, valid: np.ndarray) -> list[tuple[int, int]]:
         """Rows and columns of each block's real pixels in one coding step's grid."""

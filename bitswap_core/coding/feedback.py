@@ -21,14 +21,17 @@ class Tracker:
     """The decoded pixels' errors and residuals of a batch of blocks while they are coded."""
 
     def __init__(self, steps, known: torch.Tensor, mean_frac: int, levels: int, shifts: torch.Tensor | None = None,
-                 edges: torch.Tensor | None = None, weights: torch.Tensor | None = None, channels: int = 3):
+                 edges: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+                 weight_edges: torch.Tensor | None = None, channels: int = 3):
         """known: (B, 1, s, s) 1 on the blocks' real pixels (BlockCoder._known); shifts (B, steps, channels,
         surprise.CLASSES) and edges (B, CLASSES - 1), or None for no surprise context; weights (B, steps,
-        channels), or None for no residual feedback (adapt.CodingMaps)."""
+        channels, residual.CLASSES) and weight_edges (B, residual.CLASSES - 1), or None for no residual
+        feedback (adapt.CodingMaps)."""
         self.steps, self.mean_frac, self.levels, self.known = steps, mean_frac, levels, known
         self.edges = None if edges is None else edges.numpy()
         self.shifts = None if edges is None else shifts.numpy()
         self.weights = None if weights is None else weights.numpy()
+        self.weight_edges = None if weights is None else weight_edges.numpy()
         self.errors = torch.zeros_like(known) if edges is not None else None
         shape = (known.shape[0], channels, *known.shape[2:])
         self.residuals = torch.zeros(shape, dtype=torch.int64) if weights is not None else None
@@ -46,8 +49,10 @@ class Tracker:
         """The step's (rows, bases) (B, h, w) for one channel as coded: the residual feedback's mean, then
         the surprise class's scale shift."""
         if self.weights is not None and self.weights[:, step, channel].any():
-            w = self.weights[:, step, channel][:, None, None]
-            rows, bases = residual.corrected(rows, bases, self.feedback[:, channel], w, self.mean_frac)
+            fb = self.feedback[:, channel]
+            cls = residual.classes(fb, self.weight_edges)
+            w = self.weights[np.arange(len(fb))[:, None, None], step, channel, cls]
+            rows, bases = residual.corrected(rows, bases, fb, w, self.mean_frac)
         if self.errors is not None and self.shifts[:, step, channel].any():
             rows = surprise.shifted_rows(rows, self.cls, self.shifts[:, step, channel], self.mean_frac, self.levels)
         return rows, bases
