@@ -1020,6 +1020,8 @@ def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) 
     edges = {j: _quartile_edges(counts[j], k) for j in images if counts[j].sum()}
     cost = {j: np.zeros((len(block_coder.steps), cfg.channels, k, len(_RESIDUAL_WEIGHTS))) for j in edges}
     for j, sym in syms:
+        if j not in edges:  # an image whose sampled steps hold no pixel
+            continue
         cls = residual.classes(sym.feedback[None], edges[j][None])[0]
         for t, w in enumerate(_RESIDUAL_WEIGHTS):
             rows, bases = residual.corrected(sym.rows, sym.bases, sym.feedback, w, mf)
