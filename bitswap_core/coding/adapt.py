@@ -172,81 +172,62 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
             + (_residual_bytes(a) if version >= 17 else b""))
 
 
-def _surprise_bytes(a: Adaptation) -> bytes:
-    """The surprise section (container version 16 on): u8 classes (0 = none), then the classes' u8 score
-    edges, then for each step with decoded neighbours channels x classes int8 scale shifts."""
-    if a.surprise is None or not a.surprise.any():
+def _classed_bytes(values: np.ndarray | None, edges, what: str, kinds: tuple[str, str], limit: int,
+                   classes_ok: tuple[int, ...]) -> bytes:
+    """A section of per (step, channel, class) int8 values with its classes' u8 edges (the surprise context,
+    container version 16 on; the residual feedback, 17 on): u8 classes (0 = none), then classes - 1 u8
+    edges, then for each step with decoded neighbours channels x classes values in -limit..limit. kinds:
+    what the values and the edges are, for the errors."""
+    if values is None or not values.any():
         return b"\0"
-    edges = np.asarray(a.surprise_edges if a.surprise_edges is not None else [], dtype=np.int64)
-    ordered = edges.shape == (surprise.CLASSES - 1,) and not np.any(np.diff(edges) < 0)
-    if not ordered or not 0 <= edges.min() <= edges.max() <= 255:
-        raise ValueError(f"surprise shifts need {surprise.CLASSES - 1} ordered score edges in 0..255, not {edges}")
-    return (bytes([surprise.CLASSES]) + edges.astype(np.uint8).tobytes()
-            + a.surprise[_spike_rows(a.surprise.shape[0])].astype(np.int8).tobytes())
-
-
-def _surprise_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
-    """(shifts, edges, the rest) of a surprise section; raises CorruptPayloadError on a malformed one."""
-    if not rest:
-        raise CorruptPayloadError("adaptation header truncated: the surprise section is missing")
-    if not rest[0]:
-        return None, None, rest[1:]
-    k = surprise.CLASSES
-    rows = _spike_rows(spike_shape(phases, channels)[0])
-    n = len(rows) * channels * k
-    if rest[0] != k or not rows or len(rest) < k + n:
-        raise CorruptPayloadError(f"surprise header declares {rest[0]} classes for a {phases}-phase model in a "
-                                  f"{len(rest)}-byte remainder (expected {k} classes, 4 phases)")
-    edges = np.frombuffer(rest, dtype=np.uint8, count=k - 1, offset=1).astype(np.int64)
-    if np.any(np.diff(edges) < 0):
-        raise CorruptPayloadError(f"surprise score edges {edges.tolist()} are not in order")
-    values = np.frombuffer(rest, dtype=np.int8, count=n, offset=k).astype(np.int64)
-    if np.abs(values).max() > surprise.MAX_SHIFT:
-        raise CorruptPayloadError(f"surprise scale shift {int(np.abs(values).max())} exceeds {surprise.MAX_SHIFT}")
-    shifts = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
-    shifts[rows] = values.reshape(len(rows), channels, k)
-    return shifts, edges, rest[k + n :]
-
-
-def _residual_bytes(a: Adaptation) -> bytes:
-    """The residual feedback section (container version 17 on): u8 classes (0 = none, 1 or residual.CLASSES),
-    then the classes' u8 |R| edges (classes - 1 of them), then for each step with decoded neighbours
-    channels x classes int8 weights."""
-    if a.residual is None or not a.residual.any():
-        return b"\0"
-    k = a.residual.shape[2]
-    if k not in (1, residual.CLASSES):
-        raise ValueError(f"residual feedback weights come in 1 or {residual.CLASSES} classes, not {k}")
-    edges = np.asarray(a.residual_edges if a.residual_edges is not None else [], dtype=np.int64).reshape(-1)
+    k = values.shape[2]
+    if k not in classes_ok:
+        raise ValueError(f"{what} {kinds[0]} come in {' or '.join(map(str, classes_ok))} classes, not {k}")
+    edges = np.asarray(edges if edges is not None else [], dtype=np.int64).reshape(-1)
     if edges.shape != (k - 1,) or np.any(np.diff(edges) < 0) or not np.all((edges >= 0) & (edges <= 255)):
-        raise ValueError(f"residual feedback weights need {k - 1} ordered |R| edges in 0..255, not {edges}")
-    if np.abs(a.residual).max() > residual.MAX_WEIGHT:
-        raise ValueError(f"residual feedback weights must lie in -{residual.MAX_WEIGHT}..{residual.MAX_WEIGHT}")
-    return (bytes([k]) + edges.astype(np.uint8).tobytes()
-            + a.residual[_spike_rows(a.residual.shape[0])].astype(np.int8).tobytes())
+        raise ValueError(f"{what} {kinds[0]} need {k - 1} ordered {kinds[1]} edges in 0..255, not {edges}")
+    if np.abs(values).max() > limit:
+        raise ValueError(f"{what} {kinds[0]} must lie in -{limit}..{limit}")
+    rows = values[_spike_rows(values.shape[0])]
+    return bytes([k]) + edges.astype(np.uint8).tobytes() + rows.astype(np.int8).tobytes()
 
 
-def _residual_section(rest: bytes, phases: int, channels: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
-    """(weights, edges, the rest) of a residual feedback section; raises CorruptPayloadError on a malformed one."""
+def _classed_section(rest: bytes, what: str, limit: int, classes_ok: tuple[int, ...], phases: int, channels: int
+                     ) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
+    """(values (steps, channels, classes), edges (None for one class), the rest) of a _classed_bytes
+    section; raises CorruptPayloadError on a malformed one."""
     if not rest:
-        raise CorruptPayloadError("adaptation header truncated: the residual feedback section is missing")
+        raise CorruptPayloadError(f"adaptation header truncated: the {what} section is missing")
     if not rest[0]:
         return None, None, rest[1:]
     k = rest[0]
     rows = _spike_rows(spike_shape(phases, channels)[0])
     n = len(rows) * channels * k
-    if k not in (1, residual.CLASSES) or not rows or len(rest) < k + n:
-        raise CorruptPayloadError(f"residual feedback header declares {k} classes for a {phases}-phase model in "
-                                  f"a {len(rest)}-byte remainder (expected 1 or {residual.CLASSES} classes, 4 phases)")
+    if k not in classes_ok or not rows or len(rest) < k + n:
+        raise CorruptPayloadError(f"{what} header declares {k} classes for a {phases}-phase model in a {len(rest)}-"
+                                  f"byte remainder (expected {' or '.join(map(str, classes_ok))} classes, 4 phases)")
     edges = np.frombuffer(rest, dtype=np.uint8, count=k - 1, offset=1).astype(np.int64)
     if np.any(np.diff(edges) < 0):
-        raise CorruptPayloadError(f"residual feedback edges {edges.tolist()} are not in order")
+        raise CorruptPayloadError(f"{what} edges {edges.tolist()} are not in order")
     values = np.frombuffer(rest, dtype=np.int8, count=n, offset=k).astype(np.int64)
-    if np.abs(values).max() > residual.MAX_WEIGHT:
-        raise CorruptPayloadError(f"residual feedback weight {int(np.abs(values).max())} exceeds {residual.MAX_WEIGHT}")
-    weights = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
-    weights[rows] = values.reshape(len(rows), channels, k)
-    return weights, edges if k > 1 else None, rest[k + n :]
+    if np.abs(values).max() > limit:
+        raise CorruptPayloadError(f"{what} value {int(np.abs(values).max())} exceeds {limit}")
+    table = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
+    table[rows] = values.reshape(len(rows), channels, k)
+    return table, edges if k > 1 else None, rest[k + n :]
+
+
+def _surprise_bytes(a: Adaptation) -> bytes:
+    """The surprise section (container version 16 on): scale shifts per (step, channel, score class)."""
+    return _classed_bytes(a.surprise, a.surprise_edges, "surprise", ("shifts", "score"), surprise.MAX_SHIFT,
+                          (surprise.CLASSES,))
+
+
+def _residual_bytes(a: Adaptation) -> bytes:
+    """The residual feedback section (container version 17 on): weights per (step, channel, class of |R|),
+    in residual.CLASSES classes or one."""
+    return _classed_bytes(a.residual, a.residual_edges, "residual feedback", ("weights", "|R|"),
+                          residual.MAX_WEIGHT, (1, residual.CLASSES))
 
 
 def _value_bytes(values: np.ndarray | None) -> bytes:
@@ -387,10 +368,12 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
             raise CorruptPayloadError("adaptation header holds both value masks and a palette")
     shocks = edges = None
     if version >= 16:
-        shocks, edges, rest = _surprise_section(rest, phases, channels)
+        shocks, edges, rest = _classed_section(rest, "surprise", surprise.MAX_SHIFT, (surprise.CLASSES,), phases,
+                                               channels)
     weights = weight_edges = None
     if version >= 17:
-        weights, weight_edges, rest = _residual_section(rest, phases, channels)
+        weights, weight_edges, rest = _classed_section(rest, "residual feedback", residual.MAX_WEIGHT,
+                                                       (1, residual.CLASSES), phases, channels)
     return (Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights,
                        weight_edges), rest)
 
