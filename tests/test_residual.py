@@ -160,3 +160,16 @@ def test_v16_payload_decodes_and_the_encoder_still_writes_it() -> None:
     grids = first_block.choose(bc, [arr], [again])
     assert grids == [rest[0]] and rest[1:3] == b"\x00\x01"  # 32x32 blocks, one particle
     assert encode_images(bc, [arr], adaptations=[again], first_grids=grids)[0].to_bytes() == rest[3:]
+
+
+def test_v17_payload_decodes_and_the_encoder_writes_it_again() -> None:
+    """tests/data: the eighth default's container v17 payload of a 192x192 monarch crop, with four |R|
+    classes of residual feedback and a surprise context, decodes exactly, and encoding the crop again with
+    the model it names gives the same bytes (the fit and the coding are deterministic; a change shows here)."""
+    stored = (Path(__file__).parent / "data" / "default-3523a0a0-monarch-192x192-v17.bsw").read_bytes()
+    box = container.unpack(stored)
+    a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
+    assert box.version == 17 and a.residual.shape == (7, 3, residual.CLASSES) and a.surprise is not None
+    img = photo_crop("waterloo-monarch.png", (200, 100, 392, 292))
+    assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
+    assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False) == stored
