@@ -1,5 +1,8 @@
 """What would the decoded neighbours' residuals add to the coded means, on top of the whole adaptation?
 
+The probe that motivated the residual feedback (coding/residual.py, container v17, built the session after
+this was measured); it measures on top of container v16's adaptation (residuals=0).
+
 A float probe (the model as is) put a mean correction by the neighbours' mean residual, mean' = mean + w R
 with R the mean of (x - coded mean) over a pixel's decoded neighbours, at -2% of the pixel term, but most
 of it on phase (0,0)'s sub-phases, where the adaptation's blend already moves the mean toward the
@@ -51,7 +54,7 @@ def residual_means(res: torch.Tensor, known: torch.Tensor, step: tuple[int, int]
 
 def probe(bc, im: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, int]:
     """(bits saved per step, bits of the sampled pixels, their subpixels) for one image."""
-    (a,) = adapt.choose(bc, [im], None, latent=0)
+    (a,) = adapt.choose(bc, [im], None, latent=0, residuals=0)  # v16's adaptation: what the probe adds to
     (total, picked, valid, parts), = adapt._sample([im], None, bc.side)
     x = torch.from_numpy(picked.astype(np.int64))
     z1 = adapt.draw_z1(bc, x, [len(x)], seed)  # the latent sample the fit drew
