@@ -1046,8 +1046,9 @@ def _fit_surprise(block_coder, syms, images: list[int], fitted: dict[int, dict],
         if j in fitted and fitted[j]["residual"][sym.step, sym.channel].any():
             f = fitted[j]
             cut = np.zeros(0, np.int64) if f["residual_edges"] is None else f["residual_edges"]
-            cls = residual.classes(sym.feedback[None], cut[None])[0]
-            rows, bases = residual.corrected(rows, bases, sym.feedback, f["residual"][sym.step, sym.channel, cls], mf)
+            moved = residual.moved(rows[None], bases[None], sym.feedback[None],
+                                   f["residual"][sym.step, sym.channel][None], cut[None], mf)
+            rows, bases = moved[0][0], moved[1][0]
         level, frac = rows // mf, rows % mf
         for t, d in enumerate(_SURPRISE_SHIFTS):
             bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, bases,

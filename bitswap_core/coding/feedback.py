@@ -49,10 +49,8 @@ class Tracker:
         """The step's (rows, bases) (B, h, w) for one channel as coded: the residual feedback's mean, then
         the surprise class's scale shift."""
         if self.weights is not None and self.weights[:, step, channel].any():
-            fb = self.feedback[:, channel]
-            cls = residual.classes(fb, self.weight_edges)
-            w = self.weights[np.arange(len(fb))[:, None, None], step, channel, cls]
-            rows, bases = residual.corrected(rows, bases, fb, w, self.mean_frac)
+            rows, bases = residual.moved(rows, bases, self.feedback[:, channel], self.weights[:, step, channel],
+                                         self.weight_edges, self.mean_frac)
         if self.errors is not None and self.shifts[:, step, channel].any():
             rows = surprise.shifted_rows(rows, self.cls, self.shifts[:, step, channel], self.mean_frac, self.levels)
         return rows, bases

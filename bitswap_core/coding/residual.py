@@ -63,3 +63,14 @@ def corrected(rows: np.ndarray, bases: np.ndarray, feedback: np.ndarray, weight,
     mean = bases * mean_frac + rows % mean_frac
     moved = np.clip(mean + (weight * feedback) // WEIGHT_ONE, 0, 255 * mean_frac)
     return rows - rows % mean_frac + moved % mean_frac, moved // mean_frac
+
+
+def moved(rows: np.ndarray, bases: np.ndarray, feedback: np.ndarray, weights: np.ndarray, edges: np.ndarray,
+          mean_frac: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, bases) of a batch (B, ...) of one step's channel as the residual feedback codes them: each
+    pixel's mean moved by its |R| class's weight; weights (B, classes), edges (B, classes - 1) per block (an
+    image of one class has no edges). The coder (feedback.Tracker) and the encoder's fit share it."""
+    cls = classes(feedback, edges)
+    w = weights[np.arange(len(weights)).reshape(-1, *([1] * (cls.ndim - 1))), cls]
+    return corrected(rows, bases, feedback, w, mean_frac)
+
