@@ -12,10 +12,10 @@ decoded in-block neighbours' residuals (phases.neighbour_prediction, the neighbo
 spikes and surprise context), R, and its mean moves by floor(w R / WEIGHT_ONE), clamped to the pixel
 range, with w one of -MAX_WEIGHT..MAX_WEIGHT per (coding step, channel, class of |R|): the image's CLASSES - 1
 edges cut |R| into classes, since a small R is mostly noise and a large one a shared error (in-sample on
-the validation set the classes took the saving from 0.62% to 0.76% of the sampled pixel bits, the small
-class choosing weights near 0 and the large one 2-4). The encoder fits edges and weights (coding/adapt.py)
-and stores them in the payload's header (container version 17 on). The residuals do not depend on w
-(they are taken before it), so the encoder prices every w in one pass.
+the validation set the classes took the saving from 0.62% to 0.76% of the sampled pixel bits,
+bench/residual_classes.py; the small class chooses weights near 0 and the large one 2-4). The encoder fits
+edges and weights (coding/adapt.py) and stores them in the payload's header (container version 17 on).
+The residuals do not depend on w (they are taken before it), so the encoder prices every w in one pass.
 """
 
 from __future__ import annotations
