@@ -267,7 +267,11 @@ def _moved(mean: torch.Tensor, d: torch.Tensor, hi: int) -> torch.Tensor:
 
 
 class ExactModel:
-    """Integer Bit-Swap networks. Inputs and outputs are int64 tensors of pixels, latent bins and levels."""
+    """Integer Bit-Swap networks. Inputs and outputs are int64 tensors of pixels, latent bins and levels.
+
+    The networks run on `device`; what the coder reads (levels, coefficients, predictions) comes back on the
+    CPU, where the coder does its integer arithmetic, so a CUDA model never meets the coder's CPU tensors.
+    Only px_trunk's output stays on the device: it goes straight back into p_pixels."""
 
     def __init__(self, cfg: ModelConfig, tensors: dict[str, np.ndarray], device: str | torch.device = "cpu"):
         self.cfg = cfg
@@ -309,13 +313,13 @@ class ExactModel:
         """q(z_i | x) for i == 0 (inp: pixels (B, C, s, s)), else q(z_i | z_{i-1}) (inp: bins)."""
         a = self._x_input(inp) if i == 0 else self._z_input(inp)
         out = self.q[i](a)
-        return out["z_mean"], out["z_scale"]
+        return out["z_mean"].cpu(), out["z_scale"].cpu()
 
     @torch.no_grad()
     def p_latent(self, i: int, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """p(z_i | z_{i+1}) for i < nz - 1."""
         out = self.p[i](self._z_input(z_above))
-        return out["z_mean"], out["z_scale"]
+        return out["z_mean"].cpu(), out["z_scale"].cpu()
 
     def top_prior(self, n: int, side: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """The top layer's prior for n blocks whose latent grids are side x side (a block's side / 2)."""
@@ -366,7 +370,7 @@ class ExactModel:
                                                       cfg.mean_frac)
         if "rcoef" in out:  # and the earlier channels' residuals at the same pixel move G's and B's
             res["rcoef"] = out["rcoef"] - COEF_LEVELS // 2
-        return res
+        return {k: v.cpu() for k, v in res.items()}
 
     def conditional_mean(self, params: dict[str, torch.Tensor], channel: int, x: torch.Tensor,
                          earlier: list[torch.Tensor] | None = None) -> torch.Tensor:
