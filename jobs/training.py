@@ -149,6 +149,9 @@ class TrainConfig:
     # codes from container v15 on (api.side_for), where fewer pixels sit at a block's zero-padded edge.
     # Validation then takes val_blocks * (32 / side)^2 tiles: the same number of pixels.
     crop_side: int = 32
+    # Keep the EMA weights of the best validation so far in out_dir/best.pt (export_model reads it like a
+    # checkpoint): a run long on little data can start to overfit before its schedule ends.
+    keep_best: bool = False
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -182,7 +185,7 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, tc: TrainConfig, his
             "train_config": json.dumps(tc.__dict__),
             "model": {k: v.cpu() for k, v in model.state_dict().items()},
             "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
-            "opt": opt.state_dict(),
+            "opt": opt.state_dict() if opt is not None else {},
             "step": step,
             "history": json.dumps(history),
         },
@@ -335,6 +338,14 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         boosted += [(p, slice(None), tc.block_lr_scale) for blk in new_blocks for p in blk.parameters()]
     boosted = [(p, rows, k) for p, rows, k in boosted if p.requires_grad]
     t0, last_ckpt = time.time(), time.time()
+    if lead and step == 0:  # where the run starts, on its own validation tiles
+        history.append(_eval_record(ema, val, tc, 0, t0, None))
+        log(json.dumps(history[-1]))
+        with open(out_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(history[-1]) + "\n")
+    best = min((h["val_bpd"] for h in history), default=math.inf)  # best.pt only when a step beats the start
+    crops = _Prefetch(sampler, per_rank, lambda s: s if world == 1 else s * world + rank, tc.steps,
+                      pin=device.type == "cuda")
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)
     while step < tc.steps:
         if minutes is not None and time.time() - t0 > minutes * 60:
@@ -345,8 +356,10 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
             group["lr"] = lr_at(tc, step)
         # latent noise and crops are functions of (seed, step, rank): resume is exact, ranks differ
         torch.manual_seed(tc.seed * 1_000_003 + step * 64 + rank)
-        x = sampler.batch(step if world == 1 else step * world + rank, per_rank)
-        x, known = (x[0].to(device), x[1].to(device)) if tc.border else (x.to(device), None)
+        x = crops.get(step)
+        cuda = device.type == "cuda"
+        x, known = ((x[0].to(device, non_blocking=cuda), x[1].to(device, non_blocking=cuda)) if tc.border
+                    else (x.to(device, non_blocking=cuda), None))
         out = net(x, free_bits=tc.free_bits, known=known)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
@@ -359,29 +372,62 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
             for (p, rows, k), b in zip(boosted, before):
                 p[rows] = b + k * (p[rows] - b)
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1.0 - tc.ema)
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - tc.ema)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{out['bpd'].item():.3f}", refresh=False)
         if lead and (step % tc.eval_every == 0 or step == tc.steps):
-            ev = evaluate(ema, val[0], known=val[1]) if tc.border else evaluate(ema, val)
-            rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": out["bpd"].item(),
-                   **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
+            rec = _eval_record(ema, val, tc, step, t0, out["bpd"].item())
             history.append(rec)
             log(json.dumps(rec))
             with open(out_dir / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if tc.keep_best and rec["val_bpd"] < best:
+                best = rec["val_bpd"]
+                save_checkpoint(out_dir / "best.pt", ema, ema, None, step, tc, history)
         if lead and time.time() - last_ckpt > tc.ckpt_every_s:
             save_checkpoint(ckpt, model, ema, opt, step, tc, history)
             last_ckpt = time.time()
     bar.close()
+    crops.close()
     if lead:
         save_checkpoint(ckpt, model, ema, opt, step, tc, history)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return ckpt
+
+
+def _eval_record(ema: BitSwapModel, val, tc: TrainConfig, step: int, t0: float, train_bpd: float | None) -> dict:
+    ev = evaluate(ema, val[0], known=val[1]) if tc.border else evaluate(ema, val)
+    return {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": train_bpd,
+            **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
+
+
+class _Prefetch:
+    """The crops of the next steps, drawn in a background thread while the device computes this one.
+    A batch is a function of its step alone (CropSampler), so prefetching changes no crop."""
+
+    def __init__(self, sampler: CropSampler, n: int, key, steps: int, pin: bool, ahead: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sampler, self.n, self.key, self.steps, self.pin, self.ahead = sampler, n, key, steps, pin, ahead
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict = {}
+
+    def get(self, step: int):
+        for s in range(step, min(step + self.ahead + 1, self.steps)):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self.sampler.batch, self.key(s), self.n)
+        batch = self.pending.pop(step).result()
+        if not self.pin:
+            return batch
+        return tuple(t.pin_memory() for t in batch) if isinstance(batch, tuple) else batch.pin_memory()
+
+    def close(self) -> None:
+        for f in self.pending.values():
+            f.cancel()
+        self.pool.shutdown(wait=True)
 
 
 def gate_rows(model: BitSwapModel) -> list[tuple[torch.nn.Parameter, slice]]:

@@ -2,23 +2,27 @@
 
 A task is lent a GPU only by chance, for 15 minutes in all, so the work it should do is ready beforehand:
 
-    .venv/bin/python scripts/gpu_session.py pack runs/data_photos ../shared/datasets/val   # here, once
-    # device tool: run(command="python3 scripts/gpu_session.py run", carry=["runs/gpu_pack"], timeout_s=580)
+    .venv/bin/python scripts/gpu_session.py pack runs/data_wide ../shared/datasets/val --window 320  # here
+    # device tool: run(command="python3 scripts/gpu_session.py run ...", carry=["runs/gpu_pack"], timeout_s=540)
 
-`pack` writes runs/gpu_pack/{train,val}: training images downscaled to --max-side and stored as lossless
-WebP, validation images as they are, under --budget-mb (the device takes at most 64 MiB with the repo).
+`pack` writes runs/gpu_pack/{train,val}: training images cut into --window x --window windows at their own
+scale (or downscaled to --max-side), a random subset of the windows under --budget-mb, stored as lossless
+WebP; validation images as they are. The working tree and the pack travel together under 64 MiB: the zoo's
+earlier defaults (30 MB) can wait outside the tree during the call. (Stage 16 packed one random 320x320
+window of each image, 44 MiB: that gave clip-art the weight of photos; see _pieces.) At --window 320 the
+wide mix is 954 windows, of which a random 425 fit in --budget-mb 52 (52.0 MiB with validation; the tree
+without the earlier defaults is 8.1 MiB).
 `run` (there, where python3 has torch with CUDA and $OUT comes back) does, logging to $OUT:
-1. bench/device_exactness.py --devices cuda cpu: CUDA-coded payloads must be the CPU's bytes, both ways.
-2. times a training step on the GPU of the --init-from model's own configuration (the shipped default's,
-   unless --config names a preset), plans a whole cosine schedule that fits --train-minutes, and trains it
-   warm-started from that model on bordered blocks (as the codec codes them), then exports the exact
-   model and reports float and exact validation bpd. The checkpoint comes back too, so a CPU session can
-   resume. The peak learning rate, 1.2e-4, is the CPU stages' 6e-5 scaled by the square root of the 4x
-   larger batch: on CPU, warm restarts at 2e-4 and above lost validation bpd for 1000+ steps
-   (docs/MODEL_CARD.md, experiments A-E), and the one GPU chance should not be spent recovering.
-`tests/test_training.py` runs pack and run end to end on the CPU with a tiny model. How much of the wide
-training mix fits (`pack runs/data_wide ../shared/datasets/val --max-side S`, eleventh session): 215 of its
-491 images at S = 768, 296 at 512, 448 at 384; the images left out are a random subset.
+1. times a training step of the --init-from model's own configuration (the shipped default's, unless
+   --config names a preset) on random crops of --crop-side: a smoke test of the training path on the device;
+2. bench/device_exactness.py --devices cuda cpu: CUDA-coded payloads must be the CPU's bytes, both ways;
+3. plans a whole cosine schedule that fits --train-minutes from the start and trains it warm-started on
+   bordered crops (as the codec codes them), evaluating the start itself first and keeping the best EMA
+   (run/best.pt), then exports the final model (model.safetensors). run/checkpoint.pt comes back too (under
+   the 16 MiB a file), so a CPU session can resume or export. At most 8 files come back; this writes 7.
+The first lent GPU (eighteenth session, docs/MODEL_CARD.md "Stage 16") ran 4438 steps of 32 bordered 128x128
+crops in 7 minutes (83 ms a step) and found a CUDA device bug the CPU could not show (fixed; then 16 of 16
+payloads identical on CUDA and CPU). `tests/test_training.py` runs pack and run end to end on the CPU.
 """
 
 from __future__ import annotations
@@ -51,41 +55,65 @@ def pack(args: argparse.Namespace) -> int:
         dst = out / "val" / Path(url).name
         dst.write_bytes(Path(url).read_bytes())
         total += dst.stat().st_size
-    urls = sorted(list_images(args.train))
-    random.Random(0).shuffle(urls)  # over budget, a random subset of every source is left out, not a tail
+    pieces = [(url, box) for url in sorted(list_images(args.train)) for box in _pieces(url, args.window)]
+    random.Random(0).shuffle(pieces)  # over budget, a random subset of every source is left out, not a tail
     n = 0
-    for n, url in enumerate(urls):
+    for n, (url, box) in enumerate(pieces):
         im = Image.open(url).convert("RGB")
-        if max(im.size) > args.max_side:
+        if box is not None:
+            im = im.crop(box)
+        elif max(im.size) > args.max_side:
             im.thumbnail((args.max_side, args.max_side), Image.LANCZOS)
-        dst = out / "train" / (Path(url).stem + ".webp")
+        name = Path(url).stem + ("" if box is None else f"-{box[0]}-{box[1]}")
+        dst = out / "train" / (name + ".webp")
         im.save(dst, "WEBP", lossless=True, quality=0, method=0)  # lossless: the pixels trained on
         if total + dst.stat().st_size > args.budget_mb * 2**20:
             dst.unlink()
-            print(f"budget reached: left out {len(urls) - n} of {len(urls)} training images")
+            print(f"budget reached: left out {len(pieces) - n} of {len(pieces)} training pieces")
             break
         total += dst.stat().st_size
     else:
-        n = len(urls)
-    print(f"wrote {out}: {n} training images, {total / 2**20:.1f} MiB with validation")
+        n = len(pieces)
+    print(f"wrote {out}: {n} training pieces, {total / 2**20:.1f} MiB with validation")
     return 0
 
 
-def step_seconds(cfg, batch: int, device: str, steps: int = 30) -> float:
-    """Seconds per training step (forward, backward, Adam) of a fresh model of cfg on random blocks."""
+def _pieces(url: str, window: int) -> list[tuple[int, int, int, int] | None]:
+    """What pack keeps of one training image: the whole (None), or with window > 0 its non-overlapping
+    window x window windows at the image's own scale (the grid at a random offset; an image smaller than a
+    window is one piece). Training draws crops in proportion to area, so a larger image keeps its share only
+    as more windows: a random subset of all windows keeps every image's share in expectation, where one
+    window an image would have given small clip-art as much weight as a large photo."""
+    from PIL import Image
+
+    if not window:
+        return [None]
+    with Image.open(url) as im:
+        w, h = im.size
+    ww, wh = min(w, window), min(h, window)
+    rng = random.Random(url)
+    ox, oy = rng.randrange(w % ww + 1), rng.randrange(h % wh + 1)
+    return [(x, y, x + ww, y + wh) for y in range(oy, h - wh + 1, wh) for x in range(ox, w - ww + 1, ww)]
+
+
+def step_seconds(cfg, batch: int, device: str, steps: int = 30, side: int = 32, border: bool = False) -> float:
+    """Seconds per training step (forward, backward, Adam) of a fresh model of cfg on random side x side
+    crops (bordered: (side + 1)^2 with their known mask, as training draws them)."""
     import torch
 
     from bitswap_core.model.float_model import BitSwapModel
 
     model = BitSwapModel(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
-    x = torch.randint(0, 256, (batch, 3, 32, 32), device=device).float()
+    s = side + 1 if border else side
+    x = torch.randint(0, 256, (batch, 3, s, s), device=device).float()
+    known = torch.ones((batch, 1, s, s), device=device) if border else None
     for i in range(steps + 5):
         if i == 5:  # after warm-up (allocator, kernel selection)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        loss = model(x)["loss"]
+        loss = model(x, known=known)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -113,37 +141,54 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pack_dir = Path(args.pack)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # training only: the exact model's integers never come from these float products
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     report: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-                    "torch": torch.__version__}
+                    "torch": torch.__version__, "args": vars(args) | {"func": None}}
+
+    def save_report() -> None:  # after every phase: a run cut short still tells what it did
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+
     t_start = time.time()
+    cfg = config_of(args)
+    # first, as a smoke test of the training path on this device: seconds a step on random crops
+    step_s = step_seconds(cfg, args.batch, device, side=args.crop_side, border=args.border)
+    report.update(step_s=round(step_s, 4))
+    save_report()
+    print(f"{step_s * 1000:.1f} ms a step at batch {args.batch} of {args.crop_side}x{args.crop_side}", flush=True)
     if not args.skip_exactness and device == "cuda":
         bench = [sys.executable, str(ROOT / "bench" / "device_exactness.py"), "--devices", "cuda", "cpu",
-                 "--crop", "96", "--json", str(out / "device_exactness.json")]
+                 "--crop", "96"]
+        t0 = time.time()
         r = subprocess.run(bench, capture_output=True, text=True)
         (out / "device_exactness.txt").write_text(r.stdout + r.stderr)
-        report["exactness_rc"] = r.returncode
-        print(r.stdout[-2000:], flush=True)
-    cfg = config_of(args)
-    step_s = step_seconds(cfg, args.batch, device)
+        report.update(exactness_rc=r.returncode, exactness_s=round(time.time() - t0, 1))
+        save_report()
+        print(r.stdout[-2000:], r.stderr[-2000:], flush=True)
     budget = args.train_minutes * 60 - (time.time() - t_start)
     steps = max(100, int(0.85 * budget / step_s))  # headroom for data loading, evaluation, checkpoints
-    report.update(step_s=round(step_s, 4), planned_steps=steps)
-    print(f"{step_s * 1000:.1f} ms a step at batch {args.batch}: planning {steps} steps", flush=True)
-    tc = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=min(500, steps // 10),
-                     eval_every=max(100, steps // 10), gate_lr_scale=args.gate_lr_scale,
-                     sensor_noise=args.sensor_noise, border=args.border)
-    work = out / "run"
+    report.update(planned_steps=steps)
+    print(f"planning {steps} steps in {budget:.0f} s", flush=True)
+    tc = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min,
+                     warmup=min(args.warmup, steps // 10), eval_every=max(100, steps // 10),
+                     gate_lr_scale=args.gate_lr_scale, block_lr_scale=args.block_lr_scale,
+                     sensor_noise=args.sensor_noise, border=args.border,
+                     crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True)
+    work = out / "run"  # checkpoint.pt, history.jsonl, best.pt: what a CPU session resumes or exports
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,
-                     minutes=args.train_minutes * 1.1,
+                     minutes=(args.train_minutes * 60 - (time.time() - t_start)) / 60 + 0.5,
                      init_from=None if args.init_from == "none" else ROOT / args.init_from,
-                     log=lambda s: (print(s, flush=True), log.write(s + "\n")))
+                     log=lambda s: (print(s, flush=True), log.write(s + "\n"), log.flush()))
+    report.update(train_s=round(time.time() - t_start, 1))
+    save_report()
     model_file = out / "model.safetensors"
-    mid = export_model(ckpt, model_file, extra_info={"trained_on": report["device"]})
-    tiles = validation_tiles(str(pack_dir / "val"), tc.val_blocks, tc.seed)
-    report.update(model_id=mid, **float_and_exact_bpd(ckpt, model_file, tiles),
-                  wall_s=round(time.time() - t_start, 1))
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    report["model_id"] = export_model(ckpt, model_file, extra_info={"trained_on": report["device"]})
+    if args.exact_check:
+        tiles = validation_tiles(str(pack_dir / "val"), tc.val_blocks, tc.seed)
+        report.update(**float_and_exact_bpd(ckpt, model_file, tiles))
+    report.update(wall_s=round(time.time() - t_start, 1))
+    save_report()
     print(json.dumps(report), flush=True)
     return 0
 
@@ -155,6 +200,8 @@ def main() -> int:
     p.add_argument("train")
     p.add_argument("val")
     p.add_argument("--max-side", type=int, default=768)
+    p.add_argument("--window", type=int, default=0,
+                   help="instead of downscaling, cut the images into windows of this side at their own scale")
     p.add_argument("--budget-mb", type=float, default=48)
     p.add_argument("--out", default=str(ROOT / "runs" / "gpu_pack"))
     p.set_defaults(func=pack)
@@ -165,7 +212,13 @@ def main() -> int:
     r.add_argument("--batch", type=int, default=256)
     r.add_argument("--lr", type=float, default=1.2e-4)
     r.add_argument("--lr-min", type=float, default=5e-6)
+    r.add_argument("--warmup", type=int, default=500, help="at most a tenth of the planned steps")
+    r.add_argument("--crop-side", type=int, default=32, choices=(32, 64, 128), help="training crops and val tiles")
+    r.add_argument("--crop-seed", type=int, default=None)
+    r.add_argument("--no-exact-check", dest="exact_check", action="store_false",
+                   help="skip the exported model's exact -ELBO (a CPU session can measure it)")
     r.add_argument("--gate-lr-scale", type=float, default=3.0)
+    r.add_argument("--block-lr-scale", type=float, default=1.0, help="the phase heads' residual blocks")
     r.add_argument("--sensor-noise", type=float, default=0.3, help="as the fourth default's last stage")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")

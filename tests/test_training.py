@@ -381,3 +381,60 @@ def test_train_command_keeps_the_configuration_of_the_model_it_starts_from(tmp_p
     ckpt = _train(tmp_path, "run", stop_after=2)
     assert model_config(None, shipped, resumed=ckpt) == PRESETS["tiny"]
     assert model_config(None, ckpt) == PRESETS["tiny"]
+
+
+def test_history_starts_where_the_run_starts_and_best_keeps_the_best_ema(tmp_path):
+    """The first record is the start's own validation (step 0); with keep_best, best.pt holds the EMA of the
+    best later evaluation, and only if one beat the start (a GPU run long on little data can overfit)."""
+    import json
+
+    ckpt = train(str(SAMPLES), tmp_path / "k", "tiny", TrainConfig(**{**TC, "steps": 12}, keep_best=True),
+                 max_side=160, log=lambda *_: None)
+    history = json.loads(load_checkpoint(ckpt)["history"])
+    assert [h["step"] for h in history] == [0, 4, 8, 12] and history[0]["train_bpd"] is None
+    best = tmp_path / "k" / "best.pt"
+    later = min(history[1:], key=lambda h: h["val_bpd"])
+    assert best.exists() == (later["val_bpd"] < history[0]["val_bpd"])
+    if best.exists():
+        ck = load_checkpoint(best)
+        assert ck["step"] == later["step"]
+        model = model_from_checkpoint(best)  # exportable like a checkpoint, the EMA weights
+        assert model_from_checkpoint(ckpt).cfg == model.cfg
+
+
+def test_prefetched_crops_are_the_samplers_crops():
+    """Crops drawn ahead in a thread are the batches of their own steps: prefetching changes no crop."""
+    from jobs.training import CropSampler, _Prefetch, load_rgb
+
+    images = [load_rgb(str(p), max_side=160) for p in sorted(SAMPLES.glob("*.png"))[:3]]
+    sampler = CropSampler(images, seed=3, sensor_noise=0.5, border=True)
+    ahead = _Prefetch(sampler, 4, lambda s: s, steps=6, pin=False)
+    try:
+        for step in range(6):
+            got, want = ahead.get(step), sampler.batch(step, 4)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    finally:
+        ahead.close()
+
+
+def test_gpu_pack_windows_keep_pixels_at_their_own_scale(tmp_path):
+    """`pack --window S` keeps S x S windows of the training images, pixel for pixel (no resampling), as
+    many of a larger image as its area holds."""
+    import subprocess
+    import sys
+
+    pack = tmp_path / "pack"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_session.py"), "pack", str(SAMPLES), str(SAMPLES),
+                    "--window", "100", "--out", str(pack)], check=True, capture_output=True)
+    packed_all = sorted((pack / "train").iterdir())
+    for src_path in SAMPLES.glob("*.png"):
+        with Image.open(src_path) as im:
+            expect = (im.width // min(100, im.width)) * (im.height // min(100, im.height))
+        assert sum(p.stem.rsplit("-", 2)[0] == src_path.stem for p in packed_all) == expect, src_path.name
+    for packed in packed_all:
+        win = np.asarray(Image.open(packed).convert("RGB"))
+        src = np.asarray(Image.open(SAMPLES / (packed.stem.rsplit("-", 2)[0] + ".png")).convert("RGB"))
+        assert win.shape[:2] == (min(100, src.shape[0]), min(100, src.shape[1]))
+        h, w = win.shape[:2]
+        ys, xs = np.nonzero((src[: src.shape[0] - h + 1, : src.shape[1] - w + 1] == win[0, 0]).all(-1))
+        assert any(np.array_equal(src[y : y + h, x : x + w], win) for y, x in zip(ys, xs)), packed.name
