@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="side of the training crops and validation tiles: 64 or 128 train on the blocks the "
                         "codec codes larger images in (container v15); validation keeps the same pixel count")
     p.add_argument("--minutes", type=float, default=None, help="stop after this wall time (checkpointed)")
+    p.add_argument("--eval-every", type=int, default=500, help="validation every this many steps (and at step 0)")
+    p.add_argument("--keep-best", action="store_true",
+                   help="keep the EMA weights of the best validation in WORKDIR/best.pt (bitswap export reads it)")
     p.add_argument("--max-side", type=int, default=None, help="downscale training images to this size")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -97,7 +100,8 @@ def _train(args) -> int:
                      free_bits=args.free_bits, seed=args.seed, crop_seed=args.crop_seed,
                      gate_lr_scale=args.gate_lr_scale,
                      sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
-                     block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side)
+                     block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side,
+                     eval_every=args.eval_every, keep_best=args.keep_best)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)
