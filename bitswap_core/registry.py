@@ -2,6 +2,12 @@
 
 A model's id is a hash of its config and every tensor, so any change to anything that affects coding
 changes the id, and every payload records the id it was coded with.
+
+The two CDF tables are set by the coding grid alone (z_bins, scale levels, precision), are the same in
+every model trained on one grid, and are most of a file (3.7 of the default's 4.7 MB). A model file may
+leave them in a shared file, tables/<tables id>.safetensors beside it, and name that id in its metadata
+(save_model(shared_tables=True), scripts/share_tables.py): the zoo then grows by about 1 MB a default, not
+4.7. Loading puts them back before the id is checked, so the id, and every payload, is the same either way.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +26,8 @@ from bitswap_core.errors import ModelMismatchError, UnsupportedFormatError
 from bitswap_core.model.config import ModelConfig
 
 FORMAT = "bitswap-exact-v1"
+TABLES_FORMAT = "bitswap-tables-v1"
+TABLES = ("table_x", "table_z")  # the coding grid's CDF tables, which a model file may share
 DEFAULT_MODEL = "default.safetensors"
 
 
@@ -26,11 +35,23 @@ def model_id(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(FORMAT.encode())
     h.update(cfg.to_json().encode())
+    _hash_tensors(h, tensors)
+    return h.hexdigest()
+
+
+def tables_id(tensors: dict[str, np.ndarray]) -> str:
+    """The id of a model's CDF tables (TABLES): the name of the shared file that holds them."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(TABLES_FORMAT.encode())
+    _hash_tensors(h, {k: tensors[k] for k in TABLES})
+    return h.hexdigest()
+
+
+def _hash_tensors(h, tensors: dict[str, np.ndarray]) -> None:
     for name in sorted(tensors):
         t = np.ascontiguousarray(tensors[name])
         h.update(f"{name}|{t.dtype.str}|{t.shape}".encode())
         h.update(t.tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -62,14 +83,60 @@ class Model:
         return cache[key]
 
 
-def save_model(path: str | Path, cfg: ModelConfig, tensors: dict[str, np.ndarray], info: dict | None = None) -> str:
-    """Write a model file; returns its id."""
+def save_model(path: str | Path, cfg: ModelConfig, tensors: dict[str, np.ndarray], info: dict | None = None,
+               shared_tables: bool = False) -> str:
+    """Write a model file; returns its id. shared_tables: its CDF tables go to tables/<tables id>.safetensors
+    beside it (written once, kept if there) and the file names them; the id does not change."""
     from safetensors.numpy import save_file
 
     mid = model_id(cfg, tensors)
     meta = {"format": FORMAT, "config": cfg.to_json(), "id": mid, "info": json.dumps(info or {})}
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+    body = tensors
+    if shared_tables:
+        tid = tables_id(tensors)
+        shared = _tables_path(Path(path), tid)
+        if not shared.exists():
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            tmp = shared.with_suffix(".tmp")
+            save_file({k: np.ascontiguousarray(tensors[k]) for k in TABLES}, str(tmp),
+                      metadata={"format": TABLES_FORMAT, "id": tid})
+            tmp.replace(shared)
+        meta["tables"] = tid
+        body = {k: v for k, v in tensors.items() if k not in TABLES}
+    save_file({k: np.ascontiguousarray(v) for k, v in body.items()}, str(path), metadata=meta)
     return mid
+
+
+def _tables_path(model_path: Path, tid: str) -> Path:
+    return model_path.parent / "tables" / f"{tid}.safetensors"
+
+
+def _shared_tables(model_path: Path, tid: str) -> dict[str, np.ndarray]:
+    """The CDF tables a model file names. The name is checked against a strict pattern before it becomes a
+    file name, and the tables against it."""
+    if not re.fullmatch(r"[0-9a-f]{32}", tid):
+        raise UnsupportedFormatError(f"{model_path}: its shared CDF tables are named {tid[:40]!r}, not an id")
+    try:
+        return _read_tables(str(_tables_path(model_path, tid)), tid)
+    except (UnsupportedFormatError, ModelMismatchError) as exc:
+        raise type(exc)(f"{model_path}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _read_tables(path: str, tid: str) -> dict[str, np.ndarray]:
+    """Cached by file: every zoo model names the same tables, loaded once."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="np") as f:
+            meta = f.metadata() or {}
+            tables = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UnsupportedFormatError(f"its shared CDF tables {path} are missing or unreadable ({exc}); a model "
+                                     "file that shares its tables needs the tables/ folder beside it") from exc
+    if meta.get("format") != TABLES_FORMAT or set(tables) != set(TABLES) or tables_id(tables) != tid:
+        raise ModelMismatchError(f"its shared CDF tables {path} are damaged (they do not match the id {tid})")
+    return tables
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Model:
@@ -88,6 +155,10 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
         cfg.validate()
     except (KeyError, ValueError, TypeError) as exc:
         raise UnsupportedFormatError(f"{path}: invalid model config ({exc})") from exc
+    if "tables" in meta:
+        if any(k in tensors for k in TABLES):
+            raise UnsupportedFormatError(f"{path}: model file holds CDF tables and also names shared ones")
+        tensors.update(_shared_tables(Path(path).resolve(), str(meta["tables"])))
     mid = model_id(cfg, tensors)
     if meta.get("id") not in (None, mid):
         raise ModelMismatchError(f"{path}: model file is damaged (its tensors do not match its id)")

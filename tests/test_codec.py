@@ -163,6 +163,58 @@ def test_damaged_model_file_is_a_clear_error(tiny_model_path, tmp_path):
         load_model(bad)
 
 
+def test_shared_tables_keep_the_model_id_and_its_bytes(tiny_model, tmp_path):
+    """A model file that leaves its CDF tables in tables/<id>.safetensors beside it loads as the same model
+    (same id), codes the same bytes, and two such files share one tables file."""
+    from bitswap_core.registry import load_model, save_model, tables_id
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert save_model(a, tiny_model.cfg, tiny_model.tensors, {"n": 1}, shared_tables=True) == tiny_model.id
+    save_model(b, tiny_model.cfg, tiny_model.tensors, {"n": 2}, shared_tables=True)
+    assert [p.name for p in (tmp_path / "tables").iterdir()] == [f"{tables_id(tiny_model.tensors)}.safetensors"]
+    full = (tmp_path / "full.safetensors")
+    save_model(full, tiny_model.cfg, tiny_model.tensors)
+    assert a.stat().st_size < full.stat().st_size // 2
+    shared = load_model(a)
+    assert shared.id == tiny_model.id and load_model(b).id == tiny_model.id
+    im = photo_crop()
+    assert bitswap_core.compress(im, shared, smallest=False) == bitswap_core.compress(im, tiny_model, smallest=False)
+
+
+def test_shared_tables_missing_damaged_or_hostile_are_clear_errors(tiny_model, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from bitswap_core.registry import load_model, save_model, tables_id
+
+    path = tmp_path / "m.safetensors"
+    save_model(path, tiny_model.cfg, tiny_model.tensors, shared_tables=True)
+    tables = tmp_path / "tables" / f"{tables_id(tiny_model.tensors)}.safetensors"
+    kept = tables.read_bytes()
+    tables.unlink()
+    with pytest.raises(UnsupportedFormatError, match="m.safetensors.*missing or unreadable"):
+        load_model(path)
+    t = load_file(str(tmp_path / "m.safetensors"))
+    body = dict(t)
+    bad = {k: v.copy() for k, v in tiny_model.tensors.items() if k in ("table_x", "table_z")}
+    bad["table_x"][3, 7] += 1
+    save_file(bad, str(tables), metadata={"format": "bitswap-tables-v1", "id": tables_id(tiny_model.tensors)})
+    with pytest.raises(ModelMismatchError, match="damaged"):
+        load_model(path)
+    tables.write_bytes(kept)
+    assert load_model(path).id == tiny_model.id
+    meta = {"format": "bitswap-exact-v1", "config": tiny_model.cfg.to_json(), "id": tiny_model.id}
+    for name in ("../../etc/passwd", "0" * 31 + "G", ""):
+        hostile = tmp_path / "hostile.safetensors"
+        save_file(body, str(hostile), metadata={**meta, "tables": name})
+        with pytest.raises(UnsupportedFormatError, match="not an id"):
+            load_model(hostile)
+    both = tmp_path / "both.safetensors"
+    save_file({**body, **{k: tiny_model.tensors[k] for k in ("table_x", "table_z")}}, str(both),
+              metadata={**meta, "tables": tables_id(tiny_model.tensors)})
+    with pytest.raises(UnsupportedFormatError, match="also names shared"):
+        load_model(both)
+
+
 def _repack(data: bytes, payload: bytes) -> bytes:
     c = container.unpack(data)
     return container.pack(container.Container(c.codec, c.model_id, c.mode, c.width, c.height, c.icc_profile,
