@@ -215,6 +215,20 @@ def test_shared_tables_missing_damaged_or_hostile_are_clear_errors(tiny_model, t
         load_model(both)
 
 
+def test_every_zoo_file_is_package_data():
+    """A wheel carries only what pyproject's package-data names: a zoo model without its shared tables
+    would not load once installed."""
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(bitswap_core.__file__).parent
+    globs = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    named = {p for g in globs["bitswap_core"] for p in root.glob(g)}
+    files = {p for p in (root / "zoo").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files <= named, sorted(str(p.relative_to(root)) for p in files - named)
+
+
 def _repack(data: bytes, payload: bytes) -> bytes:
     c = container.unpack(data)
     return container.pack(container.Container(c.codec, c.model_id, c.mode, c.width, c.height, c.icc_profile,
