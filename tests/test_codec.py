@@ -181,6 +181,31 @@ def test_shared_tables_keep_the_model_id_and_its_bytes(tiny_model, tmp_path):
     assert bitswap_core.compress(im, shared, smallest=False) == bitswap_core.compress(im, tiny_model, smallest=False)
 
 
+def test_share_tables_script_shares_and_inlines_without_changing_the_id(tiny_model_path, tmp_path):
+    """scripts/share_tables.py: in place, the file shrinks and keeps its id; --inline writes a
+    self-contained copy that loads with nothing beside it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bitswap_core.registry import load_model
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "share_tables.py"
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    model = zoo / "m.safetensors"
+    shutil.copyfile(tiny_model_path, model)
+    subprocess.run([sys.executable, str(script), str(model)], check=True, capture_output=True)
+    assert model.stat().st_size < tiny_model_path.stat().st_size // 2
+    assert load_model(model).id == load_model(tiny_model_path).id
+    alone = tmp_path / "elsewhere" / "copy.safetensors"
+    alone.parent.mkdir()
+    subprocess.run([sys.executable, str(script), "--inline", str(model), str(alone)], check=True,
+                   capture_output=True)
+    assert not (alone.parent / "tables").exists() and load_model(alone).id == load_model(tiny_model_path).id
+
+
 def test_shared_tables_missing_damaged_or_hostile_are_clear_errors(tiny_model, tmp_path):
     from safetensors.numpy import load_file, save_file
 
