@@ -243,7 +243,10 @@ class _Net:
             self.lut = lut.to(torch.int8)
 
     def act(self, t: torch.Tensor) -> torch.Tensor:
-        return self.lut[(t + STREAM_MAX).to(torch.int64)]
+        # index_select with int32 indices: the same gather, 3-4x faster on a CPU than advanced indexing with
+        # int64 ones (bench/act_gather.py)
+        idx = (t + STREAM_MAX).to(torch.int32).reshape(-1)
+        return torch.index_select(self.lut, 0, idx).reshape(t.shape)
 
     def trunk(self, a: torch.Tensor) -> torch.Tensor:
         """a: (B, H, W, C) float32 integers -> the integer residual stream after the last block."""
