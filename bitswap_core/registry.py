@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from bitswap_core.errors import ModelMismatchError, UnsupportedFormatError
 from bitswap_core.model.config import ModelConfig
@@ -29,6 +30,7 @@ FORMAT = "bitswap-exact-v1"
 TABLES_FORMAT = "bitswap-tables-v1"
 TABLES = ("table_x", "table_z")  # the coding grid's CDF tables, which a model file may share
 DEFAULT_MODEL = "default.safetensors"
+_UNREADABLE = (SafetensorError, OSError, ValueError)  # what reading a safetensors file raises when it is bad
 
 
 def model_id(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> str:
@@ -122,16 +124,18 @@ def _shared_tables(model_path: Path, tid: str) -> dict[str, np.ndarray]:
         raise type(exc)(f"{model_path}: {exc}") from exc
 
 
+def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, tensors) of a safetensors file; the caller words the error for what _UNREADABLE names."""
+    with safe_open(str(path), framework="np") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+
+
 @functools.lru_cache(maxsize=4)
 def _read_tables(path: str, tid: str) -> dict[str, np.ndarray]:
     """Cached by file: every zoo model names the same tables, loaded once."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(path, framework="np") as f:
-            meta = f.metadata() or {}
-            tables = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        meta, tables = _read(path)
+    except _UNREADABLE as exc:
         raise UnsupportedFormatError(f"its shared CDF tables {path} are missing or unreadable ({exc}); a model "
                                      "file that shares its tables needs the tables/ folder beside it") from exc
     if meta.get("format") != TABLES_FORMAT or set(tables) != set(TABLES) or tables_id(tables) != tid:
@@ -140,13 +144,9 @@ def _read_tables(path: str, tid: str) -> dict[str, np.ndarray]:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Model:
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        meta, tensors = _read(path)
+    except _UNREADABLE as exc:
         raise UnsupportedFormatError(f"{path}: not a readable model file ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise UnsupportedFormatError(f"{path}: model format {meta.get('format')!r}, expected {FORMAT!r}")

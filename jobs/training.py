@@ -338,14 +338,23 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         boosted += [(p, slice(None), tc.block_lr_scale) for blk in new_blocks for p in blk.parameters()]
     boosted = [(p, rows, k) for p, rows, k in boosted if p.requires_grad]
     t0, last_ckpt = time.time(), time.time()
-    if lead and step == 0:  # where the run starts, on its own validation tiles
-        history.append(_eval_record(ema, val, tc, 0, t0, None))
-        log(json.dumps(history[-1]))
+
+    def evaluation(step: int, train_bpd: float | None) -> dict:
+        """Validate the EMA weights, and record it in the history, the log and history.jsonl."""
+        ev = evaluate(ema, val[0], known=val[1]) if tc.border else evaluate(ema, val)
+        rec = {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": train_bpd,
+               **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
+        history.append(rec)
+        log(json.dumps(rec))
         with open(out_dir / "history.jsonl", "a") as f:
-            f.write(json.dumps(history[-1]) + "\n")
+            f.write(json.dumps(rec) + "\n")
+        return rec
+
+    if lead and step == 0:  # where the run starts, on its own validation tiles
+        evaluation(0, None)
     best = min((h["val_bpd"] for h in history), default=math.inf)  # best.pt only when a step beats the start
-    crops = _Prefetch(sampler, per_rank, lambda s: s if world == 1 else s * world + rank, tc.steps,
-                      pin=device.type == "cuda")
+    cuda = device.type == "cuda"
+    crops = _Prefetch(sampler, per_rank, lambda s: s if world == 1 else s * world + rank, tc.steps, pin=cuda)
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not lead)
     while step < tc.steps:
         if minutes is not None and time.time() - t0 > minutes * 60:
@@ -357,7 +366,6 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         # latent noise and crops are functions of (seed, step, rank): resume is exact, ranks differ
         torch.manual_seed(tc.seed * 1_000_003 + step * 64 + rank)
         x = crops.get(step)
-        cuda = device.type == "cuda"
         x, known = ((x[0].to(device, non_blocking=cuda), x[1].to(device, non_blocking=cuda)) if tc.border
                     else (x.to(device, non_blocking=cuda), None))
         out = net(x, free_bits=tc.free_bits, known=known)
@@ -377,11 +385,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{out['bpd'].item():.3f}", refresh=False)
         if lead and (step % tc.eval_every == 0 or step == tc.steps):
-            rec = _eval_record(ema, val, tc, step, t0, out["bpd"].item())
-            history.append(rec)
-            log(json.dumps(rec))
-            with open(out_dir / "history.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            rec = evaluation(step, out["bpd"].item())
             if tc.keep_best and rec["val_bpd"] < best:
                 best = rec["val_bpd"]
                 save_checkpoint(out_dir / "best.pt", ema, ema, None, step, tc, history)
@@ -396,12 +400,6 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return ckpt
-
-
-def _eval_record(ema: BitSwapModel, val, tc: TrainConfig, step: int, t0: float, train_bpd: float | None) -> dict:
-    ev = evaluate(ema, val[0], known=val[1]) if tc.border else evaluate(ema, val)
-    return {"step": step, "time_s": round(time.time() - t0, 1), "train_bpd": train_bpd,
-            **{f"val_{k}": round(v, 4) for k, v in ev.items()}}
 
 
 class _Prefetch:
