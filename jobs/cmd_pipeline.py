@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--actors",
         type=int,
         metavar="K",
-        help="compression actors (default: one per GPU, else one per CPU; 0 = in this process, no Ray)",
+        help="compression actors (default: one per CPU, sharing any GPUs; 0 = in this process, no Ray)",
+    )
+    c.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="leave the GPUs alone: on a 16-core H200 node CPU actors compressed (with verification) in 17%% "
+        "less time than actors sharing the GPU",
     )
     c.add_argument(
         "--threads-per-actor",
@@ -96,6 +102,7 @@ def _compress(args: argparse.Namespace) -> int:
             keep_smaller_originals=not args.always_code,
             verify_writes=not args.no_verify_writes,
             threads_per_actor=args.threads_per_actor,
+            use_gpus=not args.cpu_only,
             codec=args.codec,
             particles=args.particles,
             model=args.model,

@@ -198,6 +198,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
         progress=sys.stderr.isatty(),
         keep_smaller_originals=not spec.always_code,
         verify_writes=spec.verify_writes,
+        use_gpus=spec.use_gpus,
     )
     return _driver_result(summary)
 

@@ -97,6 +97,7 @@ class JobSpec:
     lease_ttl_s: float = 300.0
     always_code: bool = False  # True: code every image by pixels even when its original file is smaller
     verify_writes: bool = True  # False: skip decoding each learned payload before it is written
+    use_gpus: bool = True  # False: the actors run on CPUs alone, GPUs or not (the pipeline's --cpu-only)
     cost: Cost = field(default_factory=Cost)
     compare: Compare = field(default_factory=Compare)
     path: str | None = field(default=None, compare=False)  # where the spec was read from (not hashed)
@@ -151,7 +152,7 @@ def parse_spec(
     particles = top.int("particles", default=1, minimum=1, maximum=MAX_PARTICLES)
     shard_size = top.int("shard_size", default=256, minimum=1)
     cluster_address = top.str("cluster_address", default="") or None
-    # absent: one actor per GPU (or CPU); 0: in the job's own process, without Ray (the pipeline's --actors)
+    # absent: one actor per CPU (sharing any GPUs); 0: in the job's own process, without Ray (the pipeline's --actors)
     actors = top.int("actors", default=-1, minimum=0) if data.get("actors") is not None else None
     threads_per_actor = (top.int("threads_per_actor", default=-1, minimum=1)
                          if data.get("threads_per_actor") is not None else None)
@@ -163,6 +164,9 @@ def parse_spec(
     verify_writes = data.get("verify_writes", True)
     if not isinstance(verify_writes, bool):
         raise SpecError("verify_writes", f"must be true or false, not {verify_writes!r}")
+    use_gpus = data.get("use_gpus", True)
+    if not isinstance(use_gpus, bool):
+        raise SpecError("use_gpus", f"must be true or false, not {use_gpus!r}")
 
     raw_sources = data.get("sources")
     if raw_sources is None:
@@ -203,7 +207,7 @@ def parse_spec(
     )
     cmp_t.done()
     top.done(extra_known=("sources", "cost", "compare", "actors", "threads_per_actor", "always_code",
-                          "verify_writes"))
+                          "verify_writes", "use_gpus"))
     return JobSpec(
         name=name,
         destination=destination,
@@ -219,6 +223,7 @@ def parse_spec(
         lease_ttl_s=lease_ttl_s,
         always_code=always_code,
         verify_writes=verify_writes,
+        use_gpus=use_gpus,
         cost=cost,
         compare=compare,
         path=path,

@@ -33,6 +33,7 @@ def test_defaults_and_relative_paths(tmp_path):
     assert spec.sources[0].url == str(tmp_path / "imgs")
     assert spec.shard_size == 256 and spec.codec == "bitswap" and spec.cost.storage_usd_per_gb_month > 0
     assert spec.verify_writes and not parse_spec(minimal(verify_writes=False)).verify_writes
+    assert spec.use_gpus and not parse_spec(minimal(use_gpus=False)).use_gpus
     assert spec.sources[0].include == ()  # the pipeline's image patterns
 
 
@@ -55,6 +56,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"sources": [{"url": "/a", "name": "x"}, {"url": "/b", "name": "x"}]}, "sources[1].name", "used by"),
         ({"sources": [{"url": "/tmp/archive-x/sub"}]}, "sources[0].url", "overlaps"),
         ({"verify_writes": "no"}, "verify_writes", "true or false"),
+        ({"use_gpus": 1}, "use_gpus", "true or false"),
         ({"particles": 0}, "particles", ">= 1"),
         ({"particles": 17}, "particles", "<= 16"),
     ],

@@ -394,24 +394,42 @@ def test_payloads_that_do_not_decode_back_are_stored_as_originals(tmp_path, monk
         assert learned and verify(str(dst), progress=False).exit_code == 1
 
 
-def test_cpu_actors_hold_the_cpus_their_threads_use(monkeypatch):
-    """threads_per_actor sets what each CPU actor holds, so actors never ask for more CPUs than the
-    cluster has (Ray would leave the extra ones unscheduled and the job waiting); GPU actors ignore it."""
+def test_actors_hold_the_cpus_their_threads_use_and_share_the_gpus(monkeypatch):
+    """threads_per_actor sets what each actor holds, so actors never ask for more CPUs or GPUs than the
+    cluster has (Ray would leave the extra ones unscheduled and the job waiting): shares round down. GPU
+    clusters get one actor per CPU too, sharing the GPUs (one per GPU left the cores idle), unless
+    use_gpus is False."""
     import ray
 
     from pipeline.driver import _actor_resources
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
-    assert _actor_resources(None, 100) == (8, 1.0, 0.0)
-    assert _actor_resources(None, 2) == (2, 1.0, 0.0)  # fewer shards than CPUs: still one thread each
-    assert _actor_resources(None, 100, threads=2) == (4, 2.0, 0.0)
-    assert _actor_resources(None, 2, threads=1) == (2, 1.0, 0.0)
-    assert _actor_resources(None, 100, threads=16) == (1, 8.0, 0.0)
-    assert _actor_resources(3, 100, threads=2) == (3, 2.0, 0.0)
-    assert _actor_resources(16, 100) == (16, 0.5, 0.0)  # more actors than CPUs: each holds a share of one
-    assert _actor_resources(6, 100, threads=2) == (6, 1.0, 0.0)
+    assert _actor_resources(None, 100) == (8, 1.0, 0.0, 0)
+    assert _actor_resources(None, 2) == (2, 1.0, 0.0, 0)  # fewer shards than CPUs: still one thread each
+    assert _actor_resources(None, 100, threads=2) == (4, 2.0, 0.0, 0)
+    assert _actor_resources(None, 2, threads=1) == (2, 1.0, 0.0, 0)
+    assert _actor_resources(None, 100, threads=16) == (1, 8.0, 0.0, 0)
+    assert _actor_resources(3, 100, threads=2) == (3, 2.0, 0.0, 0)
+    assert _actor_resources(16, 100) == (16, 0.5, 0.0, 0)  # more actors than CPUs: each holds a share of one
+    assert _actor_resources(6, 100, threads=2) == (6, 1.0, 0.0, 0)
+    assert _actor_resources(12, 100) == (12, 0.66, 0.0, 0)  # rounded down: 12 x 0.67 would be 8.04 CPUs
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert _actor_resources(None, 100) == (16, 1.0, 0.0625, 16)
+    assert _actor_resources(None, 100, threads=4) == (4, 4.0, 0.25, 4)
+    assert _actor_resources(6, 100) == (6, 1.0, 0.1666, 6)  # 6 x 0.17 would be 1.02 GPUs
+    assert _actor_resources(None, 100, use_gpus=False) == (16, 1.0, 0.0, 0)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
-    assert _actor_resources(None, 100, threads=4) == (2, 1.0, 1.0)
+    assert _actor_resources(2, 100) == (2, 1.0, 1.0, 2)
+    assert _actor_resources(None, 1) == (1, 1.0, 1.0, 1)  # never more than a whole GPU
+    assert _actor_resources(3, 100) == (3, 1.0, 0.5, 3)  # not 2/3: a third actor would fit on neither GPU
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 1.0})
+    assert _actor_resources(None, 100) == (64, 1.0, 0.0625, 16)  # past 16 a GPU, the rest run on CPUs
+    for res in ({"CPU": 16.0, "GPU": 1.0}, {"CPU": 7.0, "GPU": 3.0}, {"CPU": 2.0}):
+        monkeypatch.setattr(ray, "cluster_resources", lambda res=res: res)
+        for k in range(1, 40):
+            n, cpus, gpus, on_gpu = _actor_resources(k, 100)
+            assert n * cpus <= res["CPU"] + 1e-9 and on_gpu * gpus <= res.get("GPU", 0) + 1e-9
+            assert on_gpu <= min(n, 16 * res.get("GPU", 0))
 
 
 def test_particles_reach_the_codec_and_the_archive_restores(tmp_path, monkeypatch):
