@@ -9,6 +9,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,30 +119,29 @@ def _compress(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _restore_summary(verb: str, run: Callable[[], Any]) -> int:
+    """Print what restore/verify did, or their refusal (exit 2)."""
+    try:
+        summary = run()
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"bitswap pipeline {verb}: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return summary.exit_code
+
+
 def _decompress(args: argparse.Namespace) -> int:
     _quiet()
     from pipeline.restore import restore
 
-    try:
-        summary = restore(args.dst, args.out, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"bitswap pipeline decompress: {exc}", file=sys.stderr)
-        return 2
-    print(summary.format())
-    return summary.exit_code
+    return _restore_summary("decompress", lambda: restore(args.dst, args.out, progress=not args.no_progress))
 
 
 def _verify(args: argparse.Namespace) -> int:
     _quiet()
     from pipeline.restore import verify
 
-    try:
-        summary = verify(args.dst, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"bitswap pipeline verify: {exc}", file=sys.stderr)
-        return 2
-    print(summary.format())
-    return summary.exit_code
+    return _restore_summary("verify", lambda: verify(args.dst, progress=not args.no_progress))
 
 
 def _cat(args: argparse.Namespace) -> int:
