@@ -9,6 +9,10 @@ A task is lent a GPU only by chance, for 15 minutes in all, so the work it shoul
 The run's defaults are the next try that the first GPU run (stage 16) points to: stage 13's 64x64 bordered
 crops (the side that gained on the CPU), batch 128 (the pixels of stage 16's 32 crops of 128x128), peak lr
 8e-5 (stage 13's 3e-5 scaled by about the square root of its 8x larger batch), gate and block rows at 5x.
+The second lent GPU ran them (stage 18, docs/MODEL_CARD.md): -0.5% on tiles and coded as is, but the
+per-image adaptation took all of it (+0.04% coded). The next run should add capacity the adaptation
+cannot replace, as experiment P3 set up: `run --config deeper-phases --train-only phase_heads
+--block-lr-scale 30 --lr 3e-5` (its new blocks start at zero, so step 0 is the default exactly).
 
 `pack` writes runs/gpu_pack/{train,val}: training images cut into --window x --window windows at their own
 scale (or downscaled to --max-side), a random subset of the windows under --budget-mb, stored as lossless
@@ -178,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                      warmup=min(args.warmup, steps // 10), eval_every=max(100, steps // 10),
                      gate_lr_scale=args.gate_lr_scale, block_lr_scale=args.block_lr_scale,
                      sensor_noise=args.sensor_noise, border=args.border,
-                     crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True)
+                     crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True,
+                     trainable=tuple(args.train_only))
     work = out / "run"  # checkpoint.pt, history.jsonl, best.pt: what a CPU session resumes or exports
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,
@@ -225,6 +230,8 @@ def main() -> int:
     r.add_argument("--gate-lr-scale", type=float, default=5.0)
     r.add_argument("--block-lr-scale", type=float, default=5.0, help="the phase heads' residual blocks")
     r.add_argument("--sensor-noise", type=float, default=0.3, help="as the fourth default's last stage")
+    r.add_argument("--train-only", nargs="+", default=(), metavar="PREFIX",
+                   help="train only parameters under these prefixes (e.g. phase_heads), as bitswap train's")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")
     r.add_argument("--no-border", dest="border", action="store_false",

@@ -140,6 +140,8 @@ PRESETS: dict[str, ModelConfig] = {
                                colour_residual=True, phase_blocks=1),
     "deeper-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                  colour_residual=True, phase_blocks=2),
+    "deepest-phases": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
+                                  colour_residual=True, phase_blocks=3),
     # the shipped default with two more residual blocks in the encoder q(z1|x) (experiment Q)
     "deep-encoder": ModelConfig(nz=2, width=64, res_blocks=2, pixel_phases=4, phase_predictor=True,
                                 colour_residual=True, phase_blocks=1, encoder_blocks=2),
