@@ -127,12 +127,16 @@ class _Conv:
         return self._acc_taps(a)
 
     def _cols(self, a: torch.Tensor) -> torch.Tensor:
-        """im2col of (B, H, W, C) channels-last input: (B*H*W, k*k*C), tap-major like w_cols and w8."""
+        """im2col of (B, H, W, C) channels-last input: (B*H*W, k*k*C), tap-major like w_cols and w8.
+
+        A strided view of the padded input copied once by reshape: the same values as concatenating the
+        k*k shifted windows, 1.1-5x faster alone on the convs' shapes, a few percent or nothing on whole
+        images (bench/act_gather.py --cols, docs/BENCHMARKS.md "Speed")."""
         bsz, h, w, c = a.shape
         k, p = self.k, self.k // 2
         ap = F.pad(a, (0, 0, p, p, p, p))
-        cols = torch.cat([ap[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], dim=3)
-        return cols.reshape(-1, k * k * c)
+        sb, sh, sw, sc = ap.stride()
+        return ap.as_strided((bsz, h, w, k, k, c), (sb, sh, sw, sh, sw, sc)).reshape(-1, k * k * c)
 
     def _acc_im2col(self, a: torch.Tensor) -> torch.Tensor:
         """Few blocks (decoding one image): one matmul over all taps beats k*k small ones. The whole
