@@ -4,6 +4,7 @@ advanced indexing with int64 ones) and, with --cols, the convolutions' im2col (e
 strided view copied once against concatenating the k*k shifted windows).
 
     .venv/bin/python bench/act_gather.py ../shared/datasets/val/{usc-4.2.07,waterloo-monarch,usc-4.1.01}.png [--cols]
+    .venv/bin/python bench/act_gather.py --cols-alone    # the two im2cols alone on the networks' shapes
 
 Alternates the two versions image by image, one thread, the learned path with the default adaptation;
 prints encode and decode seconds per version and their ratio, and checks the payloads are identical.
@@ -46,12 +47,40 @@ PARTS = {
 }
 
 
+def cols_alone(rounds: int = 30) -> None:
+    """Both im2cols on (blocks, 16, 16, channels) inputs of the networks' convs, int8 and float32."""
+
+    class Conv:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+    for shape, k in (((64, 16, 16, 64), 3), ((16, 16, 16, 64), 3), ((64, 16, 16, 12), 5), ((8, 18, 18, 64), 3)):
+        for dtype in (torch.int8, torch.float32):
+            a, conv = torch.randint(-100, 100, shape).to(dtype), Conv(k)
+            assert torch.equal(old_cols(conv, a), exact._Conv._cols(conv, a))
+            t = [0.0, 0.0]
+            for _ in range(rounds):
+                for i, fn in enumerate((old_cols, exact._Conv._cols)):
+                    t0 = time.perf_counter()
+                    fn(conv, a)
+                    t[i] += time.perf_counter() - t0
+            print(f"{str(shape):18} k={k} {str(dtype):13} cat {t[0] / rounds * 1e3:6.2f} ms  "
+                  f"strided {t[1] / rounds * 1e3:6.2f} ms  x{t[1] / t[0]:.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("images", nargs="*", type=Path)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cols", action="store_true", help="the im2col instead of the ELU lookup")
+    ap.add_argument("--cols-alone", action="store_true", help="the two im2cols alone, no images")
     args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.cols_alone:
+        cols_alone()
+        return 0
+    if not args.images:
+        ap.error("images are needed unless --cols-alone")
     cls, method, (old_name, old), (new_name, new) = PARTS[args.cols]
     torch.set_num_threads(1)
     images = [Image.open(p).convert("RGB") for p in args.images]

@@ -130,7 +130,7 @@ class _Conv:
         """im2col of (B, H, W, C) channels-last input: (B*H*W, k*k*C), tap-major like w_cols and w8.
 
         A strided view of the padded input copied once by reshape: the same values as concatenating the
-        k*k shifted windows, 1.1-5x faster alone on the convs' shapes, a few percent or nothing on whole
+        k*k shifted windows, in 0.2-0.9 of the time alone on the convs' shapes, a few percent or nothing on whole
         images (bench/act_gather.py --cols, docs/BENCHMARKS.md "Speed")."""
         bsz, h, w, c = a.shape
         k, p = self.k, self.k // 2
