@@ -143,3 +143,37 @@ def test_cli_on_local_cluster(tmp_path, n_actors, capsys):
     out = capsys.readouterr().out
     assert "images     3 (3 coded" in out and "manifest   written" in out
     assert main(["pipeline", "verify", str(dst), "--no-progress"]) == 0
+
+
+GPU_CLUSTER_SCRIPT = """
+import json, logging, sys
+import ray
+ray.init(num_cpus=2, num_gpus=1, logging_level=logging.ERROR, include_dashboard=False, log_to_driver=False)
+from pipeline.driver import compress
+s = compress(sys.argv[1], sys.argv[2], actors=int(sys.argv[3]), shard_size=1, progress=False)
+print(json.dumps({"actors": s.actors, "cpus": s.cpus, "gpus": s.gpus, "written": s.shards_written,
+                  "exit": s.exit_code}))
+"""
+
+
+def test_actors_share_a_gpu_cluster_and_all_start(tmp_path):
+    """On a cluster with one (logical) GPU and two CPUs, three actors share both: GPU shares of 1/3 and
+    CPU shares rounded down, so all three are scheduled and the job ends (shares rounded to nearest,
+    3 x 0.67 CPUs, left one actor waiting forever). Without CUDA the actors fall back to the CPU; the
+    bytes are the same on either device (docs/BENCHMARKS.md). Its own Ray cluster, in a subprocess."""
+    src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
+    src.mkdir()
+    files = make_small_pngs(src, 3, (32, 24))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               RAY_AUTH_MODE="disabled")
+    proc = subprocess.run([sys.executable, "-c", GPU_CLUSTER_SCRIPT, str(src), str(dst), "3"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["actors"] == 3 and got["written"] == 3 and got["exit"] == 0
+    assert 0.99 <= got["gpus"] <= 1.0 and got["cpus"] <= 2.0
+    assert restore(str(dst), str(out), progress=False).exit_code == 0
+    for name, data in files.items():
+        assert _same_pixels(data, out / name)
