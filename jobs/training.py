@@ -152,6 +152,9 @@ class TrainConfig:
     # Keep the EMA weights of the best validation so far in out_dir/best.pt (export_model reads it like a
     # checkpoint): a run long on little data can start to overfit before its schedule ends.
     keep_best: bool = False
+    # n > 0: train on each crop's pixel term at the best of 2n + 1 per-channel scale shifts (BitSwapModel.forward's
+    # calibration_shifts), the part of the per-image adaptation that a float loss can mimic; validation stays plain.
+    calibration_shifts: int = 0
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -368,7 +371,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         x = crops.get(step)
         x, known = ((x[0].to(device, non_blocking=cuda), x[1].to(device, non_blocking=cuda)) if tc.border
                     else (x.to(device, non_blocking=cuda), None))
-        out = net(x, free_bits=tc.free_bits, known=known)
+        out = net(x, free_bits=tc.free_bits, known=known, calibration_shifts=tc.calibration_shifts)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                      gate_lr_scale=args.gate_lr_scale, block_lr_scale=args.block_lr_scale,
                      sensor_noise=args.sensor_noise, border=args.border,
                      crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True,
-                     trainable=tuple(args.train_only))
+                     trainable=tuple(args.train_only), calibration_shifts=args.calibration_shifts)
     work = out / "run"  # checkpoint.pt, history.jsonl, best.pt: what a CPU session resumes or exports
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,
@@ -232,6 +232,8 @@ def main() -> int:
     r.add_argument("--sensor-noise", type=float, default=0.3, help="as the fourth default's last stage")
     r.add_argument("--train-only", nargs="+", default=(), metavar="PREFIX",
                    help="train only parameters under these prefixes (e.g. phase_heads), as bitswap train's")
+    r.add_argument("--calibration-shifts", type=int, default=0, metavar="N",
+                   help="as bitswap train's: the pixel term at the best of 2N+1 per-channel scale shifts")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")
     r.add_argument("--no-border", dest="border", action="store_false",

@@ -330,8 +330,8 @@ class BitSwapModel(nn.Module):
         return torch.stack([mean_lvl[:, 0], mg, mb], dim=1)
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None,
-                q1: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                q1: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None,
+                calibration_shifts: int = 0) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
@@ -340,6 +340,11 @@ class BitSwapModel(nn.Module):
 
         q1: (mean, scale) of q(z1|x) to use instead of the encoder's, e.g. optimised per block to measure
         what the amortised encoder leaves (bench/inference_gap.py).
+        calibration_shifts: n > 0 trains toward the coded objective: each block's pixel term is taken at the
+        best of 2n + 1 scale shifts per channel (-n..n of the coding grid's scale levels, as the codec's
+        per-image shifts, coding/adapt.py), chosen without gradient; 'loss' uses it, 'bpd' stays the plain
+        -ELBO. The codec fits such shifts to every image, so a model trained without them spends capacity on
+        the global calibration that the shifts give for free (docs/MODEL_CARD.md, stage 18).
 
         Returns bits per dimension: 'loss' (with free bits, for training), 'bpd' (the true -ELBO) and
         'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
@@ -370,6 +375,13 @@ class BitSwapModel(nn.Module):
             logp[i] = logistic_logpdf(zs[i], mu, s)
         pre, gates = self.pixel_pre(self.z_to_input(zs[0]), x)
         logpx = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
+        logpx_fit = logpx
+        if calibration_shifts > 0:
+            step = cfg.x_log_scale_grid()[1]
+            grid = torch.arange(-calibration_shifts, calibration_shifts + 1, device=x.device, dtype=x.dtype) * step
+            shifts = grid.view(-1, 1, 1, 1, 1) + (0.0 if log_scale_shift is None else log_scale_shift)
+            each = self.pixel_logp(pre, x, gates, ctx, shifts).flatten(3).sum(3)  # (S, B, C)
+            logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)
@@ -380,7 +392,7 @@ class BitSwapModel(nn.Module):
             kl_term = torch.clamp(kl_mean, min=free_bits * math.log(2.0)).sum()
         else:
             kl_term = kl_mean.sum()
-        loss = (-logpx.mean() + kl_term) * scale
+        loss = (-logpx_fit.mean() + kl_term) * scale
         return {
             "loss": loss,
             "bpd": nelbo.mean() * scale,
