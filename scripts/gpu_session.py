@@ -12,7 +12,9 @@ crops (the side that gained on the CPU), batch 128 (the pixels of stage 16's 32 
 The second lent GPU ran them (stage 18, docs/MODEL_CARD.md): -0.5% on tiles and coded as is, but the
 per-image adaptation took all of it (+0.04% coded). The next run should add capacity the adaptation
 cannot replace, as experiment P3 set up: `run --config deeper-phases --train-only phase_heads
---block-lr-scale 30 --lr 3e-5` (its new blocks start at zero, so step 0 is the default exactly).
+--block-lr-scale 30 --lr 3e-5` (its new blocks start at zero, so step 0 is the default exactly), with
+`--calibration-shifts 3` (experiment C: training toward the codec's per-image scale shifts was worse on
+tiles and better coded in a short CPU pair of runs). Judge it coded (bench/adaptation.py --blocks "~").
 
 `pack` writes runs/gpu_pack/{train,val}: training images cut into --window x --window windows at their own
 scale (or downscaled to --max-side), a random subset of the windows under --budget-mb, stored as lossless
