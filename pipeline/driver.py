@@ -128,7 +128,7 @@ def _connect_ray(address: str | None) -> bool:
     return True
 
 
-MAX_ACTORS_PER_GPU = 16  # the sharing measured on an H200; each process holds its own CUDA context (~0.5 GB)
+MAX_ACTORS_PER_GPU = 16  # the sharing measured on an H200; each process holds its own CUDA context (GPU memory)
 
 
 def _actor_resources(n_actors: int | None, n_shards: int, threads: int = 1,
