@@ -82,7 +82,6 @@ def main() -> int:
     if not args.images:
         ap.error("images are needed unless --cols-alone")
     cls, method, (old_name, old), (new_name, new) = PARTS[args.cols]
-    torch.set_num_threads(1)
     images = [Image.open(p).convert("RGB") for p in args.images]
     bitswap_core.compress(images[0].crop((0, 0, 64, 64)), smallest=False)  # build, compile
     t = {old_name: [0.0, 0.0], new_name: [0.0, 0.0]}

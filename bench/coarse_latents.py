@@ -72,11 +72,11 @@ def block_costs(bc, im: np.ndarray, grids: list[int], seed: int = 0, batch: int 
         bb[s0 : s0 + n] = net + pixel_bits(bc, x, z[0], vb, maps, border, n)
         # coarse: z1's cell under p(z1 | z2 at its mode), the upper layers free
         q_mean = bc.q1(x)[0]
-        rows, bases = bc._latent_codes(*first_block.prior_above(bc, n), shift)  # noqa: F841 (k == 0 skips)
         prior = first_block.prior_above(bc, n)
+        rows, bases = bc._latent_codes(*prior, shift)
         for g, k in enumerate(grids):
             if k == 0:  # no latents at all: z1 at its prior's mode, free; the pixels carry everything
-                z1, lat = first_block.mode_bins(prior[0], cfg.mean_frac, cfg.z_bins), np.zeros(n)
+                z1 = first_block.mode_bins(prior[0], cfg.mean_frac, cfg.z_bins)
                 coarse[g, s0 : s0 + n] = pixel_bits(bc, x, z1, vb, maps, border, n)
                 continue
             cells, z1 = first_block.latent_cells(bc, q_mean, [k] * n)

@@ -374,14 +374,16 @@ class BitSwapModel(nn.Module):
             mu, s = self.latent_params(self.p_nets[i](self.z_to_input(zs[i + 1])))
             logp[i] = logistic_logpdf(zs[i], mu, s)
         pre, gates = self.pixel_pre(self.z_to_input(zs[0]), x)
-        logpx = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
-        logpx_fit = logpx
-        if calibration_shifts > 0:
+        if calibration_shifts > 0:  # the middle shift is the plain term: one pixel_logp gives both
             step = cfg.x_log_scale_grid()[1]
             grid = torch.arange(-calibration_shifts, calibration_shifts + 1, device=x.device, dtype=x.dtype) * step
             shifts = grid.view(-1, 1, 1, 1, 1) + (0.0 if log_scale_shift is None else log_scale_shift)
-            each = self.pixel_logp(pre, x, gates, ctx, shifts).flatten(3).sum(3)  # (S, B, C)
+            lp = self.pixel_logp(pre, x, gates, ctx, shifts)  # (S, B, C, H, W)
+            logpx = lp[calibration_shifts].flatten(1).sum(1)
+            each = lp.flatten(3).sum(3)  # (S, B, C)
             logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum(1)
+        else:
+            logpx = logpx_fit = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
         for i in range(cfg.nz):
             kls.append((logq[i] - logp[i]).sum(dim=(2, 3)))  # (B, channels) nats
         kl = torch.stack(kls, 1)  # (B, nz, zc)
