@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-shifts", type=int, default=0, metavar="N",
                    help="train each crop's pixel term at the best of 2N+1 per-channel scale shifts, as the codec's "
                         "per-image adaptation fits them (0: off; validation stays the plain -ELBO)")
+    p.add_argument("--calibration-per-step", action="store_true",
+                   help="with --calibration-shifts: choose the shift per coding step and channel, as the codec does")
     p.add_argument("--sensor-noise", type=float, default=0.0,
                    help="share of training crops given independent per-channel noise (sigma 0.5-4)")
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
@@ -105,7 +107,8 @@ def _train(args) -> int:
                      sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
                      block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side,
                      eval_every=args.eval_every, keep_best=args.keep_best,
-                     calibration_shifts=args.calibration_shifts)
+                     calibration_shifts=args.calibration_shifts,
+                     calibration_per_step=args.calibration_per_step)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

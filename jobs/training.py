@@ -155,6 +155,9 @@ class TrainConfig:
     # n > 0: train on each crop's pixel term at the best of 2n + 1 per-channel scale shifts (BitSwapModel.forward's
     # calibration_shifts), the part of the per-image adaptation that a float loss can mimic; validation stays plain.
     calibration_shifts: int = 0
+    # With calibration_shifts: the shift is chosen per (crop, coding step, channel), as the codec chooses it per
+    # step, instead of per (crop, channel).
+    calibration_per_step: bool = False
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -371,7 +374,8 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         x = crops.get(step)
         x, known = ((x[0].to(device, non_blocking=cuda), x[1].to(device, non_blocking=cuda)) if tc.border
                     else (x.to(device, non_blocking=cuda), None))
-        out = net(x, free_bits=tc.free_bits, known=known, calibration_shifts=tc.calibration_shifts)
+        out = net(x, free_bits=tc.free_bits, known=known, calibration_shifts=tc.calibration_shifts,
+                  calibration_per_step=tc.calibration_per_step)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)

@@ -468,3 +468,30 @@ def test_calibration_shifts_train_on_the_best_per_channel_scale_shift(tmp_path):
     ckpt = train(str(SAMPLES), tmp_path / "cal", "tiny", TrainConfig(**{**TC, "steps": 4}, calibration_shifts=2),
                  max_side=160, log=lambda *_: None)
     assert load_checkpoint(ckpt)["step"] == 4 and "val_bpd" in load_checkpoint(ckpt)["history"]
+
+
+def test_calibration_per_step_chooses_each_coding_steps_shift_apart():
+    """forward(calibration_per_step=True): the shift is chosen per (block, coding step, channel), as the codec's
+    per-image shifts are, so its loss is never above the per-channel choice while 'bpd' stays plain;
+    step_onehot gives every pixel exactly one of the codec's coding steps, a quarter to each later phase and a
+    sixteenth to each sub-phase of the first."""
+    from bitswap_core.model.config import PRESETS
+    from bitswap_core.model.float_model import BitSwapModel, step_onehot
+
+    onehot = step_onehot(4, 64)
+    assert onehot.shape == (64 * 64, 7) and torch.equal(onehot.sum(1), torch.ones(64 * 64))
+    assert onehot.sum(0).tolist() == [256.0] * 4 + [1024.0] * 3
+    assert step_onehot(4, 32)[0].argmax().item() == 0 and step_onehot(4, 32)[1].argmax().item() == 5  # (0,0) / (0,1)
+    torch.manual_seed(0)
+    model = BitSwapModel(PRESETS["tiny-phases"]).eval()
+    img = np.asarray(Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB"))[:64, :64]
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None]
+    off = torch.tensor(2.5 * model.cfg.x_log_scale_grid()[1])
+
+    def run(per_step, n=3):
+        torch.manual_seed(1)
+        return model(x, calibration_shifts=n, calibration_per_step=per_step, log_scale_shift=off)
+
+    channel, step, plain = run(False), run(True), run(False, n=0)
+    assert step["bpd"].item() == plain["bpd"].item()
+    assert step["loss"].item() <= channel["loss"].item() + 1e-6 < plain["loss"].item()

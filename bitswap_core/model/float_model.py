@@ -160,6 +160,16 @@ def discretized_logistic_logp(x: torch.Tensor, mu: torch.Tensor, s: torch.Tensor
     return torch.where(x < 0.5, log_cdf_plus, torch.where(x > 254.5, log_one_minus_cdf_min, inner))
 
 
+def step_onehot(pixel_phases: int, side: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(side * side, steps): which coding step (phases.coding_steps, first phase split as the codec codes it)
+    each pixel of a side x side block belongs to, one-hot, to sum a per-pixel term per step."""
+    steps = phases.coding_steps(pixel_phases, split_first=pixel_phases > 1)
+    idx = torch.zeros(side, side, dtype=torch.int64)
+    for k, (phase, sub) in enumerate(steps):
+        phases.step_view(idx, pixel_phases, phase, sub)[...] = k
+    return F.one_hot(idx.flatten(), len(steps)).to(device=device, dtype=dtype)
+
+
 class BitSwapModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -331,7 +341,7 @@ class BitSwapModel(nn.Module):
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None,
                 q1: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None,
-                calibration_shifts: int = 0) -> dict[str, torch.Tensor]:
+                calibration_shifts: int = 0, calibration_per_step: bool = False) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
@@ -345,6 +355,8 @@ class BitSwapModel(nn.Module):
         per-image shifts, coding/adapt.py), chosen without gradient; 'loss' uses it, 'bpd' stays the plain
         -ELBO. The codec fits such shifts to every image, so a model trained without them spends capacity on
         the global calibration that the shifts give for free (docs/MODEL_CARD.md, stage 18).
+        calibration_per_step: choose the shift per (block, coding step, channel) instead of per (block, channel),
+        as the codec's shifts are chosen per step (phases.coding_steps with the first phase split).
 
         Returns bits per dimension: 'loss' (with free bits, for training), 'bpd' (the true -ELBO) and
         'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
@@ -380,8 +392,12 @@ class BitSwapModel(nn.Module):
             shifts = grid.view(-1, 1, 1, 1, 1) + (0.0 if log_scale_shift is None else log_scale_shift)
             lp = self.pixel_logp(pre, x, gates, ctx, shifts)  # (S, B, C, H, W)
             logpx = lp[calibration_shifts].flatten(1).sum(1)
-            each = lp.flatten(3).sum(3)  # (S, B, C)
-            logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum(1)
+            if calibration_per_step:
+                each = lp.flatten(3) @ step_onehot(cfg.pixel_phases, side, x.device, x.dtype)  # (S, B, C, steps)
+                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
+            else:
+                each = lp.flatten(3).sum(3)  # (S, B, C)
+                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum(1)
         else:
             logpx = logpx_fit = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
         for i in range(cfg.nz):
