@@ -13,8 +13,9 @@ The second lent GPU ran them (stage 18, docs/MODEL_CARD.md): -0.5% on tiles and 
 per-image adaptation took all of it (+0.04% coded). The next run should add capacity the adaptation
 cannot replace, as experiment P3 set up: `run --config deeper-phases --train-only phase_heads
 --block-lr-scale 30 --lr 3e-5` (its new blocks start at zero, so step 0 is the default exactly), training
-toward the codec's per-image scale shifts (`--calibration-shifts 3`, now the default: worse on tiles, better
-coded in two CPU pairs of runs, stage 19 shipped as the ninth default). Judge it coded (bench/adaptation.py
+toward the codec's per-image scale shifts, chosen per coding step (`--calibration-shifts 3`, per step
+unless `--calibration-per-channel`, now the default: worse on tiles, better coded in CPU pairs of runs;
+stages 19 and 20 shipped as the ninth and tenth defaults). Judge it coded (bench/adaptation.py
 --blocks "~").
 
 `pack` writes runs/gpu_pack/{train,val}: training images cut into --window x --window windows at their own
@@ -186,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
                      gate_lr_scale=args.gate_lr_scale, block_lr_scale=args.block_lr_scale,
                      sensor_noise=args.sensor_noise, border=args.border,
                      crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True,
-                     trainable=tuple(args.train_only), calibration_shifts=args.calibration_shifts)
+                     trainable=tuple(args.train_only), calibration_shifts=args.calibration_shifts,
+                     calibration_per_step=not args.calibration_per_channel)
     work = out / "run"  # checkpoint.pt, history.jsonl, best.pt: what a CPU session resumes or exports
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,
@@ -236,8 +238,11 @@ def main() -> int:
     r.add_argument("--train-only", nargs="+", default=(), metavar="PREFIX",
                    help="train only parameters under these prefixes (e.g. phase_heads), as bitswap train's")
     r.add_argument("--calibration-shifts", type=int, default=3, metavar="N",
-                   help="as bitswap train's: the pixel term at the best of 2N+1 per-channel scale shifts "
-                        "(default 3, as the ninth default was trained; 0 for the plain -ELBO)")
+                   help="as bitswap train's: the pixel term at the best of 2N+1 scale shifts "
+                        "(default 3, as the ninth and tenth defaults were trained; 0 for the plain -ELBO)")
+    r.add_argument("--calibration-per-channel", action="store_true",
+                   help="choose the shift per channel over the crop, as the ninth default was trained, instead of "
+                        "per coding step and channel (the tenth)")
     r.add_argument("--train-minutes", type=float, default=5.5, help="the device call's limit is 10 min")
     r.add_argument("--skip-exactness", action="store_true")
     r.add_argument("--no-border", dest="border", action="store_false",
