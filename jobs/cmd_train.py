@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -97,6 +98,9 @@ def _train(args) -> int:
 
     from jobs.training import TrainConfig, export_model, train
 
+    if args.calibration_per_step and args.calibration_shifts <= 0:
+        print("bitswap train: --calibration-per-step needs --calibration-shifts N > 0", file=sys.stderr)
+        return 2
     workdir = args.workdir or args.out.with_suffix(".run")
     cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
     if args.pixel_phases is not None:

@@ -159,6 +159,10 @@ class TrainConfig:
     # step, instead of per (crop, channel).
     calibration_per_step: bool = False
 
+    def __post_init__(self) -> None:
+        if self.calibration_per_step and self.calibration_shifts <= 0:
+            raise ValueError("calibration_per_step chooses among calibration shifts: give calibration_shifts > 0")
+
 
 def lr_at(tc: TrainConfig, step: int) -> float:
     if step < tc.warmup:

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                      sensor_noise=args.sensor_noise, border=args.border,
                      crop_side=args.crop_side, crop_seed=args.crop_seed, keep_best=True,
                      trainable=tuple(args.train_only), calibration_shifts=args.calibration_shifts,
-                     calibration_per_step=not args.calibration_per_channel)
+                     calibration_per_step=args.calibration_shifts > 0 and not args.calibration_per_channel)
     work = out / "run"  # checkpoint.pt, history.jsonl, best.pt: what a CPU session resumes or exports
     with open(out / "train_log.txt", "w") as log:
         ckpt = train(str(pack_dir / "train"), work, cfg, tc, val_data=str(pack_dir / "val"), device=device,

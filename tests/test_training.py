@@ -470,7 +470,7 @@ def test_calibration_shifts_train_on_the_best_per_channel_scale_shift(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 4 and "val_bpd" in load_checkpoint(ckpt)["history"]
 
 
-def test_calibration_per_step_chooses_each_coding_steps_shift_apart():
+def test_calibration_per_step_chooses_each_coding_steps_shift_apart(capsys):
     """forward(calibration_per_step=True): the shift is chosen per (block, coding step, channel), as the codec's
     per-image shifts are, so its loss is never above the per-channel choice while 'bpd' stays plain;
     step_onehot gives every pixel exactly one of the codec's coding steps, a quarter to each later phase and a
@@ -493,5 +493,11 @@ def test_calibration_per_step_chooses_each_coding_steps_shift_apart():
         return model(x, calibration_shifts=n, calibration_per_step=per_step, log_scale_shift=off)
 
     channel, step, plain = run(False), run(True), run(False, n=0)
+    with pytest.raises(ValueError, match="calibration_shifts > 0"):
+        TrainConfig(calibration_per_step=True)
+    from jobs.cli import main
+
+    assert main(["train", str(SAMPLES), "--out", "unused.safetensors", "--calibration-per-step"]) == 2
+    assert "--calibration-shifts N > 0" in capsys.readouterr().err
     assert step["bpd"].item() == plain["bpd"].item()
     assert step["loss"].item() <= channel["loss"].item() + 1e-6 < plain["loss"].item()
