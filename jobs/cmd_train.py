@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train each crop's pixel term at the best of 2N+1 per-channel scale shifts, as the codec's "
                         "per-image adaptation fits them (0: off; validation stays the plain -ELBO)")
     p.add_argument("--calibration-per-step", action="store_true",
-                   help="with --calibration-shifts: choose the shift per coding step and channel, as the codec does")
+                   help="with --calibration-shifts: choose the shift per coding step and channel (the codec's "
+                        "scale corrections differ by phase and step) instead of per channel")
     p.add_argument("--sensor-noise", type=float, default=0.0,
                    help="share of training crops given independent per-channel noise (sigma 0.5-4)")
     p.add_argument("--gate-lr-scale", type=float, default=1.0,

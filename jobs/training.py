@@ -155,8 +155,8 @@ class TrainConfig:
     # n > 0: train on each crop's pixel term at the best of 2n + 1 per-channel scale shifts (BitSwapModel.forward's
     # calibration_shifts), the part of the per-image adaptation that a float loss can mimic; validation stays plain.
     calibration_shifts: int = 0
-    # With calibration_shifts: the shift is chosen per (crop, coding step, channel), as the codec chooses it per
-    # step, instead of per (crop, channel).
+    # With calibration_shifts: the shift is chosen per (crop, coding step, channel) instead of per (crop, channel),
+    # since the codec's per-image scale corrections differ by phase and step too (BitSwapModel.forward).
     calibration_per_step: bool = False
 
     def __post_init__(self) -> None:

@@ -472,9 +472,9 @@ def test_calibration_shifts_train_on_the_best_per_channel_scale_shift(tmp_path):
 
 def test_calibration_per_step_chooses_each_coding_steps_shift_apart(capsys):
     """forward(calibration_per_step=True): the shift is chosen per (block, coding step, channel), as the codec's
-    per-image shifts are, so its loss is never above the per-channel choice while 'bpd' stays plain;
-    step_onehot gives every pixel exactly one of the codec's coding steps, a quarter to each later phase and a
-    sixteenth to each sub-phase of the first."""
+    per-image scale corrections differ by step, so its loss is never above the per-channel choice while 'bpd'
+    stays plain; step_onehot gives every pixel exactly one of the codec's coding steps, a quarter to each later
+    phase and a sixteenth to each sub-phase of the first."""
     from bitswap_core.model.config import PRESETS
     from bitswap_core.model.float_model import BitSwapModel, step_onehot
 

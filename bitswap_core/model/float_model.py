@@ -355,8 +355,9 @@ class BitSwapModel(nn.Module):
         per-image shifts, coding/adapt.py), chosen without gradient; 'loss' uses it, 'bpd' stays the plain
         -ELBO. The codec fits such shifts to every image, so a model trained without them spends capacity on
         the global calibration that the shifts give for free (docs/MODEL_CARD.md, stage 18).
-        calibration_per_step: choose the shift per (block, coding step, channel) instead of per (block, channel),
-        as the codec's shifts are chosen per step (phases.coding_steps with the first phase split).
+        calibration_per_step: choose the shift per (block, coding step, channel) instead of per (block, channel):
+        the codec's per-image scale correction differs by step too (its scale shifts are per phase, channel and
+        band of scale level; its blends and surprise context add scale shifts per step, channel and class).
 
         Returns bits per dimension: 'loss' (with free bits, for training), 'bpd' (the true -ELBO) and
         'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
