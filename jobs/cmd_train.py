@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-per-step", action="store_true",
                    help="with --calibration-shifts: choose the shift per coding step and channel (the codec's "
                         "scale corrections differ by phase and step) instead of per channel")
+    p.add_argument("--calibration-per-band", action="store_true",
+                   help="with --calibration-shifts: choose the shift per pixel phase, channel and third of the scale "
+                        "grid, the grouping of the codec's per-image scale shifts")
     p.add_argument("--sensor-noise", type=float, default=0.0,
                    help="share of training crops given independent per-channel noise (sigma 0.5-4)")
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
@@ -99,8 +102,12 @@ def _train(args) -> int:
 
     from jobs.training import TrainConfig, export_model, train
 
-    if args.calibration_per_step and args.calibration_shifts <= 0:
-        print("bitswap train: --calibration-per-step needs --calibration-shifts N > 0", file=sys.stderr)
+    if (args.calibration_per_step or args.calibration_per_band) and args.calibration_shifts <= 0:
+        print("bitswap train: --calibration-per-step / --calibration-per-band need --calibration-shifts N > 0",
+              file=sys.stderr)
+        return 2
+    if args.calibration_per_step and args.calibration_per_band:
+        print("bitswap train: choose one of --calibration-per-step and --calibration-per-band", file=sys.stderr)
         return 2
     workdir = args.workdir or args.out.with_suffix(".run")
     cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
@@ -113,7 +120,8 @@ def _train(args) -> int:
                      block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side,
                      eval_every=args.eval_every, keep_best=args.keep_best,
                      calibration_shifts=args.calibration_shifts,
-                     calibration_per_step=args.calibration_per_step)
+                     calibration_per_step=args.calibration_per_step,
+                     calibration_per_band=args.calibration_per_band)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

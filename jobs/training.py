@@ -158,10 +158,15 @@ class TrainConfig:
     # With calibration_shifts: the shift is chosen per (crop, coding step, channel) instead of per (crop, channel),
     # since the codec's per-image scale corrections differ by phase and step too (BitSwapModel.forward).
     calibration_per_step: bool = False
+    # Or per (crop, pixel phase, channel, band of the pixel's scale level): the codec's scale-shift grouping.
+    calibration_per_band: bool = False
 
     def __post_init__(self) -> None:
-        if self.calibration_per_step and self.calibration_shifts <= 0:
-            raise ValueError("calibration_per_step chooses among calibration shifts: give calibration_shifts > 0")
+        if (self.calibration_per_step or self.calibration_per_band) and self.calibration_shifts <= 0:
+            raise ValueError("calibration_per_step / calibration_per_band choose among calibration shifts: give "
+                             "calibration_shifts > 0")
+        if self.calibration_per_step and self.calibration_per_band:
+            raise ValueError("calibration_per_step and calibration_per_band are two groupings: choose one")
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -379,7 +384,7 @@ def _train_process(rank: int, world: int, port: int, args: tuple, log) -> Path:
         x, known = ((x[0].to(device, non_blocking=cuda), x[1].to(device, non_blocking=cuda)) if tc.border
                     else (x.to(device, non_blocking=cuda), None))
         out = net(x, free_bits=tc.free_bits, known=known, calibration_shifts=tc.calibration_shifts,
-                  calibration_per_step=tc.calibration_per_step)
+                  calibration_per_step=tc.calibration_per_step, calibration_per_band=tc.calibration_per_band)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower --lr or resume")
         opt.zero_grad(set_to_none=True)

@@ -160,10 +160,12 @@ def discretized_logistic_logp(x: torch.Tensor, mu: torch.Tensor, s: torch.Tensor
     return torch.where(x < 0.5, log_cdf_plus, torch.where(x > 254.5, log_one_minus_cdf_min, inner))
 
 
-def step_onehot(pixel_phases: int, side: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(side * side, steps): which coding step (phases.coding_steps, first phase split as the codec codes it)
-    each pixel of a side x side block belongs to, one-hot, to sum a per-pixel term per step."""
-    steps = phases.coding_steps(pixel_phases, split_first=pixel_phases > 1)
+def step_onehot(pixel_phases: int, side: int, device=None, dtype=torch.float32, split_first: bool = True
+                ) -> torch.Tensor:
+    """(side * side, steps): which coding step (phases.coding_steps, first phase split as the codec codes it;
+    split_first=False: which pixel phase) each pixel of a side x side block belongs to, one-hot, to sum a
+    per-pixel term per step."""
+    steps = phases.coding_steps(pixel_phases, split_first=split_first and pixel_phases > 1)
     idx = torch.zeros(side, side, dtype=torch.int64)
     for k, (phase, sub) in enumerate(steps):
         phases.step_view(idx, pixel_phases, phase, sub)[...] = k
@@ -291,6 +293,17 @@ class BitSwapModel(nn.Module):
         mu = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
         return mu, z_scale_value(cfg, scale_lvl)
 
+    def phase_band_onehot(self, pre: torch.Tensor, side: int) -> torch.Tensor:
+        """(B, C, side * side, phases * BANDS) one-hot of each subpixel's (pixel phase, band of its own scale
+        level), band = level * BANDS // x_scales as coding/adapt.py groups its scale shifts."""
+        from bitswap_core.coding.adapt import BANDS
+
+        cfg, xc = self.cfg, self.cfg.x_channels
+        lvl = F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2).detach().flatten(2)
+        band = torch.clamp(torch.div(lvl.long() * BANDS, cfg.x_scales, rounding_mode="floor"), 0, BANDS - 1)
+        phase = step_onehot(cfg.pixel_phases, side, pre.device, pre.dtype, split_first=False)  # (HW, phases)
+        return (phase[None, None, :, :, None] * F.one_hot(band, BANDS).to(pre.dtype)[:, :, :, None, :]).flatten(3)
+
     def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = (),
                    ctx: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None
                    ) -> torch.Tensor:
@@ -341,7 +354,8 @@ class BitSwapModel(nn.Module):
 
     def forward(self, x: torch.Tensor, free_bits: float = 0.0, known: torch.Tensor | None = None,
                 q1: tuple[torch.Tensor, torch.Tensor] | None = None, log_scale_shift: torch.Tensor | None = None,
-                calibration_shifts: int = 0, calibration_per_step: bool = False) -> dict[str, torch.Tensor]:
+                calibration_shifts: int = 0, calibration_per_step: bool = False, calibration_per_band: bool = False
+                ) -> dict[str, torch.Tensor]:
         """Negative ELBO of a batch of 32x32 blocks x (B, C, 32, 32), pixel values 0..255 as float; or of
         bordered blocks (B, C, 33, 33) with known (B, 1, 33, 33) (blocks.bordered: the next blocks' first row
         and column, 1 where they exist), whose border only the neighbour predictor reads, as the codec's
@@ -358,6 +372,8 @@ class BitSwapModel(nn.Module):
         calibration_per_step: choose the shift per (block, coding step, channel) instead of per (block, channel):
         the codec's per-image scale correction differs by step too (its scale shifts are per phase, channel and
         band of scale level; its blends and surprise context add scale shifts per step, channel and class).
+        calibration_per_band: choose it per (block, pixel phase, channel, third of the scale grid that the
+        pixel's own scale level falls in): the grouping of the codec's scale shifts (coding/adapt.py).
 
         Returns bits per dimension: 'loss' (with free bits, for training), 'bpd' (the true -ELBO) and
         'bpd_each' (the -ELBO of each block, for importance-weighted bounds).
@@ -393,7 +409,10 @@ class BitSwapModel(nn.Module):
             shifts = grid.view(-1, 1, 1, 1, 1) + (0.0 if log_scale_shift is None else log_scale_shift)
             lp = self.pixel_logp(pre, x, gates, ctx, shifts)  # (S, B, C, H, W)
             logpx = lp[calibration_shifts].flatten(1).sum(1)
-            if calibration_per_step:
+            if calibration_per_band:
+                each = torch.einsum("sbch,bchg->sbcg", lp.flatten(3), self.phase_band_onehot(pre, side))
+                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
+            elif calibration_per_step:
                 each = lp.flatten(3) @ step_onehot(cfg.pixel_phases, side, x.device, x.dtype)  # (S, B, C, steps)
                 logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
             else:
