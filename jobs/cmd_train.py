@@ -31,12 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-shifts", type=int, default=0, metavar="N",
                    help="train each crop's pixel term at the best of 2N+1 per-channel scale shifts, as the codec's "
                         "per-image adaptation fits them (0: off; validation stays the plain -ELBO)")
-    p.add_argument("--calibration-per-step", action="store_true",
-                   help="with --calibration-shifts: choose the shift per coding step and channel (the codec's "
-                        "scale corrections differ by phase and step) instead of per channel")
-    p.add_argument("--calibration-per-band", action="store_true",
-                   help="with --calibration-shifts: choose the shift per pixel phase, channel and third of the scale "
-                        "grid, the grouping of the codec's per-image scale shifts")
+    grouping = p.add_mutually_exclusive_group()
+    grouping.add_argument("--calibration-per-step", action="store_true",
+                          help="with --calibration-shifts: choose the shift per coding step and channel (the codec's "
+                               "scale corrections differ by phase and step) instead of per channel")
+    grouping.add_argument("--calibration-per-band", action="store_true",
+                          help="with --calibration-shifts: choose the shift per pixel phase, channel and third of the "
+                               "scale grid, the grouping of the codec's per-image scale shifts")
     p.add_argument("--sensor-noise", type=float, default=0.0,
                    help="share of training crops given independent per-channel noise (sigma 0.5-4)")
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
@@ -105,9 +106,6 @@ def _train(args) -> int:
     if (args.calibration_per_step or args.calibration_per_band) and args.calibration_shifts <= 0:
         print("bitswap train: --calibration-per-step / --calibration-per-band need --calibration-shifts N > 0",
               file=sys.stderr)
-        return 2
-    if args.calibration_per_step and args.calibration_per_band:
-        print("bitswap train: choose one of --calibration-per-step and --calibration-per-band", file=sys.stderr)
         return 2
     workdir = args.workdir or args.out.with_suffix(".run")
     cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)

@@ -409,15 +409,13 @@ class BitSwapModel(nn.Module):
             shifts = grid.view(-1, 1, 1, 1, 1) + (0.0 if log_scale_shift is None else log_scale_shift)
             lp = self.pixel_logp(pre, x, gates, ctx, shifts)  # (S, B, C, H, W)
             logpx = lp[calibration_shifts].flatten(1).sum(1)
-            if calibration_per_band:
+            if calibration_per_band:  # each: (S, B, C, groups), the pixel term per shift and group
                 each = torch.einsum("sbch,bchg->sbcg", lp.flatten(3), self.phase_band_onehot(pre, side))
-                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
             elif calibration_per_step:
-                each = lp.flatten(3) @ step_onehot(cfg.pixel_phases, side, x.device, x.dtype)  # (S, B, C, steps)
-                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
+                each = lp.flatten(3) @ step_onehot(cfg.pixel_phases, side, x.device, x.dtype)
             else:
-                each = lp.flatten(3).sum(3)  # (S, B, C)
-                logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum(1)
+                each = lp.flatten(3).sum(3, keepdim=True)
+            logpx_fit = each.gather(0, each.detach().argmax(0, keepdim=True))[0].sum((1, 2))
         else:
             logpx = logpx_fit = self.pixel_logp(pre, x, gates, ctx, log_scale_shift).flatten(1).sum(1)
         for i in range(cfg.nz):
