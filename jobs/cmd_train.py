@@ -68,8 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the training crops alone (default: --seed); the validation tiles stay --seed's")
     p.set_defaults(func=_train)
 
-    e = sub.add_parser("export", help="turn a training checkpoint into an exact model file")
-    e.add_argument("checkpoint", type=Path)
+    e = sub.add_parser("export", help="turn a training checkpoint (or the mean of several) into an exact model file")
+    e.add_argument("checkpoint", type=Path, nargs="+",
+                   help="one checkpoint; several runs of one model (continued from one start) export the "
+                        "mean of their EMA weights")
     e.add_argument("out", type=Path)
     e.add_argument("--no-ema", action="store_true")
     e.set_defaults(func=_export)
@@ -135,6 +137,18 @@ def _train(args) -> int:
 def _export(args) -> int:
     from jobs.training import export_model
 
-    mid = export_model(args.checkpoint, args.out, use_ema=not args.no_ema)
+    ckpt = args.checkpoint[0]
+    if len(args.checkpoint) > 1:
+        from jobs.training import average_checkpoints
+
+        if args.no_ema:
+            print("bitswap export: --no-ema with several checkpoints (the mean is of EMA weights)", file=sys.stderr)
+            return 2
+        try:
+            ckpt = average_checkpoints(args.checkpoint, args.out.with_suffix(".soup.pt"))
+        except ValueError as e:
+            print(f"bitswap export: {e}", file=sys.stderr)
+            return 2
+    mid = export_model(ckpt, args.out, use_ema=not args.no_ema)
     print(f"wrote {args.out} (model id {mid})")
     return 0

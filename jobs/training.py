@@ -488,6 +488,41 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
         model.init_new_top_layers(layers)
 
 
+def average_checkpoints(paths: list[Path], out: Path) -> Path:
+    """A uniform "soup" of runs continued from one start (Wortsman et al. 2022): the mean of their EMA
+    weights, written as a checkpoint that export_model and the diagnostics read. Runs from one warm start
+    at a small learning rate stay in one basin, so the mean is a model, often a better one than each;
+    runs with other configurations, or other non-float tensors, are refused."""
+    cks = [load_checkpoint(p) for p in paths]
+    first = cks[0]
+    if len(cks) < 2:
+        raise ValueError("averaging needs two or more checkpoints")
+    for p, ck in zip(paths[1:], cks[1:]):
+        if ck["config"] != first["config"]:
+            raise ValueError(f"{p}: another model configuration than {paths[0]}'s; only runs of one model average")
+
+    def mean(key: str) -> dict:
+        avg = {}
+        for name, t in first[key].items():
+            ts = [ck[key][name] for ck in cks]
+            if t.is_floating_point():
+                avg[name] = torch.stack([x.double() for x in ts]).mean(0).to(t.dtype)
+            elif all(torch.equal(x, t) for x in ts):
+                avg[name] = t
+            else:
+                raise ValueError(f"{name}: integer tensor differs between the runs; cannot average it")
+        return avg
+
+    history = json.loads(first["history"])
+    soup = {**first, "model": mean("model"), "ema": mean("ema"), "opt": {},
+            "history": json.dumps(history[-1:]), "soup_of": json.dumps([str(p) for p in paths])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save(soup, tmp)
+    os.replace(tmp, out)
+    return out
+
+
 def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: dict | None = None) -> str:
     """Checkpoint -> exact model file (safetensors) with the training record in its metadata."""
     from bitswap_core.model.export import export_tensors
@@ -498,6 +533,8 @@ def export_model(checkpoint: Path, out: Path, use_ema: bool = True, extra_info: 
     history = json.loads(ck["history"])
     info = {"step": int(ck["step"]), "train_config": json.loads(ck["train_config"]),
             "last_eval": history[-1] if history else None, **(extra_info or {})}
+    if "soup_of" in ck:
+        info["soup_of"] = json.loads(ck["soup_of"])
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_model(out, model.cfg, export_tensors(model), info)
 

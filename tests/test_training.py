@@ -67,6 +67,33 @@ def test_export_gives_a_lossless_exact_model_close_to_the_float_model(tmp_path):
     assert abs(exact_bpd - float_bpd) / float_bpd < 0.03, (exact_bpd, float_bpd)
 
 
+def test_export_of_several_runs_is_the_mean_of_their_ema_weights(tmp_path):
+    """`bitswap export A B OUT`: two runs continued from one start (other crops) export the mean of their
+    EMA weights, a model that codes losslessly; a run of another configuration is refused (exit 2)."""
+    from jobs.cli import main
+
+    start = _train(tmp_path, "start")
+    tc = TrainConfig(**{**TC, "steps": 3})
+    a, b = (train(str(SAMPLES), tmp_path / f"run{s}", "tiny", TrainConfig(**{**tc.__dict__, "crop_seed": s}),
+                  max_side=160, init_from=start, log=lambda *_: None) for s in (1, 2))
+    out = tmp_path / "soup.safetensors"
+    assert main(["export", str(a), str(b), str(out)]) == 0
+    soup = model_from_checkpoint(out.with_suffix(".soup.pt")).state_dict()
+    ea, eb = load_checkpoint(a)["ema"], load_checkpoint(b)["ema"]
+    assert not torch.equal(ea["px_net.conv_in.v"], eb["px_net.conv_in.v"])
+    for name, t in soup.items():
+        if t.is_floating_point():
+            assert torch.allclose(t, (ea[name].double() + eb[name].double()).div(2).float(), atol=1e-7), name
+    model = load_model(out)
+    assert model.info["soup_of"] == [str(a), str(b)]
+    img = Image.open(SAMPLES / "usc-4.1.07.png").convert("RGB").crop((0, 0, 40, 36))
+    assert bitswap_core.decompress(bitswap_core.compress(img, model, smallest=False), model).tobytes() == img.tobytes()
+
+    other = train(str(SAMPLES), tmp_path / "other", "tiny-predictor", tc, max_side=160, log=lambda *_: None)
+    assert main(["export", str(a), str(other), str(tmp_path / "bad.safetensors")]) == 2
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_data_parallel_training_with_ddp_on_cpu(tmp_path):
     """torch DDP over two gloo processes (the same code runs NCCL, one process per GPU)."""
     ckpt = train(str(SAMPLES), tmp_path / "ddp", "tiny", TrainConfig(**{**TC, "steps": 3}), max_side=160,
