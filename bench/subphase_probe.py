@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--context-lr-scale", type=float, default=10.0,
+                    help="learning-rate multiplier for the heads' context convs and residual blocks")
     ap.add_argument("--minutes", type=float, default=40.0)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=5)
@@ -138,14 +140,19 @@ def main(argv=None) -> int:
         report(f"{name} at the start", per_step_bits(probe, x, args.seed))
     sampler = CropSampler([load_rgb(u, max_side=None) for u in list_images(args.data)], seed=args.seed,
                           side=args.side)
-    opt = torch.optim.Adam(probe.heads.parameters(), lr=args.lr)
+    # the output convs start as p(x|z1)'s trained rows and take the base rate; the context path and the
+    # residual blocks start near zero and need a larger one to grow within a probe's minutes
+    fresh = [p for n, p in probe.heads.named_parameters() if not n.split(".")[1].startswith("conv_out")]
+    out = [p for n, p in probe.heads.named_parameters() if n.split(".")[1].startswith("conv_out")]
+    opt = torch.optim.Adam([{"params": out, "scale": 1.0}, {"params": fresh, "scale": args.context_lr_scale}],
+                           lr=args.lr)
     sub = step_onehot(4, args.side)[:, 1:4].sum(1)  # the pixels of sub-phases 1-3
     t0, step, ema = time.time(), 0, None
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         done = min(1.0, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + np.cos(np.pi * done))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["scale"]
         x = sampler.batch(step, args.batch)
         lp = probe.logp(x, probe.frozen(x)).sum(1).flatten(1)
         loss = -(lp @ sub).mean() / (3 * float(sub.sum()) * np.log(2.0))
