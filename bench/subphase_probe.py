@@ -92,17 +92,18 @@ class SubphaseProbe(torch.nn.Module):
 def per_step_bits(probe: SubphaseProbe, x: torch.Tensor, seed: int, batch: int = 64) -> dict[str, np.ndarray]:
     """Bits per subpixel of each coding step, without and with the heads, on the same latent samples."""
     side = x.shape[-1]
-    onehot = step_onehot(4, side)
+    device = next(probe.heads.parameters()).device
+    onehot = step_onehot(4, side, device)
     tot = {"as is": 0.0, "heads": 0.0}
     torch.manual_seed(seed)
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb = x[i : i + batch]
+            xb = x[i : i + batch].to(device)
             fr = probe.frozen(xb)
             for key, on in (("as is", False), ("heads", True)):
                 lp = probe.logp(xb, fr, on).sum(1).flatten(1)  # (B, S*S) nats over the channels
-                tot[key] = tot[key] + (-lp @ onehot).sum(0).numpy()
-    n = len(x) * 3 * onehot.sum(0).numpy()
+                tot[key] = tot[key] + (-lp @ onehot).sum(0).double().cpu().numpy()
+    n = len(x) * 3 * onehot.sum(0).cpu().numpy()
     return {k: v / n / np.log(2.0) for k, v in tot.items()}
 
 
@@ -131,10 +132,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="save the heads' weights here")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    probe = SubphaseProbe(model_from_file(args.model))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    probe = SubphaseProbe(model_from_file(args.model)).to(device)
     evals = {p.name: tile_blocks([load_rgb(str(p))], side=args.side) for p in args.eval}
     for name, x in evals.items():
         report(f"{name} at the start", per_step_bits(probe, x, args.seed))
@@ -146,14 +149,14 @@ def main(argv=None) -> int:
     out = [p for n, p in probe.heads.named_parameters() if n.split(".")[1].startswith("conv_out")]
     opt = torch.optim.Adam([{"params": out, "scale": 1.0}, {"params": fresh, "scale": args.context_lr_scale}],
                            lr=args.lr)
-    sub = step_onehot(4, args.side)[:, 1:4].sum(1)  # the pixels of sub-phases 1-3
+    sub = step_onehot(4, args.side, device)[:, 1:4].sum(1)  # the pixels of sub-phases 1-3
     t0, step, ema = time.time(), 0, None
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         done = min(1.0, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + np.cos(np.pi * done))
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"]
-        x = sampler.batch(step, args.batch)
+        x = sampler.batch(step, args.batch).to(device)
         lp = probe.logp(x, probe.frozen(x)).sum(1).flatten(1)
         loss = -(lp @ sub).mean() / (3 * float(sub.sum()) * np.log(2.0))
         opt.zero_grad()
