@@ -71,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="turn a training checkpoint (or the mean of several) into an exact model file")
     e.add_argument("checkpoint", type=Path, nargs="+",
                    help="one checkpoint; several runs of one model (continued from one start) export the "
-                        "mean of their EMA weights")
+                        "mean of their EMA weights, kept as OUT's stem + .soup.pt (docs/MODEL_CARD.md, stage "
+                        "22: it coded larger than either run)")
     e.add_argument("out", type=Path)
     e.add_argument("--no-ema", action="store_true")
     e.set_defaults(func=_export)
