@@ -55,17 +55,9 @@ class SubphaseProbe(torch.nn.Module):
     def frozen(self, x: torch.Tensor):
         """One latent sample per block: p(x|z1)'s trunk, the pixel parameters and the phase heads' gates."""
         m = self.model
-        a = F.pixel_unshuffle(x - 128.0, 2)
-        zs = []
-        for net in m.q_nets:
-            mu, s = m.latent_params(net(a))
-            u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
-            z = torch.clamp(mu + s * (torch.log(u) - torch.log1p(-u)), -m.cfg.z_range + 1e-3, m.cfg.z_range - 1e-3)
-            zs.append(z)
-            a = m.z_to_input(z)
-        z1 = m.z_to_input(zs[0])
+        z1 = m.z_to_input(m.sample_posterior(x)[0][0])
         t = m.px_net.trunk(z1)
-        pre, gates = m.pixel_pre(z1, x)
+        pre, gates = m.pixel_pre(z1, x, t)
         return t, pre, gates
 
     def params(self, x: torch.Tensor, frozen) -> torch.Tensor:
@@ -103,7 +95,7 @@ def per_step_bits(probe: SubphaseProbe, x: torch.Tensor, seed: int, batch: int =
             for key, on in (("as is", False), ("heads", True)):
                 lp = probe.logp(xb, fr, on).sum(1).flatten(1)  # (B, S*S) nats over the channels
                 tot[key] = tot[key] + (-lp @ onehot).sum(0).double().cpu().numpy()
-    n = len(x) * 3 * onehot.sum(0).cpu().numpy()
+    n = len(x) * x.shape[1] * onehot.sum(0).cpu().numpy()
     return {k: v / n / np.log(2.0) for k, v in tot.items()}
 
 
@@ -158,7 +150,7 @@ def main(argv=None) -> int:
             g["lr"] = lr * g["scale"]
         x = sampler.batch(step, args.batch).to(device)
         lp = probe.logp(x, probe.frozen(x)).sum(1).flatten(1)
-        loss = -(lp @ sub).mean() / (3 * float(sub.sum()) * np.log(2.0))
+        loss = -(lp @ sub).mean() / (x.shape[1] * float(sub.sum()) * np.log(2.0))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(probe.heads.parameters(), 10.0)

@@ -491,12 +491,13 @@ def warm_start(model: BitSwapModel, checkpoint: Path) -> None:
 def average_checkpoints(paths: list[Path], out: Path) -> Path:
     """A uniform "soup" of runs continued from one start (Wortsman et al. 2022): the mean of their EMA
     weights, written as a checkpoint that export_model and the diagnostics read. Runs from one warm start
-    at a small learning rate stay in one basin, so the mean is a model, often a better one than each;
-    runs with other configurations, or other non-float tensors, are refused."""
+    at a small learning rate stay in one basin, so the mean is a model (on stage 20's pair it coded larger
+    than either run, docs/MODEL_CARD.md stage 22); runs with other configurations, or other non-float
+    tensors, are refused."""
+    if len(paths) < 2:
+        raise ValueError("averaging needs two or more checkpoints")
     cks = [load_checkpoint(p) for p in paths]
     first = cks[0]
-    if len(cks) < 2:
-        raise ValueError("averaging needs two or more checkpoints")
     for p, ck in zip(paths[1:], cks[1:]):
         if ck["config"] != first["config"]:
             raise ValueError(f"{p}: another model configuration than {paths[0]}'s; only runs of one model average")

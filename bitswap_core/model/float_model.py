@@ -247,11 +247,13 @@ class BitSwapModel(nn.Module):
             head.conv_out.g[-n:].fill_(1e-4)
             head.conv_out.bias[-n:].zero_()
 
-    def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def pixel_pre(self, z1_in: torch.Tensor, x: torch.Tensor, t: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """px_net's output for all pixels; with 4 phases, later phases' rows come from their heads, which
         see the true pixels of earlier phases (teacher forcing: the coder sees the same decoded values).
-        Also returns each later phase's neighbour-predictor weight outputs (B, C, 16, 16), if any."""
-        t = self.px_net.trunk(z1_in)
+        Also returns each later phase's neighbour-predictor weight outputs (B, C, 16, 16), if any.
+        t: px_net's trunk output for z1_in, when the caller already has it."""
+        t = self.px_net.trunk(z1_in) if t is None else t
         pre = self.px_net.conv_out(fq_act(t))
         if not len(self.phase_heads):
             return pre, []
@@ -277,6 +279,22 @@ class BitSwapModel(nn.Module):
             d = g * (phases.neighbour_prediction(xc, known, k, f) - phases.view(mean_lvl, 4, k))
             phases.view(terms, 4, k)[:] = fq_div64(d)
         return terms
+
+    def sample_posterior(self, x: torch.Tensor, q1: tuple[torch.Tensor, torch.Tensor] | None = None
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """One sample of every latent layer from q (bottom up) for blocks x (B, C, side, side), and the
+        log densities log q(z_i | .) per element; q1 replaces q(z1 | x)'s (mean, scale) (forward's q1)."""
+        cfg = self.cfg
+        a = F.pixel_unshuffle(x - 128.0, 2)
+        zs, logq = [], []
+        for i, net in enumerate(self.q_nets):
+            mu, s = q1 if i == 0 and q1 is not None else self.latent_params(net(a))
+            u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
+            z = torch.clamp(mu + s * (torch.log(u) - torch.log1p(-u)), -cfg.z_range + 1e-3, cfg.z_range - 1e-3)
+            zs.append(z)
+            logq.append(logistic_logpdf(z, mu, s))
+            a = self.z_to_input(z)
+        return zs, logq
 
     # ---- conversions between real latents, bins and network inputs ----
     def z_to_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -383,16 +401,8 @@ class BitSwapModel(nn.Module):
         ctx = (x, known if known is not None else torch.ones_like(x[:, :1])) if x.shape[-1] > side else None
         x = x[..., :side, :side]
         n, dims = x.shape[0], x[0].numel()
-        a = F.pixel_unshuffle(x - 128.0, 2)
-        zs, kls = [], []
-        logq = []
-        for i, net in enumerate(self.q_nets):
-            mu, s = q1 if i == 0 and q1 is not None else self.latent_params(net(a))
-            u = torch.rand_like(mu).clamp(1e-6, 1 - 1e-6)
-            z = torch.clamp(mu + s * (torch.log(u) - torch.log1p(-u)), -cfg.z_range + 1e-3, cfg.z_range - 1e-3)
-            zs.append(z)
-            logq.append(logistic_logpdf(z, mu, s))
-            a = self.z_to_input(z)
+        zs, logq = self.sample_posterior(x, q1)
+        kls = []
         # priors: top is logistic(0, 1) on the quantized grid
         mean_lvl, scale_lvl = top_prior_levels(cfg)
         mu_top = (mean_lvl / cfg.mean_frac - (cfg.z_bins / 2 - 0.5)) * cfg.z_delta
