@@ -106,23 +106,23 @@ def _train(args) -> int:
 
     from jobs.training import TrainConfig, export_model, train
 
-    if (args.calibration_per_step or args.calibration_per_band) and args.calibration_shifts <= 0:
-        print("bitswap train: --calibration-per-step / --calibration-per-band need --calibration-shifts N > 0",
-              file=sys.stderr)
-        return 2
     workdir = args.workdir or args.out.with_suffix(".run")
     cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
     if args.pixel_phases is not None:
         cfg = replace(cfg, pixel_phases=args.pixel_phases)
-    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
-                     free_bits=args.free_bits, seed=args.seed, crop_seed=args.crop_seed,
-                     gate_lr_scale=args.gate_lr_scale,
-                     sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
-                     block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side,
-                     eval_every=args.eval_every, keep_best=args.keep_best,
-                     calibration_shifts=args.calibration_shifts,
-                     calibration_per_step=args.calibration_per_step,
-                     calibration_per_band=args.calibration_per_band)
+    try:  # TrainConfig owns the rules on its options (the calibration groupings need shifts, ...)
+        tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
+                         free_bits=args.free_bits, seed=args.seed, crop_seed=args.crop_seed,
+                         gate_lr_scale=args.gate_lr_scale,
+                         sensor_noise=args.sensor_noise, trainable=tuple(args.train_only),
+                         block_lr_scale=args.block_lr_scale, border=args.border, crop_side=args.crop_side,
+                         eval_every=args.eval_every, keep_best=args.keep_best,
+                         calibration_shifts=args.calibration_shifts,
+                         calibration_per_step=args.calibration_per_step,
+                         calibration_per_band=args.calibration_per_band)
+    except ValueError as e:
+        print(f"bitswap train: {e}", file=sys.stderr)
+        return 2
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)

@@ -525,7 +525,7 @@ def test_calibration_per_step_chooses_each_coding_steps_shift_apart(capsys):
     from jobs.cli import main
 
     assert main(["train", str(SAMPLES), "--out", "unused.safetensors", "--calibration-per-step"]) == 2
-    assert "--calibration-shifts N > 0" in capsys.readouterr().err
+    assert "calibration_shifts > 0" in capsys.readouterr().err
     assert step["bpd"].item() == plain["bpd"].item()
     assert step["loss"].item() <= channel["loss"].item() + 1e-6 < plain["loss"].item()
 
@@ -561,7 +561,7 @@ def test_calibration_per_band_groups_by_phase_and_the_pixels_own_scale_band(caps
     from jobs.cli import main
 
     assert main(["train", str(SAMPLES), "--out", "unused.safetensors", "--calibration-per-band"]) == 2
-    assert "--calibration-shifts N > 0" in capsys.readouterr().err
+    assert "calibration_shifts > 0" in capsys.readouterr().err
     tc = TrainConfig(**{**TC, "steps": 2}, calibration_shifts=2, calibration_per_band=True)
     ckpt = train(str(SAMPLES), tmp_path / "band", "tiny-phases", tc, max_side=160, log=lambda *_: None)
     assert load_checkpoint(ckpt)["step"] == 2
