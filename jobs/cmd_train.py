@@ -106,10 +106,6 @@ def _train(args) -> int:
 
     from jobs.training import TrainConfig, export_model, train
 
-    workdir = args.workdir or args.out.with_suffix(".run")
-    cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
-    if args.pixel_phases is not None:
-        cfg = replace(cfg, pixel_phases=args.pixel_phases)
     try:  # TrainConfig owns the rules on its options (the calibration groupings need shifts, ...)
         tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
                          free_bits=args.free_bits, seed=args.seed, crop_seed=args.crop_seed,
@@ -123,6 +119,10 @@ def _train(args) -> int:
     except ValueError as e:
         print(f"bitswap train: {e}", file=sys.stderr)
         return 2
+    workdir = args.workdir or args.out.with_suffix(".run")
+    cfg = model_config(args.config, args.init_from, workdir / "checkpoint.pt" if args.resume else None)
+    if args.pixel_phases is not None:
+        cfg = replace(cfg, pixel_phases=args.pixel_phases)
     ckpt = train(args.data, workdir, cfg, tc, val_data=args.val, resume=args.resume, max_side=args.max_side,
                  minutes=args.minutes, device=args.device, world_size=args.world_size, init_from=args.init_from)
     mid = export_model(ckpt, args.out)
