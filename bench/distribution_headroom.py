@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    bc = resolve(args.model).block_coder("bitswap")
+    bc = resolve(args.model).block_coder("bitswap", 1)  # container v17's seven steps, as measured
     for probe in args.probe:
         total = np.zeros(2)
         for path in args.images:

@@ -101,7 +101,7 @@ def main() -> None:
     for path in args.images:
         im = np.asarray(Image.open(path).convert("RGB"))
         side = min(api.side_for(im.shape[1], im.shape[0], 1), adapt.FIT_SIDE)
-        saved, bits, dims = probe(model.block_coder("bitswap", side=side), im)
+        saved, bits, dims = probe(model.block_coder("bitswap", 1, side=side), im)  # v17's seven steps
         tot_saved, tot_bits, tot_dims = tot_saved + saved, tot_bits + bits, tot_dims + dims
         print(f"{path.name:26s} {bits / dims:10.4f} {saved[1:4].sum() / bits:22.2%} {saved[4:].sum() / bits:13.2%}"
               f" {saved.sum() / bits:8.2%}", flush=True)

@@ -267,8 +267,8 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                                        if first.particles_section else (1, [], ans))
             parsed.setdefault(side, []).append((i, adaptation, k, n_particles, start, parts, ans))
         for side, rows in parsed.items():
-            # phase 0 in sub-phases from container v4 on, the next blocks' pixels as context from v8 on
-            bc = m.block_coder(scheme, first.spike_adapted, first.bordered, side)
+            # phase 0 in sub-phases from container v4 on (deeper from v18), the next blocks' pixels from v8 on
+            bc = m.block_coder(scheme, first.split, first.bordered, side)
             coders = [AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans) for *_, ans in rows]
             shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i, *_ in rows]
             arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:6]])

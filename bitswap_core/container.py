@@ -22,12 +22,14 @@ posterior samples per block (coding/importance.py; 1: one, as before), followed,
 (big-endian): the first block coded with them, and from version 15 on a u8 between the grid byte and the
 particles byte gives the block side (blocks.SIDES: 0 = 32, 1 = 64, 2 = 128), and from version 16 on the
 adaptation header ends with the surprise context (coding/surprise.py), and from version 17 on with the residual
-feedback (coding/residual.py). New containers are always version 17.
+feedback (coding/residual.py), and from version 18 on phase (0,0)'s first sub-phase is split into four once
+more (model/phases.py coding_steps, split 2: ten coding steps, so the adaptation's per-step sections hold rows
+for three more steps). New containers are always version 18.
 
 
     offset  size  field
     0       4     magic b"BSWP"
-    4       1     format version (1 to 17)
+    4       1     format version (1 to 18)
     5       str8  codec name, non-empty printable ASCII ("bitswap", "bbans", "fallback:png", ...)
     .       str8  model id, lowercase hex, empty for the fallback codecs
     .       str8  PIL mode ("RGB", "L", "I;16", ...), a mode Pillow knows
@@ -53,9 +55,16 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 17
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+VERSION = 18
+SUPPORTED_VERSIONS = tuple(range(1, VERSION + 1))
 DIGEST_SIZE = 32
+
+
+def split_for(version: int) -> int:
+    """How deep a container of this version splits phase (0,0) into sub-phases (model/phases.py
+    coding_steps): 0 before version 4 (one step), 1 in versions 4-17 (four sub-phases), 2 from version 18 on
+    (the first of those in four again)."""
+    return 0 if version < 4 else 1 if version < 18 else 2
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01
 _HEX = frozenset("0123456789abcdef")
@@ -124,6 +133,11 @@ class Container:
     def spike_adapted(self) -> bool:
         """Whether that header has the spike section (every version from 4 on)."""
         return self.version >= 4
+
+    @property
+    def split(self) -> int:
+        """How a learned payload splits phase (0,0) into sub-phases (split_for)."""
+        return split_for(self.version)
 
     @property
     def second_spikes(self) -> bool:

@@ -72,16 +72,19 @@ class Model:
 
         return ExactModel(self.cfg, self.tensors, self.device)
 
-    def block_coder(self, scheme: str, split_first: bool = True, border: bool = True, side: int = 32):
-        """The model's BlockCoder for a scheme, coding as new containers do; split_first=False codes as
-        container versions 1-3 did, border=False as versions 4-7 did; side: the blocks' side (container
-        v15 on: 32, 64 or 128)."""
+    def block_coder(self, scheme: str, split: int | None = None, border: bool = True, side: int = 32):
+        """The model's BlockCoder for a scheme, coding as new containers do; split (container.split_for;
+        None: as container.VERSION, which the benchmarks set to write older versions): 1 codes as
+        container versions 4-17 did, 0 as versions 1-3 did; border=False as versions 4-7 did (with
+        split 0, always without); side: the blocks' side (container v15 on: 32, 64 or 128)."""
+        from bitswap_core import container
         from bitswap_core.coding.bitsback import BlockCoder
 
         cache = self.__dict__.setdefault("_coders", {})
-        key = (scheme, split_first, border and split_first, side)
+        split = container.split_for(container.VERSION) if split is None else split
+        key = (scheme, int(split), border and bool(split), side)
         if key not in cache:
-            cache[key] = BlockCoder(self.exact, scheme, split_first, key[2], side)
+            cache[key] = BlockCoder(self.exact, scheme, key[1], key[2], side)
         return cache[key]
 
 

@@ -229,16 +229,21 @@ def test_neighbour_spikes_name_the_value_most_real_earlier_neighbours_share(side
 
 @pytest.mark.parametrize("side", [32, 33])
 def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range(side):
-    """On phase (0,0)'s grid: the floored mean (in 1/8 units) of the real neighbours of a sub-phase pixel
-    and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without neighbours)."""
+    """On phase (0,0)'s grid (its first sub-phase's, for sub-phases 5-7): the floored mean (in 1/8 units) of
+    the real neighbours of a sub-phase pixel and the class of their max - min (0-1, 2-5, 6-15, 16+; 0 without
+    neighbours)."""
     rng = np.random.default_rng(5)
     x = torch.from_numpy(rng.integers(0, 40, (2, 3, side, side)))
     x[0, :, :8, :8] = 5  # a flat patch: neighbours that agree (class 0)
     known = _bordered_known(side, 13, 22)
     seen = set()
-    for sub in (1, 2, 3):
+    for sub in (1, 2, 3, 5, 6, 7):  # 5-7: sub-phase 0's own, on its grid (container v18)
         pred, cls = phases.step_context((0, sub), x, known, 8)
-        for b, ch, i, j, nb in _real_neighbours(phases.view(x, 4, 0), phases.view(known, 4, 0), sub):
+        gx, gk = phases.view(x, 4, 0), phases.view(known, 4, 0)
+        if sub > 4:
+            gx, gk = phases.view(gx, 4, 0), phases.view(gk, 4, 0)
+        assert pred.shape[-1] == (gx.shape[-1] // 2) and pred.shape[-1] > 0
+        for b, ch, i, j, nb in _real_neighbours(gx, gk, sub % 4):
             spread = max(nb) - min(nb)
             want = 0 if spread < 2 else 1 if spread < 6 else 2 if spread < 16 else 3
             assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb), (sub, b, ch, i, j)
@@ -249,8 +254,9 @@ def test_sub_phase_context_is_the_neighbour_mean_and_the_class_of_their_range(si
     pred, cls = phases.step_context((2, -1), x, known, 8)
     for b, ch, i, j, nb in _real_neighbours(x, known, 2):
         assert int(pred[b, ch, i, j]) == sum(nb) * 8 // len(nb)
-    with pytest.raises(ValueError, match="no blend"):
-        phases.step_context((0, 0), x, known, 8)
+    for first in ((0, 0), (0, 4)):
+        with pytest.raises(ValueError, match="no decoded neighbours"):
+            phases.step_context(first, x, known, 8)
 
 
 @pytest.mark.parametrize("side", [32, 33])
@@ -341,14 +347,15 @@ def test_colour_residual_with_full_weights_predicts_neighbour_colour_differences
     assert torch.equal(m.conditional_mean(params, 2, x), pred[:, 2])
 
 
-@pytest.mark.parametrize("split_first", [True, False])
-def test_coding_steps_visit_every_real_pixel_once(phase_model_path, split_first):
+@pytest.mark.parametrize("split", [2, 1, 0])
+def test_coding_steps_visit_every_real_pixel_once(phase_model_path, split):
     """The steps' views and extents partition each block's real pixels (any valid size): nothing is coded
-    twice or left out, with phase (0,0) whole (container v1-v3) or in sub-phases (v4)."""
+    twice or left out, with phase (0,0) whole (container v1-v3), in sub-phases (v4-v17) or with its first
+    sub-phase split again (v18)."""
     from bitswap_core.registry import load_model
 
-    bc = load_model(phase_model_path[0]).block_coder("bitswap", split_first)
-    assert len(bc.steps) == (7 if split_first else 4)
+    bc = load_model(phase_model_path[0]).block_coder("bitswap", split)
+    assert len(bc.steps) == (10, 7, 4)[2 - split]
     valid = np.array([(32, 32), (1, 1), (7, 32), (32, 5), (3, 2), (17, 30)])
     seen = np.zeros((len(valid), 32, 32), dtype=int)
     for step in range(len(bc.steps)):
@@ -366,8 +373,8 @@ def test_the_order_inside_phase_0_does_not_change_the_model_cost(phase_model_pat
 
     m = load_model(phase_model_path[0])
     img = [np.asarray(photo_crop(box=(0, 0, 45, 37)))]
-    whole, split = (elbo_bits(m.block_coder("bitswap", s, border=False), img)[0] for s in (False, True))
-    assert abs(whole - split) < 1e-6 * whole
+    whole, split, deeper = (elbo_bits(m.block_coder("bitswap", s, border=False), img)[0] for s in (0, 1, 2))
+    assert abs(whole - split) < 1e-6 * whole and abs(whole - deeper) < 1e-6 * whole
 
 
 def test_bordered_blocks_hold_the_next_blocks_first_row_and_column():

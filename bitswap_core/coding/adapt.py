@@ -51,6 +51,10 @@ with the mass of its value's cell, the kept value and the left-out values neares
 version 13 on, an image of few colours may store its palette instead (coding/palette.py): each channel is
 then coded with the cells of the values the palette allows after the pixel's earlier channels.
 
+Steps (container version 18 on): phase (0,0)'s first sub-phase is split again (model/phases.py coding_steps,
+split 2), so every per-step section above holds rows for ten coding steps instead of seven (the steps with
+decoded neighbours: nine instead of six; a blend of phase (0,0) alone: its six sub-phases instead of three).
+
 Measured on the validation set: docs/BENCHMARKS.md (bench/ratio.py, bench/adaptation.py).
 """
 
@@ -64,6 +68,7 @@ import torch
 
 from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes
 from bitswap_core.coding import palette, residual, surprise
+from bitswap_core.container import split_for
 from bitswap_core.errors import CorruptPayloadError
 from bitswap_core.model import phases as pixel_phases
 
@@ -122,7 +127,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 17  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
+FORMAT = 18  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike)
 MAX_LATENT_SHIFT = 16
 LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is 6% of a latent's scale)
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
@@ -164,6 +169,10 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         raise ValueError(f"container version {version} cannot hold a surprise context")
     if version < 17 and a.residual is not None and a.residual.any():
         raise ValueError(f"container version {version} cannot hold a residual feedback")
+    held = {t.shape[0] for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
+    if held - {len(pixel_phases.coding_steps(4, split_for(version)))}:
+        raise ValueError(f"container version {version} codes phase (0,0) split {split_for(version)} times, not in "
+                         f"the {sorted(held)} steps of this adaptation")
     return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
             + (np.int8(a.latent).tobytes() if version >= 11 else b"")
             + (_value_bytes(a.values) if version >= 12 else b"")
@@ -192,8 +201,8 @@ def _classed_bytes(values: np.ndarray | None, edges, what: str, kinds: tuple[str
     return bytes([k]) + edges.astype(np.uint8).tobytes() + rows.astype(np.int8).tobytes()
 
 
-def _classed_section(rest: bytes, what: str, limit: int, classes_ok: tuple[int, ...], phases: int, channels: int
-                     ) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
+def _classed_section(rest: bytes, what: str, limit: int, classes_ok: tuple[int, ...], phases: int, channels: int,
+                     split: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
     """(values (steps, channels, classes), edges (None for one class), the rest) of a _classed_bytes
     section; raises CorruptPayloadError on a malformed one."""
     if not rest:
@@ -201,7 +210,7 @@ def _classed_section(rest: bytes, what: str, limit: int, classes_ok: tuple[int, 
     if not rest[0]:
         return None, None, rest[1:]
     k = rest[0]
-    rows = _spike_rows(spike_shape(phases, channels)[0])
+    rows = _spike_rows(spike_shape(phases, channels, split)[0])
     n = len(rows) * channels * k
     if k not in classes_ok or not rows or len(rest) < k + n:
         raise CorruptPayloadError(f"{what} header declares {k} classes for a {phases}-phase model in a {len(rest)}-"
@@ -212,7 +221,7 @@ def _classed_section(rest: bytes, what: str, limit: int, classes_ok: tuple[int, 
     values = np.frombuffer(rest, dtype=np.int8, count=n, offset=k).astype(np.int64)
     if np.abs(values).max() > limit:
         raise CorruptPayloadError(f"{what} value {int(np.abs(values).max())} exceeds {limit}")
-    table = np.zeros((spike_shape(phases, channels)[0], channels, k), np.int64)
+    table = np.zeros((spike_shape(phases, channels, split)[0], channels, k), np.int64)
     table[rows] = values.reshape(len(rows), channels, k)
     return table, edges if k > 1 else None, rest[k + n :]
 
@@ -266,34 +275,53 @@ def _blend_bytes(table: np.ndarray | None) -> bytes:
     if table is None or not table.any():
         return b"\0"
     rows = _blend_rows(table.shape[0], FORMAT)
-    rows = rows if table[rows[3:]].any() else rows[:3]  # the sub-phases alone: half the bytes
+    first = _first_rows(table.shape[0])
+    rows = rows if table[rows[first:]].any() else rows[:first]  # phase (0,0)'s sub-phases alone: fewer bytes
     return bytes([table.shape[2], len(rows)]) + table[rows].astype(np.int8).tobytes()
+
+
+def _split_steps(steps: int) -> tuple[tuple[int, int], ...]:
+    """The coding steps of a 4-phase model coded in this many steps with phase (0,0) split (7: container
+    v4-v17; 10: v18 on), or () for any other count (one phase, or phase (0,0) in one step)."""
+    return pixel_phases.coding_steps(4, pixel_phases.split_of(steps)) if steps in (7, 10) else ()
 
 
 def _spike_rows(steps: int) -> list[int]:
     """The spike-capable steps of a model with this many coding steps (container v4 layout)."""
-    return pixel_phases.spike_steps(pixel_phases.coding_steps(4, True)) if steps == 7 else []
+    return pixel_phases.spike_steps(_split_steps(steps))
 
 
 def _blend_rows(steps: int, version: int) -> list[int]:
-    """The steps a blend may hold of a model with this many coding steps: phase (0,0)'s sub-phases 1-3,
-    and from container version 7 on phases 1-3 too."""
-    return pixel_phases.blend_steps(pixel_phases.coding_steps(4, True), version >= 7) if steps == 7 else []
+    """The steps a blend may hold of a model with this many coding steps: phase (0,0)'s sub-phases with
+    decoded neighbours, and from container version 7 on phases 1-3 too."""
+    return pixel_phases.blend_steps(_split_steps(steps), version >= 7)
 
 
-def spike_shape(phases: int, channels: int) -> tuple[int, int, int]:
-    """Shape of Adaptation.spikes for a model (container v4 layout: phase 0 split in four sub-phases)."""
-    return len(pixel_phases.coding_steps(phases, True)), channels, SPIKE_CLASSES
+def _first_rows(steps: int) -> int:
+    """How many of _blend_rows are phase (0,0)'s sub-phases (3, or 6 with container v18's deeper split)."""
+    return len(pixel_phases.blend_steps(_split_steps(steps), later=False))
 
 
-def blend_shape(phases: int, channels: int) -> tuple[int, int, int, int]:
+def _format(split: int) -> int:
+    """The newest container version whose header holds an adaptation of a coder with this split: the
+    encoder prices its header sections in it (the benchmarks fit split-1 adaptations, as v17 wrote them)."""
+    return 17 if split == 1 else FORMAT
+
+
+def spike_shape(phases: int, channels: int, split: int = pixel_phases.SPLIT) -> tuple[int, int, int]:
+    """Shape of Adaptation.spikes for a model coded with phase (0,0) split so (phases.coding_steps; container
+    v4-v17: 1, v18 on: 2)."""
+    return len(pixel_phases.coding_steps(phases, split)), channels, SPIKE_CLASSES
+
+
+def blend_shape(phases: int, channels: int, split: int = pixel_phases.SPLIT) -> tuple[int, int, int, int]:
     """Shape of Adaptation.blend for a model."""
-    return len(pixel_phases.coding_steps(phases, True)), channels, BLEND_CLASSES, 2
+    return len(pixel_phases.coding_steps(phases, split)), channels, BLEND_CLASSES, 2
 
 
-def colour_shape(phases: int, channels: int) -> tuple[int, int, int, int]:
+def colour_shape(phases: int, channels: int, split: int = pixel_phases.SPLIT) -> tuple[int, int, int, int]:
     """Shape of Adaptation.colour for a model: the blend's steps, channels 1.. (each against the one before)."""
-    return len(pixel_phases.coding_steps(phases, True)), channels - 1, COLOUR_CLASSES, 2
+    return len(pixel_phases.coding_steps(phases, split)), channels - 1, COLOUR_CLASSES, 2
 
 
 def _section(rest: bytes, what: str, classes_ok: int, rows: list[int], channels: int, per_class: int, dtype,
@@ -330,28 +358,30 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
             raise CorruptPayloadError(f"scale adaptation shift {int(np.abs(shifts).max())} exceeds {MAX_SHIFT}")
         shifts = shifts.reshape(phases, channels, bands)
     rest = payload[1 + n :]
-    steps = spike_shape(phases, channels)[0]
+    split = split_for(version)
+    steps = spike_shape(phases, channels, split)[0]
     spikes = second = blend = None
     if version >= 4:
         rows = _spike_rows(steps)
         values, rest = _section(rest, "spike", SPIKE_CLASSES, rows, channels, 1, np.uint8, phases)
         if values is not None:
-            spikes = np.zeros(spike_shape(phases, channels), np.int64)
+            spikes = np.zeros(spike_shape(phases, channels, split), np.int64)
             spikes[rows] = values[..., 0]
     if version >= 5:
         values, rest = _section(rest, "second-spike", len(_SECOND_CLASSES), rows, channels, 1, np.uint8, phases)
         if values is not None:
-            second = np.zeros(spike_shape(phases, channels), np.int64)
+            second = np.zeros(spike_shape(phases, channels, split), np.int64)
             second[np.ix_(rows, range(channels), _SECOND_CLASSES)] = values[..., 0]
             if ((np.zeros_like(second) if spikes is None else spikes) + second).max() > 255:
                 raise CorruptPayloadError("second-spike levels add up with their first spikes' to more than 255")
     if version >= 6:
         blend, rest = _blend_section(rest, "blend", BLEND_CLASSES, steps, channels, version, _blend_weights(version),
-                                     blend_shape(phases, channels), phases)
+                                     blend_shape(phases, channels, split), phases)
     colour = None
     if version >= 9:
         colour, rest = _blend_section(rest, "colour blend", COLOUR_CLASSES, steps if channels > 1 else 0,
-                                      channels - 1, version, COLOUR_WEIGHTS, colour_shape(phases, channels), phases)
+                                      channels - 1, version, COLOUR_WEIGHTS, colour_shape(phases, channels, split),
+                                      phases)
     latent = 0
     if version >= 11:
         if not rest:
@@ -369,11 +399,11 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
     shocks = edges = None
     if version >= 16:
         shocks, edges, rest = _classed_section(rest, "surprise", surprise.MAX_SHIFT, (surprise.CLASSES,), phases,
-                                               channels)
+                                               channels, split)
     weights = weight_edges = None
     if version >= 17:
         weights, weight_edges, rest = _classed_section(rest, "residual feedback", residual.MAX_WEIGHT,
-                                                       (1, residual.CLASSES), phases, channels)
+                                                       (1, residual.CLASSES), phases, channels, split)
     return (Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights,
                        weight_edges), rest)
 
@@ -383,7 +413,7 @@ def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: i
     """A blend (version 6 on) or colour blend (version 9 on) section: (table of this shape or None, the rest)."""
     rows = _blend_rows(steps, version)
     if version >= 7 and len(rest) > 1 and rest[0]:  # u8 classes, u8 steps: the sub-phases or all
-        if rest[1] not in (3, len(rows)) or not rows:
+        if rest[1] not in (_first_rows(steps), len(rows)) or not rows:
             raise CorruptPayloadError(f"{what} header declares {rest[1]} steps for a {phases}-phase model")
         rows, rest = rows[: rest[1]], rest[:1] + rest[2:]
     values, rest = _section(rest, what, classes, rows, channels, 2, np.int8, phases)
@@ -467,10 +497,17 @@ def latent_shift(maps: CodingMaps | None) -> torch.Tensor | None:
     return None if maps is None else maps.latent
 
 
-def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | None:
-    """The batch's CodingMaps, or None when every image keeps the model as is."""
+def coding_maps(adaptations: Sequence[Adaptation] | None, cfg, steps: int | None = None) -> CodingMaps | None:
+    """The batch's CodingMaps, or None when every image keeps the model as is. steps: how many coding steps
+    the coder has (the adaptations' per-step tables must have as many rows); None: as the tables have."""
     if adaptations is None:
         return None
+    held = {t.shape[0] for a in adaptations
+            for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
+    if len(held) > 1 or (steps is not None and held - {steps}):
+        raise ValueError(f"adaptations for {sorted(held)} coding steps cannot drive a coder of {steps} steps")
+    steps = held.pop() if held else steps or len(pixel_phases.coding_steps(cfg.pixel_phases, pixel_phases.SPLIT))
+    split = pixel_phases.split_of(steps) if cfg.pixel_phases == 4 else 0
     levels = level_maps([a.shifts for a in adaptations], cfg.pixel_phases, cfg.channels, cfg.x_scales)
 
     def stacked(parts, shape):
@@ -482,11 +519,12 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg) -> CodingMaps | N
                 out[i] = torch.from_numpy(t)
         return out
 
-    spiked, blended = spike_shape(cfg.pixel_phases, cfg.channels), blend_shape(cfg.pixel_phases, cfg.channels)
+    spiked, blended = (spike_shape(cfg.pixel_phases, cfg.channels, split),
+                       blend_shape(cfg.pixel_phases, cfg.channels, split))
     maps = CodingMaps(levels, stacked([a.spikes for a in adaptations], spiked),
                       stacked([a.spikes2 for a in adaptations], spiked),
                       stacked([a.blend for a in adaptations], blended),
-                      stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels)),
+                      stacked([a.colour for a in adaptations], colour_shape(cfg.pixel_phases, cfg.channels, split)),
                       torch.tensor([a.latent for a in adaptations], dtype=torch.int64)
                       if any(a.latent for a in adaptations) else None,
                       torch.from_numpy(np.stack([value_cells(a.values, cfg.channels) for a in adaptations]))
@@ -719,7 +757,7 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
 
 
 def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
-                 table, scale_up: float, colours=None) -> tuple[Adaptation, float]:
+                 table, scale_up: float, colours=None, split: int = pixel_phases.SPLIT) -> tuple[Adaptation, float]:
     """(image j's adaptation with these shifts, blend and colour blend and its spikes fitted on top, its
     estimated bits: the pixels of the steps in blendy, less the spikes' saving, plus the whole header).
     Each spike part is kept only where its estimated saving pays for its header twice. The pixels are
@@ -727,8 +765,8 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
     from bitswap_core.coding.rans import cost_bits_each
 
     ch, mf = cfg.channels, cfg.mean_frac
-    steps = pixel_phases.coding_steps(cfg.pixel_phases, True)
-    one, first, second = (np.zeros(spike_shape(cfg.pixel_phases, ch), dtype=np.int64) for _ in range(3))
+    steps = pixel_phases.coding_steps(cfg.pixel_phases, split)
+    one, first, second = (np.zeros(spike_shape(cfg.pixel_phases, ch, split), dtype=np.int64) for _ in range(3))
     saving, saving2, base = 0.0, 0.0, 0.0
     for s in sorted(set(spiky) | set(blendy)):
         for c in range(ch):
@@ -755,7 +793,7 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
         a, saved = Adaptation(shifts, first if first.any() else None, second, mixing, colours), saving + saving2
     else:
         a, saved = Adaptation(shifts, one if keep else None, None, mixing, colours), saving if keep else 0.0
-    return a, base - saved + 8 * len(to_bytes(a))
+    return a, base - saved + 8 * len(to_bytes(a, _format(split)))
 
 
 def _fit_values(parts: dict, j: int, image: np.ndarray, table, scale_up: float, channels: int
@@ -829,13 +867,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     steps = block_coder.steps
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
-    spiky = pixel_phases.spike_steps(steps) if spikes and len(steps) == 7 else []
+    split = block_coder.split if _split_steps(len(steps)) else 0  # spikes, blends, feedback: phase (0,0) split
+    spiky = pixel_phases.spike_steps(steps) if spikes and split else []
     if blend not in (0, 1, 2):
         raise ValueError(f"blend must be 0, 1 or 2, not {blend!r}")
-    blendy = pixel_phases.blend_steps(steps, blend == 2) if blend and len(steps) == 7 else []
+    blendy = pixel_phases.blend_steps(steps, blend == 2) if blend and split else []
     if colour not in (0, 1):
         raise ValueError(f"colour must be 0 or 1, not {colour!r}")
-    colourful = pixel_phases.blend_steps(steps) if colour and len(steps) == 7 and ch > 1 else []
+    colourful = pixel_phases.blend_steps(steps) if colour and split and ch > 1 else []
     scored = sorted(set(blendy) | set(colourful))  # the steps whose pixels the estimates compare
     weights = _blend_weights(7 if blend == 2 else 6)
     samples = list(_sample(images, sample_blocks, block_coder.side))
@@ -895,7 +934,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
         shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
 
-        mixing = np.zeros(blend_shape(ph, ch), dtype=np.int64)
+        mixing = np.zeros(blend_shape(ph, ch, split), dtype=np.int64)
         for s in blendy:
             for c in range(ch):
                 if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
@@ -905,14 +944,16 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                                                  cells=p["cells"])
         # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
         # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
-        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
+        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                             split=split)
         if mixing.any():
-            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up)
-            section = len(to_bytes(Adaptation(blend=mixing))) - len(to_bytes(NONE)) + 1
+            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                                 split=split)
+            section = len(to_bytes(Adaptation(blend=mixing), _format(split))) - len(to_bytes(NONE)) + 1
             plain = mixed if mixed[1] + 8 * section < plain[1] else plain
         if colourful:  # the colour blend on top of the blend kept, kept on the same terms
             mixing = plain[0].blend
-            table = np.zeros(colour_shape(ph, ch), dtype=np.int64)
+            table = np.zeros(colour_shape(ph, ch, split), dtype=np.int64)
             for s in colourful:
                 for c in range(1, ch):
                     if (j, s, c) in parts:
@@ -924,11 +965,11 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                                                         levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, p["cells"])
             if table.any():
                 coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
-                                        scale_up, table)
-                section = len(to_bytes(Adaptation(colour=table))) - len(to_bytes(NONE)) + 1
+                                        scale_up, table, split)
+                section = len(to_bytes(Adaptation(colour=table), _format(split))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
         out.append(replace(plain[0], values=masks[j], palette=kept[j]))
-    if (shock or residuals) and len(steps) == 7:
+    if (shock or residuals) and split:
         out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
                             shock, residuals)
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
@@ -969,7 +1010,7 @@ def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
     out = list(adaptations)
     for x, valid, owner, z1, border in drawn:
         maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe if shock else None,
-                                    residual=zeros if residuals else None) for j in owner], cfg)
+                                    residual=zeros if residuals else None) for j in owner], cfg, len(steps))
         syms = [(int(owner[sym.image]), sym) for sym in block_coder.pixel_symbols(x, z1, valid, maps, border)
                 if sym.step in rows_of]
         images = sorted(set(owner.tolist()))
@@ -1106,7 +1147,8 @@ def fit_latent(block_coder, images: Sequence[np.ndarray], adaptations: Sequence[
                 n = len(samples[j][1])
                 samplers += [random_coder(np.random.default_rng(seed), 4 * cfg.nz * block_coder.z_dims * n)] * n
                 per_block += [replace(adaptations[j], latent=int(shift))] * n
-            bits = block_coder.sample_elbo_bits(x, valid, samplers, coding_maps(per_block, cfg), border, q1)
+            maps = coding_maps(per_block, cfg, len(block_coder.steps))
+            bits = block_coder.sample_elbo_bits(x, valid, samplers, maps, border, q1)
             costs[t] = np.bincount(owner, weights=bits, minlength=len(images))
         for j in group:
             best = int(costs[:, j].argmin())

@@ -76,14 +76,14 @@ class PixelSymbols(NamedTuple):
 class BlockCoder:
     """push_blocks / pop_blocks: one bits-back step for one block of each of several images.
 
-    split_first: phase (0,0) is coded in four sub-phases (phases.coding_steps), as container v4 on does;
-    False for older payloads. border: the neighbour predictor, spikes and blend contexts also read the next
-    blocks' first row and column (blocks.bordered), which the decoder has already decoded, as container v8
-    on does; the pixel methods then take `border`, the blocks with their border and its known mask. side: the
-    blocks' side, 32 as the model was trained, or 64 / 128 (container v15: the same convolutional networks
-    over larger blocks, fewer pixels at a block's edge)."""
+    split: how phase (0,0) is split into sub-phases (phases.coding_steps): 2 as container v18 on codes it,
+    1 (or True) as versions 4-17 did, 0 (or False) for older payloads. border: the neighbour predictor,
+    spikes and blend contexts also read the next blocks' first row and column (blocks.bordered), which the
+    decoder has already decoded, as container v8 on does; the pixel methods then take `border`, the blocks
+    with their border and its known mask. side: the blocks' side, 32 as the model was trained, or 64 / 128
+    (container v15: the same convolutional networks over larger blocks, fewer pixels at a block's edge)."""
 
-    def __init__(self, model: ExactModel, scheme: str = "bitswap", split_first: bool = True, border: bool = False,
+    def __init__(self, model: ExactModel, scheme: str = "bitswap", split: int = phases.SPLIT, border: bool = False,
                  side: int = BLOCK):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
@@ -92,8 +92,8 @@ class BlockCoder:
         self.side = check_side(side)
         self.z_side = side // 2  # the latent grids are side/2 x side/2
         self.z_dims = cfg.z_channels * self.z_side**2  # latents per layer of one block
-        self.split_first = split_first
-        self.steps = phases.coding_steps(cfg.pixel_phases, split_first)
+        self.split = int(split)
+        self.steps = phases.coding_steps(cfg.pixel_phases, self.split)
         self.tz = Table(model.table_z, cfg.z_bins, cfg.precision)
         self.tx = Table(model.table_x, 256, cfg.precision)
         # enough initial bits for the largest run of pops before any push (BB-ANS: all layers)
@@ -105,7 +105,7 @@ class BlockCoder:
         """This coder for blocks of another side (the same model and settings): the 32x32 parts of an
         image's first blocks (split_blocks), the blocks the adaptation is fitted on (adapt.choose)."""
         if side not in self._sides:
-            self._sides[side] = BlockCoder(self.model, self.scheme, self.split_first, self.border, side)
+            self._sides[side] = BlockCoder(self.model, self.scheme, self.split, self.border, side)
             self._sides[side]._sides = self._sides
         return self._sides[side]
 
@@ -187,7 +187,9 @@ class BlockCoder:
             return [(int(r), int(k)) for r, k in valid]
         phase, sub = self.steps[step]
         out = [phases.valid_extent(int(r), int(k), *phases.offsets(4)[phase]) for r, k in valid]
-        return out if sub < 0 else [phases.valid_extent(r, k, *phases.offsets(4)[sub]) for r, k in out]
+        for s in phases.sub_path(sub):
+            out = [phases.valid_extent(r, k, *phases.offsets(4)[s]) for r, k in out]
+        return out
 
     def step_view(self, x, step: int):
         """One coding step's pixels of (..., s, s) blocks (a strided view)."""
@@ -205,15 +207,14 @@ class BlockCoder:
         levels = None if maps is None or maps.levels is None else maps.levels[:, phase, channel]
         scale = adapt.apply(params["scale"][:, channel], levels)
         mean = means[-1]
-        if sub >= 0:
-            mean, scale = phases.view(mean, 4, sub), phases.view(scale, 4, sub)
+        mean, scale = phases.sub_view(mean, sub), phases.sub_view(scale, sub)
         mean, scale = mean.cpu().numpy(), scale.cpu().numpy()
         if context is not None:
             mean, scale = adapt.blended(mean, scale, context[0][:, channel], context[1][:, channel],
                                         maps.blend[:, step, channel].numpy(), self.cfg.x_scales,
                                         255 * self.cfg.mean_frac)
         if colour is not None and channel > 0:  # the previous channel of these pixels is decoded already
-            prev = xk[:, channel - 1] if sub < 0 else phases.view(xk[:, channel - 1], 4, sub)
+            prev = phases.sub_view(xk[:, channel - 1], sub)
             target = adapt.colour_prediction(prev.cpu().numpy().astype(np.int64), colour[0][:, channel - 1],
                                              self.cfg.mean_frac)
             mean, scale = adapt.blended(mean, scale, target, colour[1][:, channel - 1],
@@ -490,7 +491,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     (0 for 32x32 blocks), which the decoder needs.
     """
     importance.check_particles(particles)
-    maps = adapt.coding_maps(adaptations, block_coder.cfg)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
     side = block_coder.side
     blocks = [to_blocks(im, side) for im in images]
     valid = [valid_sizes(im.shape[0], im.shape[1], side) for im in images]
@@ -563,7 +564,7 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays.
     particles, starts, parts: per image, as encode_images used and gave them (None: one sample throughout;
     no block in parts)."""
-    maps = adapt.coding_maps(adaptations, block_coder.cfg)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
     from bitswap_core.blocks import from_blocks
 
     side = block_coder.side
@@ -658,7 +659,7 @@ def elbo_bits(block_coder: BlockCoder, images: Sequence[np.ndarray], seed: int =
     (initial bits, ANS state, rounding). Latents are sampled by popping from a coder on random bits.
     adaptations: per image, the adaptation the codec would use (coding/adapt.py), or None.
     """
-    maps = adapt.coding_maps(adaptations, block_coder.cfg)
+    maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
     cfg = block_coder.cfg
     rng = np.random.default_rng(seed)
     totals = []

@@ -71,7 +71,7 @@ def choose(block_coder, images: Sequence[np.ndarray], adaptations=None, grids: S
              for im in images]
     x = torch.from_numpy(np.stack([blocks[0] for blocks, _, _, _ in parts]).astype(np.int64))
     valid = np.stack([v[0] for _, v, _, _ in parts])
-    maps = adapt.coding_maps(adaptations, cfg)
+    maps = adapt.coding_maps(adaptations, cfg, len(block_coder.steps))
     border = block_coder.borders(parts)
     q_mean = block_coder.q1(x)[0]
     rows, bases = block_coder._latent_codes(*prior_above(block_coder, n), adapt.latent_shift(maps))

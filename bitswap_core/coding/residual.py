@@ -40,13 +40,10 @@ def neighbour_means(res: torch.Tensor, known: torch.Tensor, step: tuple[int, int
     """(B, C, h, w) floor mean of the decoded in-block neighbours' residuals of a coding step's pixels;
     res (B, C, s, s) int64 (0 where not yet decoded), known (B, 1, s, s) 1 on a block's real pixels.
     A step without decoded neighbours (phase (0,0)'s first sub-phase) gets zeros."""
-    phase, sub = step
-    if phase == 0 and sub <= 0:
+    if not phases.has_neighbours(step):
         v = phases.step_view(res, 4, *step)
         return np.zeros(tuple(v.shape), dtype=np.int64)
-    if phase > 0:
-        return phases.neighbour_prediction(res, known, phase, 1).numpy()
-    return phases.neighbour_prediction(phases.view(res, 4, 0), phases.view(known, 4, 0), sub, 1).numpy()
+    return phases.neighbour_prediction(*phases.step_grid(step, res, known), 1).numpy()
 
 
 def classes(feedback: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -52,14 +52,10 @@ def scores(step: tuple[int, int], errors: torch.Tensor, known: torch.Tensor) -> 
     """(B, h, w) int64 score of a coding step's pixels in its grid: SCORE_FRAC times the mean error of its
     decoded in-block neighbours, rounded down and capped at MAX_SCORE; errors (B, 1, s, s) int64 (0 where not
     yet decoded), known (B, 1, s, s) 1 on a block's real pixels. Steps without decoded neighbours score 0."""
-    phase, sub = step
-    if phase > 0:
-        out = phases.neighbour_prediction(errors, known, phase, SCORE_FRAC)
-    elif sub > 0:
-        out = phases.neighbour_prediction(phases.view(errors, 4, 0), phases.view(known, 4, 0), sub, SCORE_FRAC)
-    else:
+    if not phases.has_neighbours(step):
         v = phases.step_view(errors, 4, *step)
         return np.zeros((v.shape[0], v.shape[-2], v.shape[-1]), dtype=np.int64)
+    out = phases.neighbour_prediction(*phases.step_grid(step, errors, known), SCORE_FRAC)
     return out[:, 0].clamp_max(MAX_SCORE).numpy()
 
 

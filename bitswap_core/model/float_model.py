@@ -160,12 +160,11 @@ def discretized_logistic_logp(x: torch.Tensor, mu: torch.Tensor, s: torch.Tensor
     return torch.where(x < 0.5, log_cdf_plus, torch.where(x > 254.5, log_one_minus_cdf_min, inner))
 
 
-def step_onehot(pixel_phases: int, side: int, device=None, dtype=torch.float32, split_first: bool = True
-                ) -> torch.Tensor:
-    """(side * side, steps): which coding step (phases.coding_steps, first phase split as the codec codes it;
-    split_first=False: which pixel phase) each pixel of a side x side block belongs to, one-hot, to sum a
-    per-pixel term per step."""
-    steps = phases.coding_steps(pixel_phases, split_first=split_first and pixel_phases > 1)
+def step_onehot(pixel_phases: int, side: int, device=None, dtype=torch.float32, split: int = 1) -> torch.Tensor:
+    """(side * side, steps): which coding step (phases.coding_steps with this split; 0: which pixel phase)
+    each pixel of a side x side block belongs to, one-hot, to sum a per-pixel term per step. Training's
+    per-step calibration keeps split 1, the seven steps of containers v4-v17 that its recipes were run with."""
+    steps = phases.coding_steps(pixel_phases, split if pixel_phases > 1 else 0)
     idx = torch.zeros(side, side, dtype=torch.int64)
     for k, (phase, sub) in enumerate(steps):
         phases.step_view(idx, pixel_phases, phase, sub)[...] = k
@@ -319,7 +318,7 @@ class BitSwapModel(nn.Module):
         cfg, xc = self.cfg, self.cfg.x_channels
         lvl = F.pixel_shuffle(self.heads["x_scale"].level(pre[:, xc : 2 * xc]), 2).detach().flatten(2)
         band = torch.clamp(torch.div(lvl.long() * BANDS, cfg.x_scales, rounding_mode="floor"), 0, BANDS - 1)
-        phase = step_onehot(cfg.pixel_phases, side, pre.device, pre.dtype, split_first=False)  # (HW, phases)
+        phase = step_onehot(cfg.pixel_phases, side, pre.device, pre.dtype, split=0)  # (HW, phases)
         return (phase[None, None, :, :, None] * F.one_hot(band, BANDS).to(pre.dtype)[:, :, :, None, :]).flatten(3)
 
     def pixel_logp(self, pre: torch.Tensor, x: torch.Tensor, gates: list[torch.Tensor] = (),

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 ORDER_4 = ((0, 0), (1, 1), (0, 1), (1, 0))
+SPLIT = 2  # how deep phase (0,0) is split into sub-phases in new containers (coding_steps; container v18 on)
 
 
 def offsets(pixel_phases: int) -> tuple[tuple[int, int], ...]:
@@ -19,23 +20,67 @@ def offsets(pixel_phases: int) -> tuple[tuple[int, int], ...]:
     return ORDER_4 if pixel_phases == 4 else ((0, 0),)
 
 
-def coding_steps(pixel_phases: int, split_first: bool) -> tuple[tuple[int, int], ...]:
+def coding_steps(pixel_phases: int, split: int = 1) -> tuple[tuple[int, int], ...]:
     """(phase, sub-phase) of each coding step, in order; sub-phase -1 is the whole phase.
 
-    With split_first (4 phases, container v4 on), phase (0,0)'s 16x16 grid is itself coded in the same
-    four-phase order: the network sees no pixel of it either way (its distributions depend on z1 alone),
-    so the order is free, and coding it in sub-phases lets three quarters of its pixels take spikes from
-    already decoded ones two pixels away (coding/adapt.py)."""
+    split 1 (4 phases, container v4 on): phase (0,0)'s 16x16 grid is itself coded in the same four-phase
+    order: the network sees no pixel of it either way (its distributions depend on z1 alone), so the order
+    is free, and coding it in sub-phases lets three quarters of its pixels take spikes from already decoded
+    ones two pixels away (coding/adapt.py). split 2 (container v18 on): that first sub-phase's 8x8 grid is
+    split the same way once more (sub-phases 4-7 are sub-phase 0's sub-phases 0-3, sub_path), so only one
+    pixel in 64 has no decoded neighbour, and three in 64 have them four pixels away. split 0 (or False):
+    phase (0,0) in one step, as containers before v4 coded it."""
     if pixel_phases == 1:
         return ((0, -1),)
-    first = tuple((0, s) for s in range(4)) if split_first else ((0, -1),)
+    first = {0: ((0, -1),), 1: tuple((0, s) for s in range(4)),
+             2: tuple((0, s) for s in range(4, 8)) + tuple((0, s) for s in range(1, 4))}[int(split)]
     return first + tuple((k, -1) for k in range(1, 4))
 
 
+def split_of(steps: int) -> int:
+    """The split (coding_steps) of a 4-phase model coded in this many steps: 4, 7 or 10."""
+    return {4: 0, 7: 1, 10: 2}[steps]
+
+
+def sub_path(sub: int) -> tuple[int, ...]:
+    """The four-phase views that lead from phase (0,0)'s grid to a sub-phase's pixels: () for the whole
+    phase (-1), (s,) for sub-phase s of 0..3, (0, s - 4) for sub-phases 4..7 (sub-phase 0's own)."""
+    return () if sub < 0 else (sub,) if sub < 4 else (0, sub - 4)
+
+
+def has_neighbours(step: tuple[int, int]) -> bool:
+    """Whether a coding step's pixels have decoded neighbours in their block (all but the first step)."""
+    phase, sub = step
+    path = sub_path(sub)
+    return phase > 0 or (bool(path) and path[-1] > 0)
+
+
 def step_view(x, pixel_phases: int, phase: int, sub: int):
-    """The pixels of one coding step of (..., 32, 32) blocks: the phase's view, or its sub-phase's."""
-    v = view(x, pixel_phases, phase)
-    return v if sub < 0 else view(v, 4, sub)
+    """The pixels of one coding step of (..., s, s) blocks: the phase's view, or its sub-phase's."""
+    return sub_view(view(x, pixel_phases, phase), sub)
+
+
+def sub_view(v, sub: int):
+    """A sub-phase's pixels of a phase's grid v (..., s/2, s/2); v itself for the whole phase (-1)."""
+    for k in sub_path(sub):
+        v = view(v, 4, k)
+    return v
+
+
+def step_grid(step: tuple[int, int], x, known):
+    """(x', known', k) such that a coding step's pixels are phase k of the grid x' (with known'), whose
+    other phases' pixels are its neighbours (neighbour_prediction, neighbour_spikes, neighbour_context):
+    the block itself for a later phase, phase (0,0)'s grid for its sub-phases 1-3, sub-phase 0's grid for
+    sub-phases 5-7. Only for steps with decoded neighbours (has_neighbours)."""
+    phase, sub = step
+    if not has_neighbours(step):
+        raise ValueError(f"coding step {step} has no decoded neighbours")
+    if phase > 0:
+        return x, known, phase
+    *head, k = (0, *sub_path(sub))
+    for h in head:
+        x, known = view(x, 4, h), view(known, 4, h)
+    return x, known, k
 
 
 def squeezed(channels: int, phase: int) -> list[int]:
@@ -242,32 +287,22 @@ def colour_context(step: tuple[int, int], x, known, mean_frac: int):
 
 
 def blend_steps(steps, later: bool = True) -> list[int]:
-    """Indices of the coding steps a blend applies to: phase (0,0)'s sub-phases 1-3 and, with later
-    (container v7 on), phases 1-3: every step with decoded neighbours."""
-    return [s for s, (phase, sub) in enumerate(steps) if (phase == 0 and sub > 0) or (later and phase > 0)]
+    """Indices of the coding steps a blend applies to: phase (0,0)'s sub-phases with decoded neighbours and,
+    with later (container v7 on), phases 1-3: every step with decoded neighbours."""
+    return [s for s, step in enumerate(steps) if has_neighbours(step) and (later or step[0] == 0)]
 
 
 def step_context(step: tuple[int, int], x, known, mean_frac: int, edges: tuple[int, ...] = _RANGE_EDGES):
-    """neighbour_context of a coding step with decoded neighbours, of (B, C, 32, 32) blocks: a later
-    phase's in the block's grid, a sub-phase's of phase (0,0) on that phase's grid."""
-    phase, sub = step
-    if phase > 0:
-        return neighbour_context(x, known, phase, mean_frac, edges)
-    if sub <= 0:
-        raise ValueError(f"coding step {step} has no decoded neighbours: no blend")
-    return neighbour_context(view(x, 4, 0), view(known, 4, 0), sub, mean_frac, edges)
+    """neighbour_context of a coding step with decoded neighbours, of (B, C, s, s) blocks, in the step's
+    grid (step_grid)."""
+    return neighbour_context(*step_grid(step, x, known), mean_frac, edges)
 
 
 def spike_steps(steps) -> list[int]:
     """Indices of the coding steps whose pixels have decoded neighbours to take a spike from."""
-    return [s for s, (phase, sub) in enumerate(steps) if phase > 0 or sub > 0]
+    return [s for s, step in enumerate(steps) if has_neighbours(step)]
 
 
 def step_spikes(step: tuple[int, int], x, known):
-    """neighbour_spikes of one coding step (phase, sub-phase) of (B, C, 32, 32) blocks, in its grid."""
-    phase, sub = step
-    if phase > 0:
-        return neighbour_spikes(x, known, phase)
-    if sub > 0:
-        return neighbour_spikes(view(x, 4, 0), view(known, 4, 0), sub)
-    raise ValueError(f"coding step {step} has no decoded neighbours")
+    """neighbour_spikes of one coding step (phase, sub-phase) of (B, C, s, s) blocks, in its grid."""
+    return neighbour_spikes(*step_grid(step, x, known))
