@@ -347,15 +347,15 @@ def test_colour_residual_with_full_weights_predicts_neighbour_colour_differences
     assert torch.equal(m.conditional_mean(params, 2, x), pred[:, 2])
 
 
-@pytest.mark.parametrize("split", [2, 1, 0])
+@pytest.mark.parametrize("split", [3, 2, 1, 0])
 def test_coding_steps_visit_every_real_pixel_once(phase_model_path, split):
     """The steps' views and extents partition each block's real pixels (any valid size): nothing is coded
-    twice or left out, with phase (0,0) whole (container v1-v3), in sub-phases (v4-v17) or with its first
-    sub-phase split again (v18)."""
+    twice or left out, with phase (0,0) whole (container v1-v3), in sub-phases (v4-v17), with its first
+    sub-phase split again (v18) or once more (split 3, bench/split_depth.py's probe)."""
     from bitswap_core.registry import load_model
 
     bc = load_model(phase_model_path[0]).block_coder("bitswap", split)
-    assert len(bc.steps) == (10, 7, 4)[2 - split]
+    assert len(bc.steps) == 4 + 3 * split
     valid = np.array([(32, 32), (1, 1), (7, 32), (32, 5), (3, 2), (17, 30)])
     seen = np.zeros((len(valid), 32, 32), dtype=int)
     for step in range(len(bc.steps)):

@@ -283,7 +283,7 @@ def _blend_bytes(table: np.ndarray | None) -> bytes:
 def _split_steps(steps: int) -> tuple[tuple[int, int], ...]:
     """The coding steps of a 4-phase model coded in this many steps with phase (0,0) split (7: container
     v4-v17; 10: v18 on), or () for any other count (one phase, or phase (0,0) in one step)."""
-    return pixel_phases.coding_steps(4, pixel_phases.split_of(steps)) if steps in (7, 10) else ()
+    return pixel_phases.coding_steps(4, pixel_phases.split_of(steps)) if steps >= 7 and steps % 3 == 1 else ()
 
 
 def _spike_rows(steps: int) -> list[int]:

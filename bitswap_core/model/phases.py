@@ -32,20 +32,27 @@ def coding_steps(pixel_phases: int, split: int = 1) -> tuple[tuple[int, int], ..
     phase (0,0) in one step, as containers before v4 coded it."""
     if pixel_phases == 1:
         return ((0, -1),)
-    first = {0: ((0, -1),), 1: tuple((0, s) for s in range(4)),
-             2: tuple((0, s) for s in range(4, 8)) + tuple((0, s) for s in range(1, 4))}[int(split)]
+    split = int(split)
+    if split == 0:
+        return ((0, -1),) + tuple((k, -1) for k in range(1, 4))
+    first = tuple((0, 4 * (split - 1) + s) for s in range(4))  # the innermost grid, in four sub-phases
+    for depth in range(split - 2, -1, -1):  # then each enclosing grid's other three sub-phases
+        first += tuple((0, 4 * depth + s) for s in range(1, 4))
     return first + tuple((k, -1) for k in range(1, 4))
 
 
 def split_of(steps: int) -> int:
-    """The split (coding_steps) of a 4-phase model coded in this many steps: 4, 7 or 10."""
-    return {4: 0, 7: 1, 10: 2}[steps]
+    """The split (coding_steps) of a 4-phase model coded in this many steps: 4, 7, 10, ..."""
+    if steps < 4 or (steps - 4) % 3:
+        raise ValueError(f"a 4-phase model is not coded in {steps} steps")
+    return (steps - 4) // 3
 
 
 def sub_path(sub: int) -> tuple[int, ...]:
     """The four-phase views that lead from phase (0,0)'s grid to a sub-phase's pixels: () for the whole
-    phase (-1), (s,) for sub-phase s of 0..3, (0, s - 4) for sub-phases 4..7 (sub-phase 0's own)."""
-    return () if sub < 0 else (sub,) if sub < 4 else (0, sub - 4)
+    phase (-1); (s,) for sub-phase s of 0..3; (0, s) for 4 + s, sub-phase 0's own sub-phases; (0, 0, s) for
+    8 + s, and so on (sub-phase 4 * d + s is sub-phase s of the grid d splits deep)."""
+    return () if sub < 0 else (0,) * (sub // 4) + (sub % 4,)
 
 
 def has_neighbours(step: tuple[int, int]) -> bool:
