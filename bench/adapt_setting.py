@@ -1,7 +1,8 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
 (value masks or the palette, scale shifts, both spikes, the blend of every step with decoded neighbours, the
 colour blend, the residual feedback, the surprise context, the latent shift) and the first block on a coarse
-grid (container v18), "16g" = the same with phase (0,0) split as v17 did (four sub-phases, not seven), "16f" = all
+grid (container v18, phase (0,0) split twice in images of 256x256 or more, api.phase_split_for), "16d" = the same
+with every image split twice, "16g" = the same with phase (0,0) split as v17 did (four sub-phases), "16f" = all
 but that and the residual feedback (v16), "16q" = all but that and the surprise
 context (v15), "16r" = the same in 32x32 blocks (v14's), "16p" = all but
 that and the palette (v12), "16v" = all but
@@ -28,7 +29,7 @@ _PARTS = {"s": (0, 0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0, 0), "n": (2,
           "b": (2, 1, 0, 0, 0, 0, 0, 0), "k": (2, 2, 0, 0, 0, 0, 0, 0), "c": (2, 2, 1, 0, 0, 0, 0, 0),
           "l": (2, 2, 1, 0, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0, 0),
           "q": (2, 2, 1, 1, 1, 1, 0, 0), "r": (2, 2, 1, 1, 1, 1, 0, 0), "f": (2, 2, 1, 1, 1, 1, 1, 0),
-          "g": (2, 2, 1, 1, 1, 1, 1, 1)}
+          "g": (2, 2, 1, 1, 1, 1, 1, 1), "d": (2, 2, 1, 1, 1, 1, 1, 1)}
 # the container version a letter writes (those of "k" and below: 8)
 _VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15, "f": 16, "g": 17}
 
@@ -37,7 +38,7 @@ def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int, 
     """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock, residuals) of a setting
     (adapt.choose's spikes, blend, colour, latent, values, paletted, shock and residuals)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkclvprqfg")
+    blocks = setting.rstrip("sonbkclvprqfgd")
     count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
     return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1, 1)))
 
@@ -66,11 +67,13 @@ def parts_of(setting: str):
     block too, v8 without the colour blend, v7 without the border (which api.decompress decodes as those
     versions)."""
     _, spikes, blend, colour, latent, values, paletted, shock, residuals = parse(setting)
-    plain, current = Model.block_coder, container.VERSION
+    plain, current, split_for = Model.block_coder, container.VERSION, api.phase_split_for
     if not bordered(setting):
         Model.block_coder = functools.partialmethod(plain, border=False)
         colour = latent = values = paletted = shock = residuals = 0
     container.VERSION = version(setting)
+    if setting.endswith("d"):
+        api.phase_split_for = lambda width, height: 2
     api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
                                                      latent=latent, values=values, paletted=paletted, shock=shock,
                                                      residuals=residuals)
@@ -80,3 +83,4 @@ def parts_of(setting: str):
         api.adapt.choose = _CHOOSE
         Model.block_coder = plain
         container.VERSION = current
+        api.phase_split_for = split_for

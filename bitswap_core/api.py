@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ def compress_batch(
     coarse_first: bool | None = None,
     particles: int = 1,
     block_side: int | None = None,
+    phase_split: int | None = None,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
@@ -81,6 +83,8 @@ def compress_batch(
     importance-weighted bound, smaller, for about that many times the work when encoding and decoding.
     block_side: the side of the blocks an image is cut into (blocks.SIDES: 32, 64, 128); None: by the
     image's size and particles (side_for).
+    phase_split: how deep phase (0,0) is split into sub-phases (model/phases.py coding_steps: 1 or 2); None:
+    by the image's size (phase_split_for).
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
@@ -88,6 +92,8 @@ def compress_batch(
     importance.check_particles(particles)
     if block_side is not None:
         check_side(block_side)
+    if phase_split is not None and not 1 <= phase_split <= container.split_for(container.VERSION):
+        raise ValueError(f"phase_split must be 1 to {container.split_for(container.VERSION)}, not {phase_split}")
     for im in images:
         _check_size(im, max_pixels)
     m = resolve(model)
@@ -101,14 +107,16 @@ def compress_batch(
             name, payload = fallback.smallest(found)
             out[i] = _pack(im, name, "", payload, digests[i])
             fast[i] = {n: len(p) for n, p in found.items()}
-    sides: dict[int, list[int]] = {}  # images of one block side are coded together
+    sides: dict[tuple[int, int], list[int]] = {}  # images of one block side and split are coded together
     for i in learned:
         side = block_side if block_side is not None else side_for(images[i].width, images[i].height, particles)
-        sides.setdefault(side if container.VERSION >= 15 else BLOCK, []).append(i)
-    for side, group in sides.items():
+        split = (phase_split if phase_split is not None else phase_split_for(images[i].width, images[i].height)
+                 if container.VERSION >= 18 else container.split_for(container.VERSION))
+        sides.setdefault((side if container.VERSION >= 15 else BLOCK, split), []).append(i)
+    for (side, split), group in sides.items():
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in group]
-        bc = m.block_coder(codec, side=side)
+        bc = m.block_coder(codec, split, side=side)
         adaptations = (adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks is None or adapt_blocks > 0
                        else [adapt.NONE] * len(arrays))
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
@@ -129,6 +137,7 @@ def compress_batch(
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
+            adaptation = replace(adaptation, split=split)  # (v18 on, the header records the coder's split)
             header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
             if container.VERSION >= 15:
                 header += _side_bytes(side, parted)
@@ -152,11 +161,24 @@ def compress_batch(
 
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
              max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int | None = None,
-             coarse_first: bool | None = None, particles: int = 1, block_side: int | None = None) -> bytes:
+             coarse_first: bool | None = None, particles: int = 1, block_side: int | None = None,
+             phase_split: int | None = None) -> bytes:
     """Compress one image to a self-describing container (see container.py)."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
                           adapt_blocks=adapt_blocks, coarse_first=coarse_first, particles=particles,
-                          block_side=block_side)[0]
+                          block_side=block_side, phase_split=phase_split)[0]
+
+
+# images of at least this many 32x32 blocks' pixels split phase (0,0) twice (container v18): below it the
+# three more steps' header rows cost more than their pixels save (docs/BENCHMARKS.md, "Phase (0,0) split twice")
+SPLIT2_MIN_BLOCKS = 64
+
+
+def phase_split_for(width: int, height: int) -> int:
+    """How deep an image's phase (0,0) is split by default (container v18): 2 for images of at least
+    SPLIT2_MIN_BLOCKS 32x32 blocks' worth of pixels (256x256), else 1. Why: the deeper split's pixels save
+    in proportion to the image, its header rows cost the same for any size."""
+    return 2 if width * height >= SPLIT2_MIN_BLOCKS * BLOCK * BLOCK else 1
 
 
 def side_for(width: int, height: int, particles: int = 1) -> int:
@@ -257,18 +279,20 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         first = boxes[idx[0]]
-        parsed: dict[int, list] = {}  # block side -> (image, adaptation, grid, particles, starts, ANS bytes)
+        parsed: dict[tuple, list] = {}  # (side, split) -> (image, adaptation, grid, particles, starts, ANS bytes)
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
+            split = adaptation.split if boxes[i].scale_adapted else container.split_for(version)
             k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
             side, parts, ans = _block_side(ans, first.block_side_byte, boxes[i].width, boxes[i].height)
             n_particles, start, ans = (importance.from_bytes(ans, _blocks(boxes[i], side))
                                        if first.particles_section else (1, [], ans))
-            parsed.setdefault(side, []).append((i, adaptation, k, n_particles, start, parts, ans))
-        for side, rows in parsed.items():
-            # phase 0 in sub-phases from container v4 on (deeper from v18), the next blocks' pixels from v8 on
-            bc = m.block_coder(scheme, first.split, first.bordered, side)
+            parsed.setdefault((side, split), []).append((i, adaptation, k, n_particles, start, parts, ans))
+        for (side, split), rows in parsed.items():
+            # phase 0 in sub-phases from container v4 on (as the payload says from v18), the next blocks'
+            # pixels from v8 on
+            bc = m.block_coder(scheme, split, first.bordered, side)
             coders = [AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans) for *_, ans in rows]
             shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i, *_ in rows]
             arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:6]])

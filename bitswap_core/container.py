@@ -22,9 +22,11 @@ posterior samples per block (coding/importance.py; 1: one, as before), followed,
 (big-endian): the first block coded with them, and from version 15 on a u8 between the grid byte and the
 particles byte gives the block side (blocks.SIDES: 0 = 32, 1 = 64, 2 = 128), and from version 16 on the
 adaptation header ends with the surprise context (coding/surprise.py), and from version 17 on with the residual
-feedback (coding/residual.py), and from version 18 on phase (0,0)'s first sub-phase is split into four once
-more (model/phases.py coding_steps, split 2: ten coding steps, so the adaptation's per-step sections hold rows
-for three more steps). New containers are always version 18.
+feedback (coding/residual.py), and from version 18 on a learned payload starts with a u8 that says how deep
+its phase (0,0) is split into sub-phases (model/phases.py coding_steps): 1 as versions 4-17 code it, or 2,
+its first sub-phase split into four once more (ten coding steps, so the adaptation's per-step sections hold
+rows for three more steps); it is the first byte of the adaptation header (coding/adapt.py), and the encoder
+picks it per image (api.phase_split_for). New containers are always version 18.
 
 
     offset  size  field
@@ -62,8 +64,9 @@ DIGEST_SIZE = 32
 
 def split_for(version: int) -> int:
     """How deep a container of this version splits phase (0,0) into sub-phases (model/phases.py
-    coding_steps): 0 before version 4 (one step), 1 in versions 4-17 (four sub-phases), 2 from version 18 on
-    (the first of those in four again)."""
+    coding_steps): 0 before version 4 (one step), 1 in versions 4-17 (four sub-phases); from version 18 on
+    the payload's first byte says, 1 or 2 (the first of those sub-phases in four again), and this is the
+    deepest it may say."""
     return 0 if version < 4 else 1 if version < 18 else 2
 DEFAULT_MAX_PIXELS = 2**31
 _FLAG_ICC = 0x01
@@ -135,9 +138,9 @@ class Container:
         return self.version >= 4
 
     @property
-    def split(self) -> int:
-        """How a learned payload splits phase (0,0) into sub-phases (split_for)."""
-        return split_for(self.version)
+    def split_byte(self) -> bool:
+        """Whether a learned payload starts with its phase (0,0) split (version 18 on; before, split_for)."""
+        return self.version >= 18
 
     @property
     def second_spikes(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from conftest import noise_image, photo_crop
 from PIL import Image, ImageCms
 
 import bitswap_core
-from bitswap_core import container, fallback
+from bitswap_core import api, container, fallback
 from bitswap_core.coding import adapt
 from bitswap_core.errors import (
     BitswapError,
@@ -441,7 +442,7 @@ def test_v8_payload_decodes_and_the_encoder_still_writes_it():
     scan = photo_crop("usc-4.2.07.png", box=(0, 0, 96, 96))
     assert same(bitswap_core.decompress(stored), scan)
     old, ans = adapt.from_bytes(box.payload, 4, 3, version=8)
-    bc = find_by_id(box.model_id).block_coder("bitswap", box.split)
+    bc = find_by_id(box.model_id).block_coder("bitswap", container.split_for(box.version))
     arr = np.asarray(scan, dtype=np.uint8)
     (a,) = adapt.choose(bc, [arr], colour=0, latent=0, values=0, residuals=0)
     assert _same_adaptation(a, old) and a.colour is None
@@ -464,7 +465,7 @@ def test_v9_payload_with_a_colour_blend_decodes_and_the_encoder_still_writes_it(
     assert a.colour is not None and a.colour[4:, ..., 0].any()
     crop = photo_crop("waterloo-monarch.png", box=(64, 64, 160, 160))
     assert same(bitswap_core.decompress(stored), crop)
-    bc = find_by_id(box.model_id).block_coder("bitswap", box.split)
+    bc = find_by_id(box.model_id).block_coder("bitswap", container.split_for(box.version))
     arr = np.asarray(crop, dtype=np.uint8)
     old, ans = adapt.from_bytes(box.payload, 4, 3, version=9)
     (again,) = adapt.choose(bc, [arr], latent=0, values=0, residuals=0)
@@ -473,18 +474,37 @@ def test_v9_payload_with_a_colour_blend_decodes_and_the_encoder_still_writes_it(
 
 
 def test_v18_payload_decodes_and_the_encoder_writes_it_again():
-    """tests/data: the thirteenth default's container v18 payload of a 128x128 monarch crop (phase (0,0)'s
-    first sub-phase split again: ten coding steps, with a blend, colour blend and residual feedback on the
-    new steps' rows) decodes exactly, and encoding the crop again with the model it names gives the same
-    bytes (the fit and the coding are deterministic; a change shows here)."""
+    """tests/data: the fourteenth default's container v18 payload of a 128x128 monarch crop coded with phase
+    (0,0)'s first sub-phase split again (`phase_split=2`: ten coding steps, with a blend, colour blend and
+    residual feedback on the new steps' rows) decodes exactly, and encoding the crop again with the model it
+    names gives the same bytes (the fit and the coding are deterministic; a change shows here)."""
     from pathlib import Path
 
     from bitswap_core.registry import find_by_id
 
-    stored = (Path(__file__).parent / "data" / "default-8159ce16-monarch-128x128-v18.bsw").read_bytes()
+    stored = (Path(__file__).parent / "data" / "default-c38a73ed-monarch-128x128-v18.bsw").read_bytes()
     box = container.unpack(stored)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert box.version == 18 and box.split == 2 and a.blend.shape[0] == 10 and a.blend[1:4].any()
+    assert box.version == 18 and a.split == 2 and a.blend.shape[0] == 10 and a.blend[1:4].any()
     img = photo_crop("waterloo-monarch.png", (200, 100, 328, 228))
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
-    assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False) == stored
+    assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False, phase_split=2) == stored
+
+
+def test_the_encoder_splits_phase_0_twice_only_where_it_pays_and_the_header_says_so():
+    """By default images of 256x256 pixels or more split phase (0,0) twice, smaller ones once (the deeper
+    split's header rows cost more than a small image's pixels save); either way the payload names its split
+    and decodes exactly, batched together; a split outside 1..2 is refused, a damaged one is corrupt."""
+    assert [api.phase_split_for(w, h) for w, h in ((256, 256), (255, 256), (48, 40), (4000, 20))] == \
+        [2, 1, 1, 2]
+    imgs = [photo_crop(box=(0, 0, 48, 40)), photo_crop(box=(0, 0, 64, 48))]
+    datas = [bitswap_core.compress(imgs[0], smallest=False), bitswap_core.compress(imgs[1], smallest=False,
+                                                                                   phase_split=2)]
+    assert [adapt.from_bytes(container.unpack(d).payload, 4, 3)[0].split for d in datas] == [1, 2]
+    assert [same(a, b) for a, b in zip(bitswap_core.decompress_batch(datas), imgs)] == [True, True]
+    with pytest.raises(ValueError, match="phase_split"):
+        bitswap_core.compress(imgs[0], smallest=False, phase_split=3)
+    box = container.unpack(datas[0])
+    for split in (0, 3, 255):
+        with pytest.raises(CorruptPayloadError, match=f"split {split} is not 1 to 2"):
+            bitswap_core.decompress(container.pack(replace(box, payload=bytes([split]) + box.payload[1:])))

@@ -123,11 +123,11 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     assert box.model_id == tiny_model.id and box.codec == "bbans"
     plain = tmp_path / "plain.bsw"
     assert main(["compress", str(src), str(plain), *args, "--adapt-blocks", "0"]) == 0
-    assert container.unpack(plain.read_bytes()).payload[0] == 0  # no scale adaptation header
+    assert container.unpack(plain.read_bytes()).payload[1] == 0  # no scale shifts (after v18's split byte)
     coarse = tmp_path / "coarse.bsw"
     assert main(["compress", str(src), str(coarse), *args, "--adapt-blocks", "0", "--first-block", "coarse"]) == 0
-    # the same empty adaptation header (11 zero bytes), then the first block's grid
-    assert container.unpack(plain.read_bytes()).payload[11] == 0 != container.unpack(coarse.read_bytes()).payload[11]
+    # the same empty adaptation header (the split byte and 11 zero bytes), then the first block's grid
+    assert container.unpack(plain.read_bytes()).payload[12] == 0 != container.unpack(coarse.read_bytes()).payload[12]
     assert main(["decompress", str(coarse), str(out), "--model", str(tiny_model_path)]) == 0
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:

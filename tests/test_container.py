@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bitswap_core.container import MAGIC, Container, pack, pixel_digest, unpack
+from bitswap_core.container import MAGIC, Container, pack, pixel_digest, split_for, unpack
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 
@@ -78,8 +78,8 @@ def test_older_versions_are_still_read_and_say_how_their_payloads_differ() -> No
     data = pack(_container())
     new = unpack(data)
     assert data[4] == 18 and new.block_side_byte and not unpack(_as_version(data, 14)).block_side_byte
-    assert new.split == 2 and unpack(_as_version(data, 17)).split == 1 and unpack(_as_version(data, 4)).split == 1
-    assert unpack(_as_version(data, 3)).split == 0
+    assert new.split_byte and not unpack(_as_version(data, 17)).split_byte
+    assert [split_for(v) for v in (3, 4, 17, 18)] == [0, 1, 1, 2]
     assert unpack(_as_version(data, 15)).block_side_byte
     assert new.dithered_ans and new.scale_adapted and new.spike_adapted and new.second_spikes
     assert new.blended and new.bordered and new.first_grid_byte and unpack(_as_version(data, 6)).blended

@@ -78,7 +78,7 @@ def test_v10_payload_with_a_coarse_first_block_decodes_and_the_encoder_still_wri
     assert box.version == 10 and rest[0] in first_block.GRIDS
     crop = photo_crop("waterloo-monarch.png", box=(64, 64, 160, 160))
     assert bitswap_core.decompress(stored).tobytes() == crop.tobytes()
-    bc = find_by_id(box.model_id).block_coder("bitswap", box.split)
+    bc = find_by_id(box.model_id).block_coder("bitswap", container.split_for(box.version))
     arr = np.asarray(crop, dtype=np.uint8)
     (a,) = adapt.choose(bc, [arr], latent=0, values=0, residuals=0)
     assert adapt.to_bytes(a, 10) == box.payload[: len(box.payload) - len(rest)]
@@ -100,7 +100,7 @@ def test_v11_payload_decodes_and_the_encoder_still_writes_it():
     assert box.version == 11 and old.latent == 2
     crop = photo_crop("waterloo-monarch.png", box=(64, 64, 160, 160))
     assert bitswap_core.decompress(stored).tobytes() == crop.tobytes()
-    bc = find_by_id(box.model_id).block_coder("bitswap", box.split)
+    bc = find_by_id(box.model_id).block_coder("bitswap", container.split_for(box.version))
     arr = np.asarray(crop, dtype=np.uint8)
     (a,) = adapt.choose(bc, [arr], values=0, residuals=0)
     assert a.latent == 0

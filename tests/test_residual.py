@@ -135,7 +135,7 @@ def test_the_fit_keeps_weights_that_code_a_photo_smaller() -> None:
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
     assert box.version == container.VERSION and a.residual is not None and not a.residual[0].any()
     assert np.array_equal(np.asarray(bitswap_core.decompress(data)), arr)
-    bc = resolve(None).block_coder("bitswap")  # as the API codes a 96x96 image
+    bc = resolve(None).block_coder("bitswap", 1)  # as the API codes a 96x96 image (api.phase_split_for)
     (fit,), (plain,) = adapt.choose(bc, [arr]), adapt.choose(bc, [arr], residuals=0)
     assert plain.residual is None and np.array_equal(fit.residual, a.residual)
     sizes = [len(encode_images(bc, [arr], adaptations=[x])[0].to_bytes()) + len(adapt.to_bytes(x))

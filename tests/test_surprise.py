@@ -125,7 +125,7 @@ def test_the_fit_keeps_a_context_that_codes_a_photo_smaller() -> None:
     assert box.version == container.VERSION and a.surprise is not None
     assert list(a.surprise_edges) == sorted(a.surprise_edges)
     assert np.array_equal(np.asarray(bitswap_core.decompress(data)), arr)
-    bc = resolve(None).block_coder("bitswap", side=64)
+    bc = resolve(None).block_coder("bitswap", 1, side=64)  # as the API codes it (api.phase_split_for, side_for)
     (fit,), (plain,) = adapt.choose(bc, [arr]), adapt.choose(bc, [arr], shock=0)
     assert plain.surprise is None and fit.surprise is not None
     sizes = [len(encode_images(bc, [arr], adaptations=[x])[0].to_bytes()) + len(adapt.to_bytes(x))

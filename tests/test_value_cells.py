@@ -163,7 +163,7 @@ def test_v12_payload_decodes_and_the_encoder_still_writes_it() -> None:
     assert box.version == 12 and a.values is not None
     img = _combed((64, 64, 160, 160))
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
-    bc = find_by_id(box.model_id).block_coder("bitswap", box.split)
+    bc = find_by_id(box.model_id).block_coder("bitswap", container.split_for(box.version))
     arr = np.asarray(img)
     (again,) = adapt.choose(bc, [arr], paletted=0, residuals=0)
     assert adapt.to_bytes(again, 12) == box.payload[: len(box.payload) - len(rest)]

@@ -118,6 +118,9 @@ class Adaptation:
     # None) track the residuals without moving any mean
     residual: np.ndarray | None = None
     residual_edges: np.ndarray | None = None
+    # how deep the coder splits phase (0,0) (phases.coding_steps): the per-step tables have its steps' rows,
+    # and from container version 18 on the header's first byte records it (1 or 2) for the decoder
+    split: int = pixel_phases.SPLIT
 
 
 NONE = Adaptation()
@@ -145,7 +148,9 @@ def _blend_weights(version: int) -> tuple[int, int]:
 def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     """The payload header of an adaptation in a container of this version (7 to FORMAT; 7 and 8 share a
     layout without the colour blend, which only version 9 on can hold; 9 and 10 share one; 11 adds the
-    latent shift; 12 the value masks; 13 the palette; 16 the surprise context; 17 the residual feedback)."""
+    latent shift; 12 the value masks; 13 the palette; 16 the surprise context; 17 the residual feedback;
+    18 starts with the split, a.split, by which its per-step sections are sized)."""
+    split = _header_split(version, a.split)
     if not 7 <= version <= FORMAT:
         raise ValueError(f"adaptation headers are written for container versions 7 to {FORMAT}, not {version}")
     if version < 9 and a.colour is not None and a.colour.any():
@@ -170,10 +175,11 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
     if version < 17 and a.residual is not None and a.residual.any():
         raise ValueError(f"container version {version} cannot hold a residual feedback")
     held = {t.shape[0] for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
-    if held - {len(pixel_phases.coding_steps(4, split_for(version)))}:
-        raise ValueError(f"container version {version} codes phase (0,0) split {split_for(version)} times, not in "
-                         f"the {sorted(held)} steps of this adaptation")
-    return (shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
+    if held - {len(pixel_phases.coding_steps(4, split))}:
+        raise ValueError(f"phase (0,0) split {split} times (container version {version}) is not coded in the "
+                         f"{sorted(held)} steps of this adaptation")
+    return ((bytes([split]) if version >= 18 else b"")
+            + shifts + spikes + second + _blend_bytes(a.blend) + (_blend_bytes(a.colour) if version >= 9 else b"")
             + (np.int8(a.latent).tobytes() if version >= 11 else b"")
             + (_value_bytes(a.values) if version >= 12 else b"")
             + (palette.to_bytes(a.palette) if version >= 13 else b"")
@@ -302,10 +308,15 @@ def _first_rows(steps: int) -> int:
     return len(pixel_phases.blend_steps(_split_steps(steps), later=False))
 
 
-def _format(split: int) -> int:
-    """The newest container version whose header holds an adaptation of a coder with this split: the
-    encoder prices its header sections in it (the benchmarks fit split-1 adaptations, as v17 wrote them)."""
-    return 17 if split == 1 else FORMAT
+def _header_split(version: int, split: int) -> int:
+    """The phase (0,0) split a header of this version sizes its per-step sections by: the version's own
+    before 18; from 18 on the adaptation's, which must be 1 to the version's deepest."""
+    if version < 18:
+        return split_for(version)
+    if not 1 <= split <= split_for(version):
+        raise ValueError(f"container version {version} splits phase (0,0) 1 to {split_for(version)} times, "
+                         f"not {split}")
+    return split
 
 
 def spike_shape(phases: int, channels: int, split: int = pixel_phases.SPLIT) -> tuple[int, int, int]:
@@ -344,7 +355,15 @@ def _section(rest: bytes, what: str, classes_ok: int, rows: list[int], channels:
 def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT) -> tuple[Adaptation, bytes]:
     """(adaptation, the rest of the payload) of a learned payload of this container version (3 on: scale
     shifts; 4 on: spikes; 5 on: second spikes; 6 on: the blend of phase (0,0)'s sub-phases; 7 on: and of
-    the later phases); raises CorruptPayloadError on a malformed header."""
+    the later phases; 18 on: first, phase (0,0)'s split, which sizes the per-step sections); the
+    adaptation's split is the one to code with. Raises CorruptPayloadError on a malformed header."""
+    split = split_for(version)
+    if version >= 18:
+        if not payload:
+            raise CorruptPayloadError("learned payload is empty: its phase (0,0) split is missing")
+        if not 1 <= payload[0] <= split:
+            raise CorruptPayloadError(f"learned payload is corrupt: phase (0,0) split {payload[0]} is not 1 to {split}")
+        split, payload = payload[0], payload[1:]
     if not payload:
         raise CorruptPayloadError("learned payload is empty: no scale adaptation header")
     bands, shifts = payload[0], None
@@ -358,7 +377,6 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
             raise CorruptPayloadError(f"scale adaptation shift {int(np.abs(shifts).max())} exceeds {MAX_SHIFT}")
         shifts = shifts.reshape(phases, channels, bands)
     rest = payload[1 + n :]
-    split = split_for(version)
     steps = spike_shape(phases, channels, split)[0]
     spikes = second = blend = None
     if version >= 4:
@@ -405,7 +423,7 @@ def from_bytes(payload: bytes, phases: int, channels: int, version: int = FORMAT
         weights, weight_edges, rest = _classed_section(rest, "residual feedback", residual.MAX_WEIGHT,
                                                        (1, residual.CLASSES), phases, channels, split)
     return (Adaptation(shifts, spikes, second, blend, colour, latent, values, colours, shocks, edges, weights,
-                       weight_edges), rest)
+                       weight_edges, split), rest)
 
 
 def _blend_section(rest: bytes, what: str, classes: int, steps: int, channels: int, version: int,
@@ -789,11 +807,14 @@ def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: 
                     saving, saving2 = saving + gain * scale_up, saving2 + gain2 * scale_up
     keep = saving > 2 * 8 * (1 + len(spiky) * ch * SPIKE_CLASSES) and one.any()
     keep2 = keep and saving2 > 2 * 8 * (1 + len(spiky) * ch * len(_SECOND_CLASSES)) and second.any()
+    tables = split or 1  # (a coder without sub-phases has no per-step tables: any split prices its header)
     if keep2:
-        a, saved = Adaptation(shifts, first if first.any() else None, second, mixing, colours), saving + saving2
+        a, saved = Adaptation(shifts, first if first.any() else None, second, mixing, colours, split=tables), \
+            saving + saving2
     else:
-        a, saved = Adaptation(shifts, one if keep else None, None, mixing, colours), saving if keep else 0.0
-    return a, base - saved + 8 * len(to_bytes(a, _format(split)))
+        a, saved = (Adaptation(shifts, one if keep else None, None, mixing, colours, split=tables),
+                    saving if keep else 0.0)
+    return replace(a, split=split), base - saved + 8 * len(to_bytes(a))
 
 
 def _fit_values(parts: dict, j: int, image: np.ndarray, table, scale_up: float, channels: int
@@ -949,7 +970,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         if mixing.any():
             mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
                                  split=split)
-            section = len(to_bytes(Adaptation(blend=mixing), _format(split))) - len(to_bytes(NONE)) + 1
+            section = len(to_bytes(Adaptation(blend=mixing, split=split))) - len(to_bytes(NONE)) + 1
             plain = mixed if mixed[1] + 8 * section < plain[1] else plain
         if colourful:  # the colour blend on top of the blend kept, kept on the same terms
             mixing = plain[0].blend
@@ -966,9 +987,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
             if table.any():
                 coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
                                         scale_up, table, split)
-                section = len(to_bytes(Adaptation(colour=table), _format(split))) - len(to_bytes(NONE)) + 1
+                section = len(to_bytes(Adaptation(colour=table, split=split))) - len(to_bytes(NONE)) + 1
                 plain = coloured if coloured[1] + 8 * section < plain[1] else plain
-        out.append(replace(plain[0], values=masks[j], palette=kept[j]))
+        out.append(replace(plain[0], values=masks[j], palette=kept[j], split=split))
     if (shock or residuals) and split:
         out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
                             shock, residuals)
