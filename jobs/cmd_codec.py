@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-side", type=int, choices=(32, 64, 128), default=None,
                    help="side of the blocks the image is cut into (default: by the image's size, the largest "
                         "that still gives 16 blocks; larger blocks code smaller and faster)")
+    p.add_argument("--phase-split", type=int, choices=(1, 2), default=None,
+                   help="how deep the first pixel phase is split into sub-phases (default: 2 for images of "
+                        "256x256 or more, where its larger header pays, else 1)")
     p.set_defaults(func=_compress)
 
     p = subparsers.add_parser("decompress", help="decompress a container back to a lossless image file")
@@ -110,6 +113,8 @@ def _compress(args: argparse.Namespace) -> int:
             extra["coarse_first"] = args.first_block == "coarse"
         if args.block_side is not None:
             extra["block_side"] = args.block_side
+        if args.phase_split is not None:
+            extra["phase_split"] = args.phase_split
         data = bitswap_core.compress(image, args.model, codec=args.codec, smallest=not args.learned_only,
                                      particles=args.particles, **extra)
     except (ValueError, BitswapError) as exc:

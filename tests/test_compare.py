@@ -129,6 +129,10 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     # the same empty adaptation header (the split byte and 11 zero bytes), then the first block's grid
     assert container.unpack(plain.read_bytes()).payload[12] == 0 != container.unpack(coarse.read_bytes()).payload[12]
     assert main(["decompress", str(coarse), str(out), "--model", str(tiny_model_path)]) == 0
+    deep = tmp_path / "deep.bsw"  # the split byte: 1 for this small image by default, 2 when asked
+    assert main(["compress", str(src), str(deep), *args, "--phase-split", "2"]) == 0
+    assert (container.unpack(plain.read_bytes()).payload[0], container.unpack(deep.read_bytes()).payload[0]) == (1, 2)
+    assert main(["decompress", str(deep), str(out), "--model", str(tiny_model_path)]) == 0
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:
         assert (restored.mode, restored.tobytes()) == (source.mode, source.tobytes())
