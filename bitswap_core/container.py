@@ -138,11 +138,6 @@ class Container:
         return self.version >= 4
 
     @property
-    def split_byte(self) -> bool:
-        """Whether a learned payload starts with its phase (0,0) split (version 18 on; before, split_for)."""
-        return self.version >= 18
-
-    @property
     def second_spikes(self) -> bool:
         """Whether it also has the second-spike section (every version from 5 on)."""
         return self.version >= 5

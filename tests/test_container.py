@@ -78,7 +78,6 @@ def test_older_versions_are_still_read_and_say_how_their_payloads_differ() -> No
     data = pack(_container())
     new = unpack(data)
     assert data[4] == 18 and new.block_side_byte and not unpack(_as_version(data, 14)).block_side_byte
-    assert new.split_byte and not unpack(_as_version(data, 17)).split_byte
     assert [split_for(v) for v in (3, 4, 17, 18)] == [0, 1, 1, 2]
     assert unpack(_as_version(data, 15)).block_side_byte
     assert new.dithered_ans and new.scale_adapted and new.spike_adapted and new.second_spikes

@@ -174,7 +174,7 @@ def to_bytes(a: Adaptation, version: int = FORMAT) -> bytes:
         raise ValueError(f"container version {version} cannot hold a surprise context")
     if version < 17 and a.residual is not None and a.residual.any():
         raise ValueError(f"container version {version} cannot hold a residual feedback")
-    held = {t.shape[0] for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
+    held = _steps_held(a)
     if held - {len(pixel_phases.coding_steps(4, split))}:
         raise ValueError(f"phase (0,0) split {split} times (container version {version}) is not coded in the "
                          f"{sorted(held)} steps of this adaptation")
@@ -306,6 +306,11 @@ def _blend_rows(steps: int, version: int) -> list[int]:
 def _first_rows(steps: int) -> int:
     """How many of _blend_rows are phase (0,0)'s sub-phases (3, or 6 with container v18's deeper split)."""
     return len(pixel_phases.blend_steps(_split_steps(steps), later=False))
+
+
+def _steps_held(a: Adaptation) -> set[int]:
+    """The row counts (coding steps) of an adaptation's per-step tables: a single count when they agree."""
+    return {t.shape[0] for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
 
 
 def _header_split(version: int, split: int) -> int:
@@ -520,8 +525,7 @@ def coding_maps(adaptations: Sequence[Adaptation] | None, cfg, steps: int | None
     the coder has (the adaptations' per-step tables must have as many rows); None: as the tables have."""
     if adaptations is None:
         return None
-    held = {t.shape[0] for a in adaptations
-            for t in (a.spikes, a.spikes2, a.blend, a.colour, a.surprise, a.residual) if t is not None}
+    held = set().union(*map(_steps_held, adaptations))
     if len(held) > 1 or (steps is not None and held - {steps}):
         raise ValueError(f"adaptations for {sorted(held)} coding steps cannot drive a coder of {steps} steps")
     steps = held.pop() if held else steps or len(pixel_phases.coding_steps(cfg.pixel_phases, pixel_phases.SPLIT))
