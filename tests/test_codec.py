@@ -339,14 +339,14 @@ def test_payloads_are_the_same_with_and_without_the_int8_product(monkeypatch):
 
 @pytest.mark.parametrize("model_id", ["b369ef88", "f7567cc2", "19e3b86f", "96e1b9a5", "653383b7", "c018a9f4",
                                       "42aaf5c8", "3523a0a0", "402d19a8", "69736ef8", "cb3c525f", "5e47c6ae",
-                                      "8159ce16", "c38a73ed"])
+                                      "8159ce16", "c38a73ed", "eeaa8f79"])
 def test_payloads_of_earlier_default_models_keep_decoding(model_id):
     """A stored payload of each shipped default model (tests/data: the first default's in container v1,
     the second's, the third's and the fourth's in v2, the fifth's in v3 with a scale adaptation header,
     the sixth's (phase blocks) in v7, the seventh's in v8, the eighth's in v16, the ninth's to the
-    thirteenth's in v17, the fourteenth's, the current default, in v18) decodes with model=None: the zoo
-    keeps every shipped model, found by the id the payload records, and the decoder stays able to read what
-    it wrote before."""
+    thirteenth's in v17, the fourteenth's and the fifteenth's, the current default, in v18) decodes with
+    model=None: the zoo keeps every shipped model, found by the id the payload records, and the decoder
+    stays able to read what it wrote before."""
     from pathlib import Path
 
     data = (Path(__file__).parent / "data" / f"default-{model_id}-48x40.bsw").read_bytes()
