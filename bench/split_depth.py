@@ -6,8 +6,9 @@ and 3 (no container: probed only), with the image's own adaptation fitted at tha
 Each split codes the first sub-phase's grid in four sub-phases once more (model/phases.py coding_steps):
 split 3 leaves one pixel in 256 of the block without a decoded neighbour, and adds three steps whose
 neighbours are eight pixels away, and three more rows to every per-step section of the header. No
-container holds split 3, so this probe prices its header as a version 19 would lay it out (adapt.to_bytes
-with the split rule extended); the -ELBO is elbo_bits' one latent sample per block, as the encoder's fits.
+container holds split 3, so this probe prices every header in container v18's raw layout (adapt.to_bytes
+with v18's split rule extended to 3; v19 only deflates that layout); the -ELBO is elbo_bits' one latent
+sample per block, as the encoder's fits.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bitswap_core.coding import adapt  # noqa: E402
 from bitswap_core.coding.bitsback import elbo_bits  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
-VERSIONS = {1: 17, 2: 18, 3: 19}  # 19: a hypothetical container version with split 3
+VERSIONS = {1: 17, 2: 18, 3: 18}  # split 3: v18's layout, with one more split allowed
 
 
 def main() -> None:
@@ -38,9 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     split_for = adapt.split_for
-    adapt.split_for = lambda v: 3 if v == 19 else split_for(v)
-    adapt.FORMAT = 19
-    adapt._format = VERSIONS.__getitem__
+    adapt.split_for = lambda v: 3 if v == 18 else split_for(v)
     model = resolve(args.model)
     splits = [int(s) for s in args.splits.split(",")]
     totals, dims = np.zeros(len(splits)), 0

@@ -3,6 +3,8 @@ stored compactly."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -210,38 +212,68 @@ def test_v18_headers_hold_rows_for_ten_steps():
               adapt.Adaptation(blend=sub_blend), adapt.Adaptation(residual=_residual(rng, 1)),
               adapt.Adaptation(shifts, _spikes(rng, split=1), blend=_blend(rng, split=1), split=1),
               adapt.Adaptation(split=1), adapt.NONE):
-        got, rest = adapt.from_bytes(adapt.to_bytes(a) + b"ans", 4, 3)
+        got, rest = adapt.from_bytes(adapt.to_bytes(a, 18) + b"ans", 4, 3, 18)
         assert _same(got, a) and got.split == a.split and rest == b"ans"
-    assert len(adapt.to_bytes(adapt.NONE)) == 12 and adapt.to_bytes(adapt.Adaptation(split=1))[0] == 1
-    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes))) == 12 + 36 + 9 * 3 * 3
-    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend))) == 12 + 1 + 6 * 3 * 4 * 2
-    assert len(adapt.to_bytes(adapt.Adaptation(blend=blend))) == 12 + 1 + 9 * 3 * 4 * 2
+    assert len(adapt.to_bytes(adapt.NONE, 18)) == 12 and adapt.to_bytes(adapt.Adaptation(split=1), 18)[0] == 1
+    assert len(adapt.to_bytes(adapt.Adaptation(shifts, spikes), 18)) == 12 + 36 + 9 * 3 * 3
+    assert len(adapt.to_bytes(adapt.Adaptation(blend=sub_blend), 18)) == 12 + 1 + 6 * 3 * 4 * 2
+    assert len(adapt.to_bytes(adapt.Adaptation(blend=blend), 18)) == 12 + 1 + 9 * 3 * 4 * 2
     v17 = adapt.Adaptation(shifts, _spikes(rng, split=1), split=1)
-    assert adapt.to_bytes(v17) == b"\1" + adapt.to_bytes(v17, 17)
+    assert adapt.to_bytes(v17, 18) == b"\1" + adapt.to_bytes(v17, 17)
     for split in (0, 3):
         with pytest.raises(ValueError, match=f"1 to 2 times, not {split}"):
-            adapt.to_bytes(adapt.Adaptation(split=split))
+            adapt.to_bytes(adapt.Adaptation(split=split), 18)
     for bad, match in ((b"", "split is missing"), (b"\0" + bytes(11), "split 0 is not 1 to 2"),
                        (b"\3" + bytes(11), "split 3"), (b"\2", "no scale adaptation header"),
                        (b"\2\0" + bytes([3]) + bytes(54), "3 classes"),  # seven steps' spike rows: too few
                        (b"\2\0\0\0" + bytes([4, 3]) + bytes(72), "declares 3 steps")):  # v17's sub-phases
         with pytest.raises(CorruptPayloadError, match=match):
-            adapt.from_bytes(bad, 4, 3)
-    assert adapt.from_bytes(b"\1\0" + bytes([3]) + bytes(54) + bytes(9), 4, 3)[0].split == 1  # v17's rows
+            adapt.from_bytes(bad, 4, 3, 18)
+    assert adapt.from_bytes(b"\1\0" + bytes([3]) + bytes(54) + bytes(9), 4, 3, 18)[0].split == 1  # v17's rows
+
+
+def test_v19_headers_are_v18_headers_deflated_and_a_damaged_stream_is_refused():
+    """Container v19 stores the v18 header as one raw deflate stream; the bytes after the stream are the
+    rest of the payload. A stream that is cut, not deflate, inflates past HEADER_LIMIT or holds more than
+    one header is a clear CorruptPayloadError."""
+    rng = np.random.default_rng(5)
+    spikes = _spikes(rng)
+    a = adapt.Adaptation(np.arange(-18, 18).reshape(4, 3, 3), spikes, _second_spikes(rng, spikes), _blend(rng),
+                         _colour(rng), surprise=_surprise(rng), surprise_edges=np.array([1, 2, 5]),
+                         residual=_residual(rng, 4), residual_edges=np.array([0, 3, 9]))
+    for b in (a, adapt.Adaptation(split=1), adapt.NONE):
+        packed = adapt.to_bytes(b)
+        assert zlib.decompress(packed, -15) == adapt.to_bytes(b, 18)
+        got, rest = adapt.from_bytes(packed + b"ans", 4, 3)
+        assert _same(got, b) and got.split == b.split and rest == b"ans"
+    assert len(adapt.to_bytes(adapt.NONE)) < len(adapt.to_bytes(adapt.NONE, 18))
+    packed = adapt.to_bytes(a)
+
+    def deflated(body: bytes) -> bytes:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return packer.compress(body) + packer.flush()
+
+    for bad, match in ((b"", "does not end"), (packed[: len(packed) // 2], "does not end"),
+                       (b"\xff" * 40, "does not inflate"),
+                       (deflated(bytes(adapt.HEADER_LIMIT + 1)), f"more than {adapt.HEADER_LIMIT} bytes"),
+                       (deflated(adapt.to_bytes(a, 18) + b"x"), "1 bytes follow it"),
+                       (deflated(b"\3" + bytes(11)), "split 3 is not 1 to 2")):
+        with pytest.raises(CorruptPayloadError, match=match):
+            adapt.from_bytes(bad + b"ans", 4, 3)
 
 
 def test_a_grey_model_takes_no_colour_blend():
     """One channel has no channel before it: a colour section is malformed, its absence fine."""
     with pytest.raises(CorruptPayloadError, match="colour blend header declares 3 steps"):
         adapt.from_bytes(b"\0\0\0\0" + bytes([6, 3]) + bytes(36), 4, 1, version=17)
-    assert adapt.from_bytes(b"\2\0\0\0\0\0\0\0\0\0\0\0ans", 4, 1) == (adapt.NONE, b"ans")
+    assert adapt.from_bytes(b"\2\0\0\0\0\0\0\0\0\0\0\0ans", 4, 1, 18) == (adapt.NONE, b"ans")
 
 
 def test_a_latent_shift_outside_its_range_or_missing_is_corrupt():
     for byte, problem in ((bytes([17]), "exceeds 16"), (bytes([256 - 17]), "exceeds 16"), (b"", "missing")):
         with pytest.raises(CorruptPayloadError, match=problem):
-            adapt.from_bytes(b"\2\0\0\0\0\0" + byte, 4, 3)  # (v18: the split byte first)
-    assert adapt.from_bytes(b"\2\0\0\0\0\0\xf0\0\0\0\0\0ans", 4, 3)[0].latent == -16
+            adapt.from_bytes(b"\2\0\0\0\0\0" + byte, 4, 3, 18)  # (v18: the split byte first)
+    assert adapt.from_bytes(b"\2\0\0\0\0\0\xf0\0\0\0\0\0ans", 4, 3, 18)[0].latent == -16
 
 
 def test_a_version_6_blend_holds_only_non_negative_weights():
@@ -315,8 +347,9 @@ def test_the_default_model_widens_its_scales_on_a_noisier_image_and_saves_bits()
     image = Image.fromarray(noisy)
     plain = bitswap_core.compress(image, smallest=False, adapt_blocks=0)
     adapted = bitswap_core.compress(image, smallest=False)
-    # (v18's header: the split byte, then the scale shifts' band count)
-    assert container.unpack(plain).payload[1] == 0 and container.unpack(adapted).payload[1] == adapt.BANDS
+    # (the v19 header inflates to v18's: the split byte, then the scale shifts' band count)
+    heads = [zlib.decompressobj(-15).decompress(container.unpack(d).payload) for d in (plain, adapted)]
+    assert heads[0][1] == 0 and heads[1][1] == adapt.BANDS
     assert len(adapted) < 0.97 * len(plain)
     assert np.array_equal(np.asarray(bitswap_core.decompress(adapted)), noisy)
     assert elbo_bits(bc, [noisy], adaptations=[adaptation])[0] < 0.97 * elbo_bits(bc, [noisy])[0]

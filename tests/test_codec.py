@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -477,7 +478,8 @@ def test_v18_payload_decodes_and_the_encoder_writes_it_again():
     """tests/data: the fourteenth default's container v18 payload of a 128x128 monarch crop coded with phase
     (0,0)'s first sub-phase split again (`phase_split=2`: ten coding steps, with a blend, colour blend and
     residual feedback on the new steps' rows) decodes exactly, and encoding the crop again with the model it
-    names gives the same bytes (the fit and the coding are deterministic; a change shows here)."""
+    names gives the same bytes (the fit and the coding are deterministic; a change shows here), less the
+    deflate of its adaptation header that container v19 adds."""
     from pathlib import Path
 
     from bitswap_core.registry import find_by_id
@@ -486,6 +488,24 @@ def test_v18_payload_decodes_and_the_encoder_writes_it_again():
     box = container.unpack(stored)
     a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
     assert box.version == 18 and a.split == 2 and a.blend.shape[0] == 10 and a.blend[1:4].any()
+    img = photo_crop("waterloo-monarch.png", (200, 100, 328, 228))
+    assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
+    again = container.unpack(bitswap_core.compress(img, find_by_id(box.model_id), smallest=False, phase_split=2))
+    unpacker = zlib.decompressobj(-15)
+    assert again.version == 19 and unpacker.decompress(again.payload) + unpacker.unused_data == box.payload
+
+
+def test_v19_payload_decodes_and_the_encoder_writes_it_again():
+    """tests/data: the fifteenth default's container v19 payload of the same crop (its adaptation header
+    deflated) decodes exactly, and encoding the crop again with the model it names gives the same bytes."""
+    from pathlib import Path
+
+    from bitswap_core.registry import find_by_id
+
+    stored = (Path(__file__).parent / "data" / "default-eeaa8f79-monarch-128x128-v19.bsw").read_bytes()
+    box = container.unpack(stored)
+    a, _ = adapt.from_bytes(box.payload, 4, 3, version=box.version)
+    assert box.version == 19 and a.split == 2 and a.blend.shape[0] == 10 and len(box.payload) > 1000
     img = photo_crop("waterloo-monarch.png", (200, 100, 328, 228))
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
     assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False, phase_split=2) == stored
@@ -505,6 +525,10 @@ def test_the_encoder_splits_phase_0_twice_only_where_it_pays_and_the_header_says
     with pytest.raises(ValueError, match="phase_split"):
         bitswap_core.compress(imgs[0], smallest=False, phase_split=3)
     box = container.unpack(datas[0])
+    unpacker = zlib.decompressobj(-15)
+    head = unpacker.decompress(box.payload)  # (v19: the header is deflated, the split its first byte)
     for split in (0, 3, 255):
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        payload = packer.compress(bytes([split]) + head[1:]) + packer.flush() + unpacker.unused_data
         with pytest.raises(CorruptPayloadError, match=f"split {split} is not 1 to 2"):
-            bitswap_core.decompress(container.pack(replace(box, payload=bytes([split]) + box.payload[1:])))
+            bitswap_core.decompress(container.pack(replace(box, payload=payload)))

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from bitswap_core import container
+from bitswap_core.coding import adapt
 from jobs import compare
 from jobs.cli import main
 
@@ -123,15 +124,17 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     assert box.model_id == tiny_model.id and box.codec == "bbans"
     plain = tmp_path / "plain.bsw"
     assert main(["compress", str(src), str(plain), *args, "--adapt-blocks", "0"]) == 0
-    assert container.unpack(plain.read_bytes()).payload[1] == 0  # no scale shifts (after v18's split byte)
     coarse = tmp_path / "coarse.bsw"
     assert main(["compress", str(src), str(coarse), *args, "--adapt-blocks", "0", "--first-block", "coarse"]) == 0
-    # the same empty adaptation header (the split byte and 11 zero bytes), then the first block's grid
-    assert container.unpack(plain.read_bytes()).payload[12] == 0 != container.unpack(coarse.read_bytes()).payload[12]
+    # the same empty adaptation header (no scale shifts), then the first block's grid
+    (a, plain_rest), (b, coarse_rest) = (adapt.from_bytes(container.unpack(f.read_bytes()).payload,
+                                                          tiny_model.cfg.pixel_phases, 3) for f in (plain, coarse))
+    assert a.shifts is None and b.shifts is None and plain_rest[0] == 0 != coarse_rest[0]
     assert main(["decompress", str(coarse), str(out), "--model", str(tiny_model_path)]) == 0
-    deep = tmp_path / "deep.bsw"  # the split byte: 1 for this small image by default, 2 when asked
+    deep = tmp_path / "deep.bsw"  # the split: 1 for this small image by default, 2 when asked
     assert main(["compress", str(src), str(deep), *args, "--phase-split", "2"]) == 0
-    assert (container.unpack(plain.read_bytes()).payload[0], container.unpack(deep.read_bytes()).payload[0]) == (1, 2)
+    assert a.split == 1 and adapt.from_bytes(container.unpack(deep.read_bytes()).payload,
+                                             tiny_model.cfg.pixel_phases, 3)[0].split == 2
     assert main(["decompress", str(deep), str(out), "--model", str(tiny_model_path)]) == 0
     assert main(["decompress", str(packed), str(out), "--model", str(tiny_model_path)]) == 0
     with Image.open(out) as restored:

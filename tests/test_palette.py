@@ -105,7 +105,7 @@ def test_palette_section_round_trips_and_malformed_ones_are_corrupt() -> None:
         adapt.to_bytes(a, 12)
     with pytest.raises(ValueError, match="not both"):
         adapt.to_bytes(replace(a, values=np.ones((3, 256), bool)))
-    base = adapt.to_bytes(adapt.NONE)[:-4]  # less the palette's, surprise and residual feedback sections
+    base = adapt.to_bytes(adapt.NONE, 18)[:-4]  # less the palette's, surprise and residual feedback sections
     section = palette.to_bytes(pal)
     over = (palette.MAX_COLOURS + 1).to_bytes(2, "little")
     for bad, match in ((base + b"\0", "palette section is missing"), (base + section[:-1], "inside the palette"),
@@ -113,7 +113,7 @@ def test_palette_section_round_trips_and_malformed_ones_are_corrupt() -> None:
                        (base + b"\2\0" + b"\xff\xff\xff\x07" + b"\0", "out of range"),
                        (base[:-1] + b"\1" + b"\xff" * 32 + section, "both value masks and a palette")):
         with pytest.raises(CorruptPayloadError, match=match):
-            adapt.from_bytes(bad, 4, 3)
+            adapt.from_bytes(bad, 4, 3, 18)
 
 
 def test_a_drawing_gets_a_palette_and_codes_smaller_and_exact() -> None:

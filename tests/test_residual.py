@@ -78,34 +78,34 @@ def test_header_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     rng = np.random.default_rng(3)
     a = adapt.Adaptation(residual=_weights(rng), residual_edges=np.array([2, 5, 15]))
     one = adapt.Adaptation(residual=_weights(rng, 1))
-    head = adapt.to_bytes(a)
-    assert len(head) == len(adapt.to_bytes(adapt.NONE)) + residual.CLASSES - 1 + (STEPS - 1) * 3 * residual.CLASSES
-    assert len(adapt.to_bytes(one)) == len(adapt.to_bytes(adapt.NONE)) + (STEPS - 1) * 3
+    head = adapt.to_bytes(a, 18)
+    assert len(head) == len(adapt.to_bytes(adapt.NONE, 18)) + residual.CLASSES - 1 + (STEPS - 1) * 3 * residual.CLASSES
+    assert len(adapt.to_bytes(one, 18)) == len(adapt.to_bytes(adapt.NONE, 18)) + (STEPS - 1) * 3
     for x in (a, one):
-        back, rest = adapt.from_bytes(adapt.to_bytes(x) + b"tail", 4, 3)
+        back, rest = adapt.from_bytes(adapt.to_bytes(x, 18) + b"tail", 4, 3, 18)
         assert np.array_equal(back.residual, x.residual) and rest == b"tail"
         assert (back.residual_edges is None) == (x.residual_edges is None)
-    assert adapt.from_bytes(head, 4, 3)[0].residual_edges.tolist() == [2, 5, 15]
-    assert adapt.from_bytes(adapt.to_bytes(replace(a, residual=a.residual * 0)), 4, 3)[0].residual is None
+    assert adapt.from_bytes(head, 4, 3, 18)[0].residual_edges.tolist() == [2, 5, 15]
+    assert adapt.from_bytes(adapt.to_bytes(replace(a, residual=a.residual * 0), 18), 4, 3, 18)[0].residual is None
     with pytest.raises(ValueError, match="cannot hold a residual"):
         adapt.to_bytes(a, 16)
     with pytest.raises(ValueError, match="must lie in"):
-        adapt.to_bytes(replace(a, residual=a.residual * 0 + 9))
+        adapt.to_bytes(replace(a, residual=a.residual * 0 + 9), 18)
     with pytest.raises(ValueError, match="1 or 4 classes"):
-        adapt.to_bytes(replace(a, residual=a.residual[..., :2]))
+        adapt.to_bytes(replace(a, residual=a.residual[..., :2]), 18)
     for edges in (None, np.array([5, 2, 15]), np.array([2, 5]), np.array([2, 5, 300])):
         with pytest.raises(ValueError, match="ordered"):
-            adapt.to_bytes(replace(a, residual_edges=edges))
-    base = adapt.to_bytes(adapt.NONE)[:-1]
+            adapt.to_bytes(replace(a, residual_edges=edges), 18)
+    base = adapt.to_bytes(adapt.NONE, 18)[:-1]
     body = head[len(base):]
     for bad, match in ((base, "residual feedback section is missing"), (base + b"\x02" + body[1:], "declares 2"),
                        (base + body[:-1], "declares 4"),
                        (base + body[:1] + bytes([9, 3, 30]) + body[4:], "not in order"),
                        (base + body[:5] + bytes([247]) + body[6:], "exceeds 8")):
         with pytest.raises(CorruptPayloadError, match=match):
-            adapt.from_bytes(bad, 4, 3)
+            adapt.from_bytes(bad, 4, 3, 18)
     with pytest.raises(CorruptPayloadError, match="1-phase model"):
-        adapt.from_bytes(base + body, 1, 3)
+        adapt.from_bytes(base + body, 1, 3, 18)
 
 
 def test_weighted_payloads_decode_exactly_alone_and_batched_with_images_without() -> None:

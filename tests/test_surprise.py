@@ -68,28 +68,28 @@ def _shifts(rng) -> np.ndarray:
 def test_header_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     rng = np.random.default_rng(5)
     a = adapt.Adaptation(surprise=_shifts(rng), surprise_edges=np.array([4, 4, 30]))
-    head = adapt.to_bytes(a)
+    head = adapt.to_bytes(a, 18)
     rows = adapt.spike_shape(4, 3)[0] - 1  # every coding step but the first
-    assert len(head) == len(adapt.to_bytes(adapt.NONE)) + surprise.CLASSES - 1 + rows * 3 * surprise.CLASSES
-    back, rest = adapt.from_bytes(head + b"tail", 4, 3)
+    assert len(head) == len(adapt.to_bytes(adapt.NONE, 18)) + surprise.CLASSES - 1 + rows * 3 * surprise.CLASSES
+    back, rest = adapt.from_bytes(head + b"tail", 4, 3, 18)
     assert np.array_equal(back.surprise, a.surprise) and back.surprise_edges.tolist() == [4, 4, 30]
     assert rest == b"tail"
-    assert adapt.from_bytes(adapt.to_bytes(replace(a, surprise=a.surprise * 0)), 4, 3)[0].surprise_edges is None
+    assert adapt.from_bytes(adapt.to_bytes(replace(a, surprise=a.surprise * 0), 18), 4, 3, 18)[0].surprise_edges is None
     with pytest.raises(ValueError, match="cannot hold a surprise"):
         adapt.to_bytes(a, 15)
     for edges in (None, np.array([5, 4, 30]), np.array([4, 30]), np.array([1, 2, 300])):
         with pytest.raises(ValueError, match="ordered score edges"):
-            adapt.to_bytes(replace(a, surprise_edges=edges))
-    base = adapt.to_bytes(adapt.NONE)[:-2]  # less the surprise and residual feedback sections
+            adapt.to_bytes(replace(a, surprise_edges=edges), 18)
+    base = adapt.to_bytes(adapt.NONE, 18)[:-2]  # less the surprise and residual feedback sections
     body = head[len(base) : -1]
     for bad, match in ((base, "surprise section is missing"), (base + b"\x03" + body[1:], "declares 3 classes"),
                        (base + body[:-1], "declares 4 classes"),
                        (base + body[:1] + bytes([9, 3, 30]) + body[4:], "not in order"),
                        (base + body[:4] + bytes([13]) + body[5:], "exceeds 12")):
         with pytest.raises(CorruptPayloadError, match=match):
-            adapt.from_bytes(bad, 4, 3)
+            adapt.from_bytes(bad, 4, 3, 18)
     with pytest.raises(CorruptPayloadError, match="1-phase model"):
-        adapt.from_bytes(base + body, 1, 3)
+        adapt.from_bytes(base + body, 1, 3, 18)
 
 
 def test_shifted_payloads_decode_exactly_alone_and_batched_with_images_without() -> None:

@@ -116,11 +116,11 @@ def test_value_section_round_trips_and_malformed_ones_are_corrupt() -> None:
     values = np.ones((3, 256), bool)
     values[1, ::3] = False
     a = adapt.Adaptation(values=values)
-    head = adapt.to_bytes(a)
-    assert head[-37] == 0b010 and len(head) == len(adapt.to_bytes(adapt.NONE)) + 32
-    back, rest = adapt.from_bytes(head + b"tail", 4, 3)
+    head = adapt.to_bytes(a, 18)
+    assert head[-37] == 0b010 and len(head) == len(adapt.to_bytes(adapt.NONE, 18)) + 32
+    back, rest = adapt.from_bytes(head + b"tail", 4, 3, 18)
     assert np.array_equal(back.values, values) and rest == b"tail"
-    assert adapt.from_bytes(adapt.to_bytes(adapt.NONE), 4, 3)[0].values is None
+    assert adapt.from_bytes(adapt.to_bytes(adapt.NONE, 18), 4, 3, 18)[0].values is None
     with pytest.raises(ValueError, match="cannot hold value masks"):
         adapt.to_bytes(a, 11)
     base = head[:-37]
@@ -128,7 +128,7 @@ def test_value_section_round_trips_and_malformed_ones_are_corrupt() -> None:
                        (base + b"\x02" + bytes(31), "inside a value mask"),
                        (base + b"\x01" + bytes(32), "keeps no value")):
         with pytest.raises(CorruptPayloadError, match=match):
-            adapt.from_bytes(bad, 4, 3)
+            adapt.from_bytes(bad, 4, 3, 18)
 
 
 def test_a_damaged_value_mask_never_gives_a_wrong_image() -> None:
