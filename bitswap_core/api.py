@@ -21,7 +21,7 @@ from PIL import Image
 from bitswap_core import container, fallback
 from bitswap_core.blocks import BLOCK, SIDES, check_side, grid
 from bitswap_core.coding import adapt, first_block, importance
-from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images
+from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images, lead_limit
 from bitswap_core.coding.rans import AnsCoder
 from bitswap_core.errors import (
     BitswapError,
@@ -124,21 +124,26 @@ def compress_batch(
         grids = first_block.choose(bc.at_side(BLOCK), arrays, adaptations) if coarse else [0] * len(arrays)
         starts: list[list[int]] = []
         parts: list[int] = []
+        leads: list[int] = []
+        lead_bytes = container.VERSION >= 20  # (benchmarks write older versions: the first part alone)
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
-                                   starts=starts, parts=parts)
+                                   starts=starts, parts=parts, leads=leads,
+                                   lead_depth=first_block.lead_depth(bc) if lead_bytes else 0)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(group)
-        for i, coder, adaptation, k, start, parted in zip(group, coders, adaptations, grids,
-                                                          starts or [[]] * len(group), parts or [0] * len(group)):
+        for i, coder, adaptation, k, start, parted, lead in zip(group, coders, adaptations, grids,
+                                                                starts or [[]] * len(group), parts or [0] * len(group),
+                                                                leads or [0] * len(group)):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
             adaptation = replace(adaptation, split=split)  # (v18 on, the header records the coder's split)
-            header = adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
+            header = (adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
+                      + (bytes([lead]) if lead_bytes else b""))
             if container.VERSION >= 15:
                 header += _side_bytes(side, parted)
             if container.VERSION >= 14:
@@ -231,6 +236,18 @@ def _first_grid(rest: bytes, has_byte: bool, z_bins: int) -> tuple[int, bytes]:
     return rest[0], rest[1:]
 
 
+def _lead(rest: bytes, has_byte: bool, k: int) -> tuple[int | None, bytes]:
+    """(how many of the first 32x32 parts are on grid k (None: the first alone, before container v20), the
+    bytes after) of a learned payload after its grid byte."""
+    if not has_byte:
+        return None, rest
+    if not rest:
+        raise CorruptPayloadError("learned payload truncated: the count of parts on the first block's grid is missing")
+    if (rest[0] == 0) != (k == 0):
+        raise CorruptPayloadError(f"learned payload is corrupt: {rest[0]} parts on first-block grid {k}")
+    return rest[0], rest[1:]
+
+
 def _side_bytes(side: int, parts: int) -> bytes:
     """Container v15's block section: u8 log2(side / 32) and, for a side above 32, a u32 (big-endian): how
     many of the image's first blocks are coded in 32x32 parts (bitsback.split_blocks)."""
@@ -279,23 +296,31 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         first = boxes[idx[0]]
-        parsed: dict[tuple, list] = {}  # (side, split) -> (image, adaptation, grid, particles, starts, ANS bytes)
+        # (side, split) -> (image, adaptation, grid, particles, starts, parts, lead, ANS bytes)
+        parsed: dict[tuple, list] = {}
         for i in idx:
             adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
                                if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
             split = adaptation.split if boxes[i].scale_adapted else container.split_for(version)
             k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
+            lead, ans = _lead(ans, first.lead_byte, k)
             side, parts, ans = _block_side(ans, first.block_side_byte, boxes[i].width, boxes[i].height)
+            if lead is None:
+                lead = 1 if k else 0
+            elif lead > lead_limit(boxes[i].height, boxes[i].width, side, parts):
+                raise CorruptPayloadError(f"learned payload is corrupt: {lead} parts on the first block's grid, "
+                                          f"more than the {lead_limit(boxes[i].height, boxes[i].width, side, parts)}"
+                                          " it codes in parts")
             n_particles, start, ans = (importance.from_bytes(ans, _blocks(boxes[i], side))
                                        if first.particles_section else (1, [], ans))
-            parsed.setdefault((side, split), []).append((i, adaptation, k, n_particles, start, parts, ans))
+            parsed.setdefault((side, split), []).append((i, adaptation, k, n_particles, start, parts, lead, ans))
         for (side, split), rows in parsed.items():
             # phase 0 in sub-phases from container v4 on (as the payload says from v18), the next blocks'
             # pixels from v8 on
             bc = m.block_coder(scheme, split, first.bordered, side)
             coders = [AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans) for *_, ans in rows]
             shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i, *_ in rows]
-            arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:6]])
+            arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:7]])
             for (i, *_), arr in zip(rows, arrays):
                 out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

@@ -51,10 +51,10 @@ def test_side_for_keeps_16_blocks() -> None:
 
 
 def _section(data: bytes) -> tuple[int, int, bytes]:
-    """(side, blocks in parts, the rest) of a learned payload after its grid byte."""
+    """(side, blocks in parts, the rest) of a learned payload after its grid byte (and, v20 on, its lead)."""
     box = container.unpack(data)
     _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    return api._block_side(rest[1:], True, box.width, box.height)
+    return api._block_side(rest[2:], True, box.width, box.height)
 
 
 @pytest.mark.parametrize("side,box", [(64, (0, 0, 150, 100)), (128, (0, 0, 200, 136)), (128, (10, 20, 50, 41))])
@@ -91,8 +91,8 @@ def _with_section(data: bytes, section: bytes) -> bytes:
     """The container with its block section (the side byte and any parts count) replaced by section."""
     box = container.unpack(data)
     _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    _, _, after = api._block_side(rest[1:], True, box.width, box.height)
-    head = box.payload[: len(box.payload) - len(rest) + 1]  # the adaptation header and the grid byte
+    _, _, after = api._block_side(rest[2:], True, box.width, box.height)
+    head = box.payload[: len(box.payload) - len(rest) + 2]  # the adaptation header, the grid byte, the lead
     return container.pack(replace(box, payload=head + section + after))
 
 

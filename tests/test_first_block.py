@@ -135,3 +135,48 @@ def test_grid_bounds():
         first_block.check_grid(33, 64)  # one cell would hold every bin
     with pytest.raises(ValueError, match="grid"):
         first_block.check_grid(256, 4096)
+
+
+def _with_lead(data: bytes, lead: int | None) -> bytes:
+    """data (a v20 learned container) with its lead byte replaced (None: cut off after the grid byte)."""
+    from dataclasses import replace
+
+    box = container.unpack(data)
+    _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
+    at = len(box.payload) - len(rest) + 1  # the lead follows the grid byte
+    payload = box.payload[:at] if lead is None else box.payload[:at] + bytes([lead]) + box.payload[at + 1 :]
+    return container.pack(replace(box, payload=payload))
+
+
+@pytest.mark.parametrize("box", [(0, 0, 96, 64), (0, 0, 256, 160)])
+def test_v20_codes_the_first_parts_on_the_grid_while_the_stack_is_shallow(monkeypatch, box):
+    """Container v20: an image keeps coding its first 32x32 blocks (or the 32x32 parts of its first larger
+    blocks) on the first block's grid while its stack is shallower than first_block.lead_depth, instead of
+    popping the next latents off the stack's bed; the header says how many (after the grid byte). A smooth
+    photo crop codes several that way, smaller than v19's first-part-alone, and v19 and v20 payloads decode
+    together; a lead that disagrees with the grid or exceeds the image's parts is a clear error."""
+    img = photo_crop("usc-4.1.07.png", box=box)
+    new = bitswap_core.compress(img, smallest=False)
+    monkeypatch.setattr(container, "VERSION", 19)
+    old = bitswap_core.compress(img, smallest=False)
+    monkeypatch.undo()
+    box_new = container.unpack(new)
+    _, rest = adapt.from_bytes(box_new.payload, 4, 3, version=box_new.version)
+    assert box_new.version == 20 and rest[0] > 0 and rest[1] > 1
+    assert len(new) < len(old)
+    assert all(b.tobytes() == img.tobytes() for b in bitswap_core.decompress_batch([new, old, new]))
+    for lead, match in ((0, "0 parts on first-block grid"), (255, "more than"), (None, "missing")):
+        with pytest.raises(CorruptPayloadError, match=match):
+            bitswap_core.decompress(_with_lead(new, lead))
+
+
+def test_v20_without_a_grid_has_no_lead():
+    """With the first block by bits-back (coarse_first=False, naive BB-ANS's default) the lead is 0, and a
+    lead on no grid is corrupt."""
+    img = photo_crop("usc-4.1.07.png", box=(0, 0, 64, 64))
+    data = bitswap_core.compress(img, smallest=False, coarse_first=False)
+    box = container.unpack(data)
+    _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
+    assert rest[:2] == b"\0\0" and bitswap_core.decompress(data).tobytes() == img.tobytes()
+    with pytest.raises(CorruptPayloadError, match="1 parts on first-block grid 0"):
+        bitswap_core.decompress(_with_lead(data, 1))

@@ -106,8 +106,8 @@ def test_the_ladder_of_particles() -> None:
 def _section(data: bytes, blocks: int):
     box = container.unpack(data)
     _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    assert rest[1] == 0  # 32x32 blocks (container v15's side byte, after the grid byte)
-    k, starts, _ = importance.from_bytes(rest[2:], blocks)
+    assert rest[2] == 0  # 32x32 blocks (container v15's side byte, after the grid byte and v20's lead)
+    k, starts, _ = importance.from_bytes(rest[3:], blocks)
     return k, starts
 
 
@@ -136,7 +136,7 @@ def test_a_tampered_particles_byte_is_an_error_not_a_crash(monkeypatch) -> None:
     data = bitswap_core.compress(img, smallest=False, particles=2)
     box = container.unpack(data)
     _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    at = len(data) - 4 - len(rest) + 2  # the particles byte, after the grid and block side bytes
+    at = len(data) - 4 - len(rest) + 3  # the particles byte, after the grid, lead and block side bytes
     assert data[at] == 2
     body = data[:at] + b"\x03" + data[at + 1 : -4]
     with pytest.raises(CorruptPayloadError):

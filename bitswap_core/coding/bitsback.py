@@ -475,7 +475,8 @@ def _rows(parts, idx: np.ndarray) -> list:
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: int = 1,
-                  starts: list | None = None, parts: list | None = None) -> list[AnsCoder]:
+                  starts: list | None = None, parts: list | None = None, lead_depth: int = 0,
+                  leads: list | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
@@ -489,6 +490,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     With blocks larger than 32x32 (block_coder.side) an image's first blocks are coded in 32x32 parts until
     its stack is deep enough for a whole one (split_blocks); parts, if given, receives per image how many
     (0 for 32x32 blocks), which the decoder needs.
+    lead_depth: an image on a grid keeps coding its next 32x32 parts (or 32x32 blocks) on it while its stack
+    holds fewer bits than this (first_block.Lead; 0: the first alone, as containers 10-19); leads, if given,
+    receives per image how many went on it, which the decoder needs.
     """
     importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
@@ -497,6 +501,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     valid = [valid_sizes(im.shape[0], im.shape[1], side) for im in images]
     per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
+    lead = None if first_grids is None else [first_block.Lead(int(g), lead_depth) for g in first_grids]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
@@ -525,8 +530,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 if j not in mine and parted[j] > t:
                     parted[j] = t
             _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
-                        None if maps is None else maps[mine],
-                        None if first_grids is None or t else [first_grids[j] for j in mine])
+                        None if maps is None else maps[mine], None if lead is None else [lead[j] for j in mine])
             if block_bits is not None:
                 for j in mine:
                     block_bits[j].append(coders[j].num_bits())
@@ -534,6 +538,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             act = [act[r] for r in keep]
             if not act:
                 continue
+            for j in act if lead is not None else ():  # coded whole from here: never on the grid
+                lead[j].close()
             rows = torch.tensor(keep, dtype=torch.int64)
             q1[t % ahead] = tuple(v[rows] for v in q1[t % ahead])
         for j in act:
@@ -544,7 +550,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                                 np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
                                 maps=None if maps is None else maps[act],
                                 border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
-                                grids=None if first_grids is None or t else [first_grids[j] for j in act],
+                                grids=None if lead is None else [lead[j].next(coders[j]) for j in act],
                                 particles=[importance.particles_at(particles, start[j], t) for j in act])
         if block_bits is not None:
             for j in act:
@@ -553,17 +559,19 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
         starts.extend(start)
     if parts is not None:
         parts.extend(parted if split is not None else [0] * len(images))
+    if leads is not None:
+        leads.extend([0] * len(images) if lead is None else [g.count for g in lead])
     return coders
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: Sequence[int] | None = None,
-                  starts: Sequence[Sequence[int]] | None = None, parts: Sequence[int] | None = None
-                  ) -> list[np.ndarray]:
+                  starts: Sequence[Sequence[int]] | None = None, parts: Sequence[int] | None = None,
+                  leads: Sequence[int] | None = None) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays.
-    particles, starts, parts: per image, as encode_images used and gave them (None: one sample throughout;
-    no block in parts)."""
+    particles, starts, parts, leads: per image, as encode_images used and gave them (None: one sample
+    throughout; no block in parts; the first part or block alone on its grid, as containers 10-19)."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
     from bitswap_core.blocks import from_blocks
 
@@ -573,6 +581,8 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     per_row = [grid(h, w, side)[1] for h, w, _ in shapes]
     out = [np.zeros((n, c, side, side), dtype=np.uint8) for n, (_, _, c) in zip(counts, shapes)]
     split: dict[int, tuple] = {}  # per image in its parts, split_blocks of what is decoded, filled as it goes
+    if leads is None:
+        leads = [0 if first_grids is None or not g else 1 for g in (first_grids or [0] * len(coders))]
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
         if parts is not None:  # blocks coded in 32x32 parts (split_blocks)
@@ -583,7 +593,7 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
                     split[j] = split_blocks(from_blocks(out[j], *shapes[j][:2]), side)
                 out[j][k] = _pop_parts(block_coder.at_side(BLOCK), coders[j], split[j], k, valid[j][k], side,
                                        None if maps is None else maps[[j]],
-                                       None if first_grids is None or k else first_grids[j])
+                                       None if first_grids is None else first_grids[j], leads[j])
             act = [j for j in act if j not in mine]
             if not act:
                 continue
@@ -592,8 +602,9 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
         border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
         x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
                                    maps=None if maps is None else maps[act], border=border,
-                                   grids=None if first_grids is None else [0 if k else first_grids[j]
-                                                                           for j, k in zip(act, idx)],
+                                   grids=None if first_grids is None else
+                                   [first_grids[j] if k < leads[j] and not (parts and parts[j]) else 0
+                                    for j, k in zip(act, idx)],
                                    particles=None if particles is None else
                                    [importance.particles_at(particles[j], starts[j], k) for j, k in zip(act, idx)])
         for row, (j, k) in enumerate(zip(act, idx)):
@@ -615,36 +626,50 @@ def split_blocks(image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, 
     to top, after every later block, so each part's border (the first row and column of the parts or
     blocks below and to its right) is decoded before it is."""
     h, w = image.shape[:2]
+    return to_blocks(image, BLOCK), valid_sizes(h, w, BLOCK), grid(h, w, BLOCK)[1], part_lists(h, w, side)
+
+
+def part_lists(h: int, w: int, side: int) -> list[list[int]]:
+    """Per block of side `side` of an h x w image (raster order), the indices of the 32x32 blocks inside it."""
     rows, cols = grid(h, w, BLOCK)
     f, per_row = side // BLOCK, grid(h, w, side)[1]
-    inside = [[(br * f + r) * cols + bc * f + c for r in range(f) for c in range(f)
-               if br * f + r < rows and bc * f + c < cols]
-              for br, bc in (divmod(t, per_row) for t in range(grid(h, w, side)[0] * per_row))]
-    return to_blocks(image, BLOCK), valid_sizes(h, w, BLOCK), cols, inside
+    return [[(br * f + r) * cols + bc * f + c for r in range(f) for c in range(f)
+             if br * f + r < rows and bc * f + c < cols]
+            for br, bc in (divmod(t, per_row) for t in range(grid(h, w, side)[0] * per_row))]
 
 
-def _push_parts(fc: BlockCoder, coders: list[AnsCoder], split: list, t: int, maps, grids: list[int] | None
-                ) -> None:
-    """Push block t of each image (split: its split_blocks) as its 32x32 parts, batched across images."""
+def lead_limit(h: int, w: int, side: int, parted: int) -> int:
+    """The most 32x32 parts or blocks an h x w image may code on its first block's grid (container v20):
+    those of its first `parted` blocks, coded in parts, or every block of a 32x32-block image."""
+    if side == BLOCK:
+        return grid(h, w, BLOCK)[0] * grid(h, w, BLOCK)[1]
+    return sum(len(p) for p in part_lists(h, w, side)[:parted])
+
+
+def _push_parts(fc: BlockCoder, coders: list[AnsCoder], split: list, t: int, maps, lead: list | None) -> None:
+    """Push block t of each image (split: its split_blocks) as its 32x32 parts, batched across images; lead:
+    per image its first_block.Lead, which says which parts go on its grid (None: none)."""
     for k in range(max((len(s[3][t]) for s in split), default=0)):
         act = [j for j in range(len(coders)) if k < len(split[j][3][t])]
         part = [(*split[j][:3], [split[j][3][t][k]]) for j in act]
         fc.push_blocks([coders[j] for j in act], np.stack([b[i[0]] for b, _, _, i in part]),
                        np.stack([v[i[0]] for _, v, _, i in part]), maps=None if maps is None else maps[act],
-                       border=fc.borders(part), grids=None if grids is None or k else [grids[j] for j in act])
+                       border=fc.borders(part), grids=None if lead is None else [lead[j].next(coders[j]) for j in act])
 
 
 def _pop_parts(fc: BlockCoder, coder: AnsCoder, split: tuple, t: int, valid_t, side: int, maps,
-               grid_k: int | None) -> np.ndarray:
+               grid_k: int | None, lead: int) -> np.ndarray:
     """The decoder's half of _push_parts for one image: pops block t's parts into split (its split_blocks,
-    every later block decoded) and returns block t (valid_t: its valid size), padded as to_blocks pads it."""
+    every later block decoded) and returns block t (valid_t: its valid size), padded as to_blocks pads it;
+    the image's first `lead` parts in coding order are on grid grid_k."""
     blocks, valid, per_row, inside = split
     out = np.zeros((blocks.shape[1], side, side), dtype=blocks.dtype)
     top, left = divmod(inside[t][0], per_row)
+    before = sum(len(p) for p in inside[:t])  # parts coded before this block's
     for k in range(len(inside[t]) - 1, -1, -1):
         i = inside[t][k]
         x = fc.pop_blocks([coder], valid[i : i + 1], maps=maps, border=fc.borders([(blocks, valid, per_row, [i])]),
-                          grids=None if grid_k is None or k else [grid_k])
+                          grids=None if grid_k is None or before + k >= lead else [grid_k])
         blocks[i] = x[0]
         r, c = divmod(i, per_row)
         out[:, (r - top) * BLOCK : (r - top + 1) * BLOCK, (c - left) * BLOCK : (c - left + 1) * BLOCK] = x[0]
