@@ -128,8 +128,7 @@ def compress_batch(
         lead_bytes = container.VERSION >= 20  # (benchmarks write older versions: the first part alone)
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
-                                   starts=starts, parts=parts, leads=leads,
-                                   lead_depth=first_block.lead_depth(bc) if lead_bytes else 0)
+                                   starts=starts, parts=parts, leads=leads, lead=lead_bytes)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(group)

@@ -54,6 +54,19 @@ def test_pop_then_push_restores_the_stack_exactly(table, dithered):
     assert c.to_bytes() == before
 
 
+def test_a_copy_codes_apart_and_become_takes_its_state(table):
+    """The encoder tries a block two ways on copies (bitsback._push_led): pushing on a copy leaves the coder
+    as it was, and become() makes the coder the copy it keeps."""
+    symbols, rows, bases = _random_codes(table, 500, 3)
+    c = AnsCoder(100)
+    c.push(symbols[:250], rows[:250], bases[:250], table)
+    before, other = c.to_bytes(), c.copy()
+    other.push(symbols[250:], rows[250:], bases[250:], table)
+    assert c.to_bytes() == before != other.to_bytes()
+    c.become(other)
+    assert c.to_bytes() == other.to_bytes()
+
+
 def test_same_input_gives_same_bytes(table):
     symbols, rows, bases = _random_codes(table, 1000, 2)
     a, b = AnsCoder(100), AnsCoder(100)

@@ -475,7 +475,7 @@ def _rows(parts, idx: np.ndarray) -> list:
 def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_bits: list | None = None,
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: int = 1,
-                  starts: list | None = None, parts: list | None = None, lead_depth: int = 0,
+                  starts: list | None = None, parts: list | None = None, lead: bool = False,
                   leads: list | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
@@ -490,9 +490,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     With blocks larger than 32x32 (block_coder.side) an image's first blocks are coded in 32x32 parts until
     its stack is deep enough for a whole one (split_blocks); parts, if given, receives per image how many
     (0 for 32x32 blocks), which the decoder needs.
-    lead_depth: an image on a grid keeps coding its next 32x32 parts (or 32x32 blocks) on it while its stack
-    holds fewer bits than this (first_block.Lead; 0: the first alone, as containers 10-19); leads, if given,
-    receives per image how many went on it, which the decoder needs.
+    lead: an image on a grid codes each next 32x32 part (or 32x32 block) both on it and by bits-back and keeps
+    the smaller, until bits-back wins (first_block.Lead, container v20; False: the first alone, as
+    containers 10-19); leads, if given, receives per image how many went on the grid, which the decoder needs.
     """
     importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
@@ -501,7 +501,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     valid = [valid_sizes(im.shape[0], im.shape[1], side) for im in images]
     per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
-    lead = None if first_grids is None else [first_block.Lead(int(g), lead_depth) for g in first_grids]
+    led = None if first_grids is None else [first_block.Lead(int(g), lead) for g in first_grids]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
@@ -530,7 +530,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 if j not in mine and parted[j] > t:
                     parted[j] = t
             _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
-                        None if maps is None else maps[mine], None if lead is None else [lead[j] for j in mine])
+                        None if maps is None else maps[mine], None if led is None else [led[j] for j in mine])
             if block_bits is not None:
                 for j in mine:
                     block_bits[j].append(coders[j].num_bits())
@@ -538,20 +538,19 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             act = [act[r] for r in keep]
             if not act:
                 continue
-            for j in act if lead is not None else ():  # coded whole from here: never on the grid
-                lead[j].close()
+            for j in act if led is not None else ():  # coded whole from here: never on the grid
+                led[j].close()
             rows = torch.tensor(keep, dtype=torch.int64)
             q1[t % ahead] = tuple(v[rows] for v in q1[t % ahead])
         for j in act:
             for r in range(len(ladder)):
                 if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
                     start[j][r] = t
-        block_coder.push_blocks([coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
-                                np.stack([valid[j][t] for j in act]), q1=q1[t % ahead],
-                                maps=None if maps is None else maps[act],
-                                border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
-                                grids=None if lead is None else [lead[j].next(coders[j]) for j in act],
-                                particles=[importance.particles_at(particles, start[j], t) for j in act])
+        _push_led(block_coder, [coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
+                  np.stack([valid[j][t] for j in act]), None if led is None else [led[j] for j in act],
+                  q1=q1[t % ahead], maps=None if maps is None else maps[act],
+                  border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
+                  particles=[importance.particles_at(particles, start[j], t) for j in act])
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -560,7 +559,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     if parts is not None:
         parts.extend(parted if split is not None else [0] * len(images))
     if leads is not None:
-        leads.extend([0] * len(images) if lead is None else [g.count for g in lead])
+        leads.extend([0] * len(images) if led is None else [g.count for g in led])
     return coders
 
 
@@ -652,9 +651,41 @@ def _push_parts(fc: BlockCoder, coders: list[AnsCoder], split: list, t: int, map
     for k in range(max((len(s[3][t]) for s in split), default=0)):
         act = [j for j in range(len(coders)) if k < len(split[j][3][t])]
         part = [(*split[j][:3], [split[j][3][t][k]]) for j in act]
-        fc.push_blocks([coders[j] for j in act], np.stack([b[i[0]] for b, _, _, i in part]),
-                       np.stack([v[i[0]] for _, v, _, i in part]), maps=None if maps is None else maps[act],
-                       border=fc.borders(part), grids=None if lead is None else [lead[j].next(coders[j]) for j in act])
+        _push_led(fc, [coders[j] for j in act], np.stack([b[i[0]] for b, _, _, i in part]),
+                  np.stack([v[i[0]] for _, v, _, i in part]), None if lead is None else [lead[j] for j in act],
+                  maps=None if maps is None else maps[act], border=fc.borders(part))
+
+
+def _push_led(fc: BlockCoder, coders: list[AnsCoder], blocks: np.ndarray, valid: np.ndarray, lead: list | None,
+              q1=None, maps=None, border=None, particles: list[int] | None = None) -> None:
+    """Push one block (or 32x32 part) of each image, batched: an image's first on its grid, and where its
+    first_block.Lead is trying, the block both on the grid and by bits-back on copies of its coder, keeping
+    the smaller (the first bits-back win closes the lead); the rest by bits-back (or particles)."""
+    n = len(coders)
+    grids = None if lead is None else [g.grid if g.first() else 0 for g in lead]
+    trial = [] if lead is None else [i for i in range(n) if lead[i].trying()]
+    tried = set(trial)
+    plain = np.array([i for i in range(n) if i not in tried], dtype=np.int64)
+    if len(plain):
+        rows = (q1, maps, border) if len(plain) == n else _rows((q1, maps, border), plain)
+        fc.push_blocks([coders[i] for i in plain], blocks[plain], valid[plain], *rows,
+                       grids=None if grids is None else [grids[i] for i in plain],
+                       particles=None if particles is None else [particles[i] for i in plain])
+        for i in plain if lead is not None else ():
+            lead[i].count += bool(grids[i])
+            lead[i].open = bool(grids[i])
+    if trial:
+        idx = np.array(trial, dtype=np.int64)
+        rows = _rows((q1, maps, border), idx)
+        on, off = [coders[i].copy() for i in trial], [coders[i].copy() for i in trial]
+        fc.push_blocks(on, blocks[idx], valid[idx], *rows, grids=[lead[i].grid for i in trial])
+        fc.push_blocks(off, blocks[idx], valid[idx], *rows, grids=None,
+                       particles=None if particles is None else [particles[i] for i in trial])
+        for i, a, b in zip(trial, on, off):
+            keep = a.num_bits() < b.num_bits()
+            coders[i].become(a if keep else b)
+            lead[i].count += keep
+            lead[i].open = keep
 
 
 def _pop_parts(fc: BlockCoder, coder: AnsCoder, split: tuple, t: int, valid_t, side: int, maps,

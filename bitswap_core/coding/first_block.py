@@ -16,11 +16,13 @@ block (older containers, and naive BB-ANS by default, which stays the paper's ba
 The lead (container version 20 on): one block on the grid leaves the stack shallower than the next
 bits-back pop (a 32x32 block's posterior sample costs up to ~6 bits a latent, 25 kbit; the block on the grid
 pushes 4-21 kbit), so that pop read the rest from the stack's bed, stored as initial bits: 12 KB over the
-validation set, 2% of usc-4.1.07 and of serrano. From v20 on the encoder keeps coding the next 32x32 parts
-(or blocks) on the same grid while its stack holds fewer than LEAD_BITS_PER_LATENT bits a latent of a 32x32
-block (Lead), and the header records how many (a u8 after the grid byte); a part on the grid costs its
-cells and slightly dearer pixels, 1-2 kbit over its -ELBO, where the bed would have cost more. Versions
-10-19 code the first part alone on the grid (lead 1). Measured: docs/BENCHMARKS.md, "The lead".
+validation set, 2% of usc-4.1.07 and of serrano. From v20 on the encoder codes each next 32x32 part (or
+block) both ways on copies of its coder, on the grid and by bits-back, and keeps the smaller, until
+bits-back wins once (Lead); the header records how many went on the grid (a u8 after the grid byte). A
+part on the grid costs its cells and slightly dearer pixels, 1-2 kbit over its -ELBO; which wins depends
+on the image's posterior and pixel costs, so a fixed depth rule (a probe: 4 bits a latent) left 1% on 64x64
+crops that the tries take. Versions 10-19 code the first part alone on the grid (lead 1). Measured:
+docs/BENCHMARKS.md, "The lead".
 """
 
 from __future__ import annotations
@@ -30,42 +32,33 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bitswap_core.blocks import BLOCK, grid, to_blocks, valid_sizes
+from bitswap_core.blocks import grid, to_blocks, valid_sizes
 from bitswap_core.coding.rans import cell_cost_bits, cell_index, cell_value, cost_bits
 
 GRIDS = (16, 24, 32, 40, 48, 64)  # cell widths in latent bins the encoder tries (z_bins 512: 0.5-2 units)
 MAX_GRID = 255  # a header byte; the decoder also needs at least two cells (k <= z_bins / 2)
 MAX_LEAD = 255  # a header byte: parts on the grid at most
-# The lead continues while the stack holds fewer bits than this many per latent of a 32x32 block (a posterior
-# sample pops ~6.3; below this depth the bed's reads cost more than a part on the grid does).
-LEAD_BITS_PER_LATENT = 4
 
 
 class Lead:
     """The encoder's side of the lead (container v20): an image's 32x32 parts or blocks, in coding order, go
-    on its grid, the first always (when the grid is on) and the next while its stack is shallower than depth
-    bits, at most MAX_LEAD, then none; count is what the header records."""
+    on its grid while that codes them smaller than bits-back does (bitsback's _push_led tries both), the
+    first always (when the grid is on), at most MAX_LEAD, then none; count is what the header records."""
 
-    def __init__(self, grid: int, depth: int) -> None:
-        self.grid, self.depth, self.count, self.open = grid, depth, 0, grid > 0
+    def __init__(self, grid: int, tries: bool = True) -> None:
+        self.grid, self.count, self.open, self.tries = grid, 0, grid > 0, tries
 
-    def next(self, coder) -> int:
-        """The grid of the image's next part in coding order (0: bits-back)."""
-        if self.open and self.count < MAX_LEAD and (self.count == 0 or coder.num_bits() < self.depth):
-            self.count += 1
-            return self.grid
-        self.open = False
-        return 0
+    def first(self) -> bool:
+        """Whether the next part is the first, on the grid without a try."""
+        return self.open and self.count == 0
+
+    def trying(self) -> bool:
+        """Whether the next part is coded both ways and the smaller kept."""
+        return self.open and self.tries and 0 < self.count < MAX_LEAD
 
     def close(self) -> None:
-        """No later part goes on the grid (the image's blocks are coded whole from here)."""
+        """No later part goes on the grid."""
         self.open = False
-
-
-def lead_depth(block_coder) -> int:
-    """The stack depth (bits) below which the next 32x32 part goes on the grid (container v20)."""
-    cfg = block_coder.cfg
-    return LEAD_BITS_PER_LATENT * cfg.nz * block_coder.at_side(BLOCK).z_dims
 
 
 def mode_bins(mean_level: torch.Tensor, mean_frac: int, bins: int) -> torch.Tensor:

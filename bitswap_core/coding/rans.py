@@ -470,6 +470,17 @@ class AnsCoder:
             raise CorruptPayloadError("ANS stack ran out of bits: payload truncated or corrupt")
         return int(k)
 
+    def copy(self) -> AnsCoder:
+        """An independent coder in the same state (the encoder tries two codings of a block on copies)."""
+        out = object.__new__(AnsCoder)
+        out.__dict__.update(self.__dict__)
+        out.buf = self.buf.copy()
+        return out
+
+    def become(self, other: AnsCoder) -> None:
+        """Take other's state (the try the encoder keeps; other shares its buffer and is dropped after)."""
+        self.__dict__.update(other.__dict__)
+
     # ---- serialization: [u32 kept bed words][u64 state][u32 words...] ----
     def to_bytes(self) -> bytes:
         kept = self.min_m
