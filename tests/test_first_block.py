@@ -150,11 +150,12 @@ def _with_lead(data: bytes, lead: int | None) -> bytes:
 
 @pytest.mark.parametrize("box", [(0, 0, 96, 64), (0, 0, 256, 160)])
 def test_v20_codes_the_first_parts_on_the_grid_while_the_stack_is_shallow(monkeypatch, box):
-    """Container v20: an image keeps coding its first 32x32 blocks (or the 32x32 parts of its first larger
-    blocks) on the first block's grid while its stack is shallower than first_block.lead_depth, instead of
-    popping the next latents off the stack's bed; the header says how many (after the grid byte). A smooth
-    photo crop codes several that way, smaller than v19's first-part-alone, and v19 and v20 payloads decode
-    together; a lead that disagrees with the grid or exceeds the image's parts is a clear error."""
+    """Container v20: an image codes its next 32x32 blocks (or the 32x32 parts of its first larger blocks)
+    both on the first block's grid and by bits-back, and keeps the smaller, until bits-back wins (while the
+    stack is shallow, bits-back pops the latents off the stack's bed); the header says how many (after the
+    grid byte). A smooth photo crop codes several that way, smaller than v19's first-part-alone, and v19 and
+    v20 payloads decode together; a lead that disagrees with the grid or exceeds the image's parts is a
+    clear error."""
     img = photo_crop("usc-4.1.07.png", box=box)
     new = bitswap_core.compress(img, smallest=False)
     monkeypatch.setattr(container, "VERSION", 19)
