@@ -34,7 +34,9 @@ def measure(path: Path, ks: list[int]) -> dict:
         data, enc, dec = timed_round_trip(img, f"{path}: K={k}", particles=k)
         box = container.unpack(data)
         _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-        side, _, rest = api._block_side(rest[1:], box.block_side_byte, img.width, img.height)
+        k_grid, rest = api._first_grid(rest, box.first_grid_byte, 512)
+        _, rest = api._lead(rest, box.lead_byte, k_grid)  # (v20 on)
+        side, _, rest = api._block_side(rest, box.block_side_byte, img.width, img.height)
         rows, cols = grid(img.height, img.width, side)
         out["blocks"] = rows * cols
         used, starts, _ = importance.from_bytes(rest, out["blocks"])
