@@ -26,21 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bitswap_core  # noqa: E402
 from bitswap_core import api, container  # noqa: E402
-from bitswap_core.coding import adapt, importance  # noqa: E402
+from bitswap_core.coding import adapt  # noqa: E402
 from bitswap_core.coding.bitsback import elbo_bits  # noqa: E402
 from bitswap_core.registry import resolve  # noqa: E402
 
 
-def bed_bytes(data: bytes, bc) -> int:
-    """Bytes of the stack's bed a learned container's coder read (the ANS section's kept-bed count, api's
-    layout after the adaptation header: grid, lead (v20), block side, particles)."""
-    box = container.unpack(data)
-    _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-    k, rest = api._first_grid(rest, box.first_grid_byte, bc.cfg.z_bins)
-    _, rest = api._lead(rest, box.lead_byte, k)
-    side, _, rest = api._block_side(rest, box.block_side_byte, box.width, box.height)
-    _, _, rest = importance.from_bytes(rest, api._blocks(box, side))
-    return 4 * (bc.bed_words - struct.unpack_from("<I", rest)[0])
+def bed_bytes(data: bytes, model, bc) -> int:
+    """Bytes of the stack's bed a learned container's coder read (the ANS section's kept-bed count)."""
+    ans = api.learned_sections(container.unpack(data), model).ans
+    return 4 * (bc.bed_words - struct.unpack_from("<I", ans)[0])
 
 
 def main() -> None:
@@ -65,7 +59,7 @@ def main() -> None:
         elbo = elbo_bits(bc, [im], adaptations=[a])[0]
         header = 8 * len(adapt.to_bytes(replace(a, split=split), container.VERSION))
         data = bitswap_core.compress(img, model, smallest=False)
-        coded, bed = 8 * len(data), bed_bytes(data, bc)
+        coded, bed = 8 * len(data), bed_bytes(data, model, bc)
         rest = coded - elbo - header
         totals += (coded, elbo, header, rest, bed)
         dims += im.size

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.image_runs import add_run_arguments, measure_all, merged, setting_row, timed_round_trip  # noqa: E402
 from bitswap_core import api, container  # noqa: E402
 from bitswap_core.blocks import grid  # noqa: E402
-from bitswap_core.coding import adapt, importance  # noqa: E402
+from bitswap_core.coding import importance  # noqa: E402
+from bitswap_core.registry import find_by_id  # noqa: E402
 
 
 def measure(path: Path, ks: list[int]) -> dict:
@@ -33,13 +34,10 @@ def measure(path: Path, ks: list[int]) -> dict:
     for k in ks:
         data, enc, dec = timed_round_trip(img, f"{path}: K={k}", particles=k)
         box = container.unpack(data)
-        _, rest = adapt.from_bytes(box.payload, 4, 3, version=box.version)
-        k_grid, rest = api._first_grid(rest, box.first_grid_byte, 512)
-        _, rest = api._lead(rest, box.lead_byte, k_grid)  # (v20 on)
-        side, _, rest = api._block_side(rest, box.block_side_byte, img.width, img.height)
-        rows, cols = grid(img.height, img.width, side)
+        sections = api.learned_sections(box, find_by_id(box.model_id))
+        rows, cols = grid(img.height, img.width, sections.side)
         out["blocks"] = rows * cols
-        used, starts, _ = importance.from_bytes(rest, out["blocks"])
+        used, starts = sections.particles, sections.starts
         out["runs"][str(k)] = {"bytes": len(data), "encode_s": enc, "decode_s": dec, "particles": used,
                                "starts": starts}
         print(f"{path.name:24s} K={k:2d} {8 * len(data) / out['dims']:.4f} bpd, rungs {importance.rungs(used)} "

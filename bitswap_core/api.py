@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -235,6 +236,41 @@ def _first_grid(rest: bytes, has_byte: bool, z_bins: int) -> tuple[int, bytes]:
     return rest[0], rest[1:]
 
 
+class LearnedSections(NamedTuple):
+    """A learned payload read up to its ANS bytes (learned_sections)."""
+
+    adaptation: adapt.Adaptation
+    split: int  # how deep phase (0,0) is split (model/phases.py coding_steps)
+    grid: int  # the first block's latent grid (coding/first_block.py; 0: bits-back)
+    lead: int  # how many first 32x32 parts are on that grid
+    side: int  # the block side
+    parts: int  # how many first blocks are coded in 32x32 parts
+    particles: int  # posterior samples per block (coding/importance.py)
+    starts: list[int]  # the first block of each rung of particles
+    ans: bytes  # the coder's bytes
+
+
+def learned_sections(box: container.Container, m: Model) -> LearnedSections:
+    """The sections of a learned container's payload, in the order its version lays them out (adaptation
+    header, grid, lead, block side, particles, then the ANS bytes); raises CorruptPayloadError on any that
+    is malformed."""
+    cfg = m.cfg
+    adaptation, ans = (adapt.from_bytes(box.payload, cfg.pixel_phases, cfg.channels, box.version)
+                       if box.scale_adapted else (adapt.NONE, box.payload))
+    split = adaptation.split if box.scale_adapted else container.split_for(box.version)
+    k, ans = _first_grid(ans, box.first_grid_byte, cfg.z_bins)
+    lead, ans = _lead(ans, box.lead_byte, k)
+    side, parts, ans = _block_side(ans, box.block_side_byte, box.width, box.height)
+    if lead is None:
+        lead = 1 if k else 0
+    elif lead > (limit := lead_limit(box.height, box.width, side, parts)):
+        raise CorruptPayloadError(f"learned payload is corrupt: {lead} parts on the first block's grid, more than "
+                                  f"the {limit} it codes in parts")
+    n_particles, starts, ans = (importance.from_bytes(ans, _blocks(box, side)) if box.particles_section
+                                else (1, [], ans))
+    return LearnedSections(adaptation, split, k, lead, side, parts, n_particles, starts, ans)
+
+
 def _lead(rest: bytes, has_byte: bool, k: int) -> tuple[int | None, bytes]:
     """(how many of the first 32x32 parts are on grid k (None: the first alone, before container v20), the
     bytes after) of a learned payload after its grid byte."""
@@ -288,7 +324,7 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
             groups.setdefault((c.model_id, c.codec, c.version), []).append(i)
         else:
             raise UnsupportedFormatError(f"unknown codec {c.codec!r} in container")
-    for (_, scheme, version), idx in groups.items():
+    for (_, scheme, _), idx in groups.items():
         m = _model_for(boxes[idx[0]], model)
         for i in idx:
             if boxes[i].mode != _learned_mode(m):
@@ -298,21 +334,9 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
         # (side, split) -> (image, adaptation, grid, particles, starts, parts, lead, ANS bytes)
         parsed: dict[tuple, list] = {}
         for i in idx:
-            adaptation, ans = (adapt.from_bytes(boxes[i].payload, m.cfg.pixel_phases, m.cfg.channels, version)
-                               if boxes[i].scale_adapted else (adapt.NONE, boxes[i].payload))
-            split = adaptation.split if boxes[i].scale_adapted else container.split_for(version)
-            k, ans = _first_grid(ans, first.first_grid_byte, m.cfg.z_bins)
-            lead, ans = _lead(ans, first.lead_byte, k)
-            side, parts, ans = _block_side(ans, first.block_side_byte, boxes[i].width, boxes[i].height)
-            if lead is None:
-                lead = 1 if k else 0
-            elif lead > lead_limit(boxes[i].height, boxes[i].width, side, parts):
-                raise CorruptPayloadError(f"learned payload is corrupt: {lead} parts on the first block's grid, "
-                                          f"more than the {lead_limit(boxes[i].height, boxes[i].width, side, parts)}"
-                                          " it codes in parts")
-            n_particles, start, ans = (importance.from_bytes(ans, _blocks(boxes[i], side))
-                                       if first.particles_section else (1, [], ans))
-            parsed.setdefault((side, split), []).append((i, adaptation, k, n_particles, start, parts, lead, ans))
+            p = learned_sections(boxes[i], m)
+            parsed.setdefault((p.side, p.split), []).append(
+                (i, p.adaptation, p.grid, p.particles, p.starts, p.parts, p.lead, p.ans))
         for (side, split), rows in parsed.items():
             # phase 0 in sub-phases from container v4 on (as the payload says from v18), the next blocks'
             # pixels from v8 on

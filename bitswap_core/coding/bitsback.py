@@ -672,8 +672,7 @@ def _push_led(fc: BlockCoder, coders: list[AnsCoder], blocks: np.ndarray, valid:
                        grids=None if grids is None else [grids[i] for i in plain],
                        particles=None if particles is None else [particles[i] for i in plain])
         for i in plain if lead is not None else ():
-            lead[i].count += bool(grids[i])
-            lead[i].open = bool(grids[i])
+            lead[i].record(bool(grids[i]))
     if trial:
         idx = np.array(trial, dtype=np.int64)
         rows = _rows((q1, maps, border), idx)
@@ -684,8 +683,7 @@ def _push_led(fc: BlockCoder, coders: list[AnsCoder], blocks: np.ndarray, valid:
         for i, a, b in zip(trial, on, off):
             keep = a.num_bits() < b.num_bits()
             coders[i].become(a if keep else b)
-            lead[i].count += keep
-            lead[i].open = keep
+            lead[i].record(keep)
 
 
 def _pop_parts(fc: BlockCoder, coder: AnsCoder, split: tuple, t: int, valid_t, side: int, maps,

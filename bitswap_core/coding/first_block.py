@@ -56,6 +56,11 @@ class Lead:
         """Whether the next part is coded both ways and the smaller kept."""
         return self.open and self.tries and 0 < self.count < MAX_LEAD
 
+    def record(self, on_grid: bool) -> None:
+        """The next part went on the grid or not; once not, no later part does."""
+        self.count += on_grid
+        self.open = on_grid
+
     def close(self) -> None:
         """No later part goes on the grid."""
         self.open = False
