@@ -1,9 +1,10 @@
 """An adaptation setting of the benchmarks: "16" = 16 sampled blocks with everything the encoder fits
 (value masks or the palette, scale shifts, both spikes, the blend of every step with decoded neighbours, the
 colour blend, the residual feedback, the surprise context, the latent shift) and the first block on a coarse
-grid (container v20, phase (0,0) split twice in images of 256x256 or more, api.phase_split_for, the adaptation
-header deflated, the first parts on the first block's grid while the stack is shallow), "16j" = the same
-with the first part alone on the grid (v19), "16h" = and the header not deflated (v18), "16d" = the same with
+grid (container v21, phase (0,0) split twice in images of 256x256 or more, api.phase_split_for, the adaptation
+header deflated, the first parts on the first block's grid while the stack is shallow, the blocks the context
+model codes smaller coded directly), "16e" = the same without direct blocks (v20), "16j" = and with the first
+part alone on the grid (v19), "16h" = and the header not deflated (v18), "16d" = the same with
 every image split twice, "16g" = the same with phase (0,0) split as v17 did (four sub-phases), "16f" = all
 but that and the residual feedback (v16), "16q" = all but that and the surprise context (v15), "16r" = the
 same in 32x32 blocks (v14's), "16p" = all but that and the palette (v12), "16v" = all but
@@ -31,16 +32,16 @@ _PARTS = {"s": (0, 0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0, 0), "n": (2,
           "l": (2, 2, 1, 0, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0, 0),
           "q": (2, 2, 1, 1, 1, 1, 0, 0), "r": (2, 2, 1, 1, 1, 1, 0, 0), "f": (2, 2, 1, 1, 1, 1, 1, 0),
           "g": (2, 2, 1, 1, 1, 1, 1, 1), "d": (2, 2, 1, 1, 1, 1, 1, 1), "h": (2, 2, 1, 1, 1, 1, 1, 1),
-          "j": (2, 2, 1, 1, 1, 1, 1, 1)}
+          "j": (2, 2, 1, 1, 1, 1, 1, 1), "e": (2, 2, 1, 1, 1, 1, 1, 1)}
 # the container version a letter writes (those of "k" and below: 8)
-_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15, "f": 16, "g": 17, "h": 18, "j": 19}
+_VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15, "f": 16, "g": 17, "h": 18, "j": 19, "e": 20}
 
 
 def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int, int]:
     """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock, residuals) of a setting
     (adapt.choose's spikes, blend, colour, latent, values, paletted, shock and residuals)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkclvprqfgdhj")
+    blocks = setting.rstrip("sonbkclvprqfgdhje")
     count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
     return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1, 1)))
 

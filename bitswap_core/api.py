@@ -21,7 +21,7 @@ from PIL import Image
 
 from bitswap_core import container, fallback
 from bitswap_core.blocks import BLOCK, SIDES, check_side, grid
-from bitswap_core.coding import adapt, first_block, importance
+from bitswap_core.coding import adapt, direct, first_block, importance
 from bitswap_core.coding.bitsback import SCHEMES, decode_images, encode_images, lead_limit
 from bitswap_core.coding.rans import AnsCoder
 from bitswap_core.errors import (
@@ -126,28 +126,37 @@ def compress_batch(
         starts: list[list[int]] = []
         parts: list[int] = []
         leads: list[int] = []
+        directs: list = []
         lead_bytes = container.VERSION >= 20  # (benchmarks write older versions: the first part alone)
+        directly = container.VERSION >= 21
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
-                                   starts=starts, parts=parts, leads=leads, lead=lead_bytes)
+                                   starts=starts, parts=parts, leads=leads, lead=lead_bytes, directly=directly,
+                                   directs=directs)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(group)
-        for i, coder, adaptation, k, start, parted, lead in zip(group, coders, adaptations, grids,
-                                                                starts or [[]] * len(group), parts or [0] * len(group),
-                                                                leads or [0] * len(group)):
+        for i, coder, adaptation, k, start, parted, lead, went in zip(
+                group, coders, adaptations, grids, starts or [[]] * len(group), parts or [0] * len(group),
+                leads or [0] * len(group), directs or [None] * len(group)):
             if coder is None:
                 if out[i] is None:
                     name, payload = fallback.encode(images[i])
                     out[i] = _pack(images[i], name, "", payload, digests[i])
                 continue
+            if went is not None and went.all():  # coding/direct.py: no block needs the adaptation
+                adaptation = adapt.NONE
             adaptation = replace(adaptation, split=split)  # (v18 on, the header records the coder's split)
+            if lead_bytes and not lead:  # every block direct (coding/direct.py): nothing went on the grid
+                k = 0
             header = (adapt.to_bytes(adaptation, container.VERSION) + (bytes([k]) if grid_byte else b"")
                       + (bytes([lead]) if lead_bytes else b""))
             if container.VERSION >= 15:
                 header += _side_bytes(side, parted)
             if container.VERSION >= 14:
                 header += importance.to_bytes(particles, start, _blocks(images[i], side))
+            if directly:
+                header += direct.to_bytes(went)
             data = _pack(images[i], codec, m.id, header + coder.to_bytes(), digests[i])
             if out[i] is None or len(data) < len(out[i]):
                 out[i] = data
@@ -247,13 +256,14 @@ class LearnedSections(NamedTuple):
     parts: int  # how many first blocks are coded in 32x32 parts
     particles: int  # posterior samples per block (coding/importance.py)
     starts: list[int]  # the first block of each rung of particles
+    directs: np.ndarray | None  # which blocks the context model codes (coding/direct.py), or None: none
     ans: bytes  # the coder's bytes
 
 
 def learned_sections(box: container.Container, m: Model) -> LearnedSections:
     """The sections of a learned container's payload, in the order its version lays them out (adaptation
-    header, grid, lead, block side, particles, then the ANS bytes); raises CorruptPayloadError on any that
-    is malformed."""
+    header, grid, lead, block side, particles, direct blocks, then the ANS bytes); raises CorruptPayloadError
+    on any that is malformed."""
     cfg = m.cfg
     adaptation, ans = (adapt.from_bytes(box.payload, cfg.pixel_phases, cfg.channels, box.version)
                        if box.scale_adapted else (adapt.NONE, box.payload))
@@ -268,7 +278,8 @@ def learned_sections(box: container.Container, m: Model) -> LearnedSections:
                                   f"the {limit} it codes in parts")
     n_particles, starts, ans = (importance.from_bytes(ans, _blocks(box, side)) if box.particles_section
                                 else (1, [], ans))
-    return LearnedSections(adaptation, split, k, lead, side, parts, n_particles, starts, ans)
+    directs, ans = direct.from_bytes(ans, _blocks(box, side)) if box.direct_section else (None, ans)
+    return LearnedSections(adaptation, split, k, lead, side, parts, n_particles, starts, directs, ans)
 
 
 def _lead(rest: bytes, has_byte: bool, k: int) -> tuple[int | None, bytes]:
@@ -331,19 +342,19 @@ def decompress_batch(datas: Sequence[bytes], model: ModelArg = None, *,
                 raise CorruptPayloadError(
                     f"learned payload declares mode {boxes[i].mode}, but the model codes {_learned_mode(m)}")
         first = boxes[idx[0]]
-        # (side, split) -> (image, adaptation, grid, particles, starts, parts, lead, ANS bytes)
+        # (side, split) -> (image, adaptation, grid, particles, starts, parts, lead, directs, ANS bytes)
         parsed: dict[tuple, list] = {}
         for i in idx:
             p = learned_sections(boxes[i], m)
             parsed.setdefault((p.side, p.split), []).append(
-                (i, p.adaptation, p.grid, p.particles, p.starts, p.parts, p.lead, p.ans))
+                (i, p.adaptation, p.grid, p.particles, p.starts, p.parts, p.lead, p.directs, p.ans))
         for (side, split), rows in parsed.items():
             # phase 0 in sub-phases from container v4 on (as the payload says from v18), the next blocks'
             # pixels from v8 on
             bc = m.block_coder(scheme, split, first.bordered, side)
             coders = [AnsCoder.from_bytes(ans, bc.bed_words, first.dithered_ans) for *_, ans in rows]
             shapes = [(boxes[i].height, boxes[i].width, m.cfg.channels) for i, *_ in rows]
-            arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:7]])
+            arrays = decode_images(bc, coders, shapes, *[list(col) for col in list(zip(*rows))[1:8]])
             for (i, *_), arr in zip(rows, arrays):
                 out[i] = Image.fromarray(arr if m.cfg.channels == 3 else arr[..., 0], _learned_mode(m))
     for i, c in enumerate(boxes):

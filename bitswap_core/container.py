@@ -5,7 +5,7 @@ were, or whether the bytes are intact. The header answers those before any decod
 and every length is checked against the bytes actually present, so damaged input fails fast with a
 clear error instead of a crash or a huge allocation.
 
-Layout, versions 1 to 20 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
+Layout, versions 1 to 21 (integers big-endian; "str8" = u8 length then that many ASCII bytes). The
 versions share the layout; from version 2 on the learned codecs' ANS slots are dithered (coding/rans.py),
 so version 1 learned payloads are decoded without dithering; from version 3 on a learned payload starts
 with its per-image scale adaptation header (coding/adapt.py), from version 4 on that header also holds
@@ -29,12 +29,14 @@ rows for three more steps); it is the first byte of the adaptation header (codin
 picks it per image (api.phase_split_for), and from version 19 on that adaptation header, split byte and all,
 is one raw deflate stream (coding/adapt.py), and from version 20 on a u8 after the grid byte says how many of
 the image's first 32x32 parts (or blocks) in coding order are coded on that grid (coding/first_block.py's
-lead; 0 with grid 0; before, the first alone). New containers are always version 20.
+lead; 0 with grid 0; before, the first alone), and from version 21 on the particles section is followed by
+the direct blocks section: u8 0, or 1 and a bitmap of the blocks a classical context model codes instead of
+the latent model (coding/direct.py). New containers are always version 21.
 
 
     offset  size  field
     0       4     magic b"BSWP"
-    4       1     format version (1 to 20)
+    4       1     format version (1 to 21)
     5       str8  codec name, non-empty printable ASCII ("bitswap", "bbans", "fallback:png", ...)
     .       str8  model id, lowercase hex, empty for the fallback codecs
     .       str8  PIL mode ("RGB", "L", "I;16", ...), a mode Pillow knows
@@ -60,7 +62,7 @@ from PIL import Image
 from bitswap_core.errors import CorruptPayloadError, ImageRefusedError, UnsupportedFormatError
 
 MAGIC = b"BSWP"
-VERSION = 20
+VERSION = 21
 SUPPORTED_VERSIONS = tuple(range(1, VERSION + 1))
 DIGEST_SIZE = 32
 
@@ -170,6 +172,12 @@ class Container:
     def block_side_byte(self) -> bool:
         """Whether a learned payload gives its block side after the grid byte (version 15 on)."""
         return self.version >= 15
+
+    @property
+    def direct_section(self) -> bool:
+        """Whether a learned payload says, after its particles section, which blocks are coded directly
+        (coding/direct.py; version 21 on)."""
+        return self.version >= 21
 
     @property
     def particles_section(self) -> bool:

@@ -36,7 +36,7 @@ def _container(icc: bytes | None = b"fake-icc-profile") -> Container:
 def test_round_trip(icc: bytes | None) -> None:
     c = _container(icc)
     data = pack(c)
-    assert data[:4] == MAGIC and data[4] == 20
+    assert data[:4] == MAGIC and data[4] == 21
     assert unpack(data) == c
     assert unpack(bytearray(data)) == c
     assert unpack(memoryview(data)) == c
@@ -65,8 +65,8 @@ def test_wrong_magic_and_version_are_unsupported() -> None:
         unpack(b"\x89PNG" + data[4:])
     with pytest.raises(UnsupportedFormatError, match="magic"):
         unpack(b"X")
-    with pytest.raises(UnsupportedFormatError, match="version 21"):
-        unpack(data[:4] + b"\x15" + data[5:])
+    with pytest.raises(UnsupportedFormatError, match="version 22"):
+        unpack(data[:4] + b"\x16" + data[5:])
 
 
 def _as_version(data: bytes, version: int) -> bytes:
@@ -77,7 +77,8 @@ def _as_version(data: bytes, version: int) -> bytes:
 def test_older_versions_are_still_read_and_say_how_their_payloads_differ() -> None:
     data = pack(_container())
     new = unpack(data)
-    assert data[4] == 20 and new.lead_byte and not unpack(_as_version(data, 19)).lead_byte
+    assert data[4] == 21 and new.lead_byte and not unpack(_as_version(data, 19)).lead_byte
+    assert new.direct_section and not unpack(_as_version(data, 20)).direct_section
     assert new.block_side_byte and not unpack(_as_version(data, 14)).block_side_byte
     assert [split_for(v) for v in (3, 4, 17, 18, 19)] == [0, 1, 1, 2, 2]
     assert unpack(_as_version(data, 15)).block_side_byte

@@ -116,7 +116,8 @@ def test_palette_section_round_trips_and_malformed_ones_are_corrupt() -> None:
             adapt.from_bytes(bad, 4, 3, 18)
 
 
-def test_a_drawing_gets_a_palette_and_codes_smaller_and_exact() -> None:
+def test_a_drawing_gets_a_palette_and_codes_smaller_and_exact(monkeypatch) -> None:
+    monkeypatch.setattr(container, "VERSION", 20)  # (v21 codes this crop's blocks directly: coding/direct.py)
     img = photo_crop("waterloo-serrano.png", (200, 150, 296, 246))
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)
@@ -147,7 +148,8 @@ def test_a_photo_keeps_no_palette_and_a_constant_channel_round_trips() -> None:
     assert bitswap_core.decompress(bitswap_core.compress(img, smallest=False)).tobytes() == img.tobytes()
 
 
-def test_a_damaged_palette_never_gives_a_wrong_image() -> None:
+def test_a_damaged_palette_never_gives_a_wrong_image(monkeypatch) -> None:
+    monkeypatch.setattr(container, "VERSION", 20)  # (v21 codes this crop's blocks directly: coding/direct.py)
     img = photo_crop("waterloo-serrano.png", (200, 150, 248, 198))
     data = bitswap_core.compress(img, smallest=False)
     box = container.unpack(data)

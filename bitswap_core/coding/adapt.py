@@ -137,7 +137,7 @@ BLEND_ONE = 8  # blend weights w / 8 of the neighbours' mean
 MAX_BLEND_SHIFT = 12
 COLOUR_CLASSES = pixel_phases.COLOUR_CLASSES
 COLOUR_WEIGHTS = (0, BLEND_ONE)  # the colour blend's weights of the previous channel plus the difference
-FORMAT = 20  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike, 20's 19's)
+FORMAT = 21  # the container version whose header layout to_bytes writes (10's is 9's, 13's on alike, 20-21's 19's)
 # The layout the fit prices its sections in: the raw header (container v18's). Why not the deflated size: deflate's
 # saving on one section depends on the rest of the header, and pricing raw keeps the fit what it was, so that v19
 # codes every image exactly as v18 did and only its header shrinks.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bitswap_core.blocks import BLOCK, bordered, check_side, grid, pad_block, to_blocks, valid_sizes
-from bitswap_core.coding import adapt, feedback, first_block, importance
+from bitswap_core.coding import adapt, direct, feedback, first_block, importance
 from bitswap_core.coding.rans import AnsCoder, GroupedCells, Table, cell_value, random_coder
 from bitswap_core.coding.tables import rows_bases
 from bitswap_core.model import phases
@@ -476,7 +476,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: int = 1,
                   starts: list | None = None, parts: list | None = None, lead: bool = False,
-                  leads: list | None = None) -> list[AnsCoder]:
+                  leads: list | None = None, directly: bool = False, directs: list | None = None
+                  ) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
@@ -493,6 +494,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     lead: an image on a grid codes each next 32x32 part (or 32x32 block) both on it and by bits-back and keeps
     the smaller, until bits-back wins (first_block.Lead, container v20; False: the first alone, as
     containers 10-19); leads, if given, receives per image how many went on the grid, which the decoder needs.
+    directly: a block coded whole (not the first, in parts or in the lead) that the classical context model
+    codes cheaply enough (direct.trace) is pushed both ways and the smaller kept (container v21); directs,
+    if given, receives per image which blocks went direct ((n,) bool), which the decoder needs.
     """
     importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
@@ -502,6 +506,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     led = None if first_grids is None else [first_block.Lead(int(g), lead) for g in first_grids]
+    traces = [direct.trace(im, side) for im in images] if directly else None
+    went = [np.zeros(len(b), dtype=bool) for b in blocks]
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
@@ -529,8 +535,10 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for j in act:
                 if j not in mine and parted[j] > t:
                     parted[j] = t
+            tries = _direct_tries(coders, traces, led, mine, t)
             _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
                         None if maps is None else maps[mine], None if led is None else [led[j] for j in mine])
+            _keep_smaller(coders, tries, led, went, t)
             if block_bits is not None:
                 for j in mine:
                     block_bits[j].append(coders[j].num_bits())
@@ -546,11 +554,13 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for r in range(len(ladder)):
                 if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
                     start[j][r] = t
+        tries = _direct_tries(coders, traces, led, act, t)
         _push_led(block_coder, [coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                   np.stack([valid[j][t] for j in act]), None if led is None else [led[j] for j in act],
                   q1=q1[t % ahead], maps=None if maps is None else maps[act],
                   border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
                   particles=[importance.particles_at(particles, start[j], t) for j in act])
+        _keep_smaller(coders, tries, led, went, t)
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -560,17 +570,43 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
         parts.extend(parted if split is not None else [0] * len(images))
     if leads is not None:
         leads.extend([0] * len(images) if led is None else [g.count for g in led])
+    if directs is not None:
+        directs.extend(went)
     return coders
+
+
+def _direct_tries(coders: list[AnsCoder], traces: list | None, led: list | None, js: list[int], t: int) -> dict:
+    """Per image j of js whose block t may go direct (a candidate of its trace), a copy of its coder with
+    the block pushed directly and its lead's state before the block (a direct block is not one of the
+    lead's: the lead counts the latent model's parts and blocks only)."""
+    tries = {j: (coders[j].copy(), None if led is None else led[j].state())
+             for j in js if traces is not None and traces[j].candidate(t)}
+    for j, (c, _) in tries.items():
+        direct.push_block(c, traces[j], t)
+    return tries
+
+
+def _keep_smaller(coders: list[AnsCoder], tries: dict, led: list | None, went: list[np.ndarray], t: int) -> None:
+    """Keep the direct try of block t where it is smaller than the latent model's push (and undo what that
+    push did to the lead)."""
+    for j, (c, lead) in tries.items():
+        if c.num_bits() < coders[j].num_bits():
+            coders[j].become(c)
+            went[j][t] = True
+            if led is not None:
+                led[j].restore(lead)
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: Sequence[int] | None = None,
                   starts: Sequence[Sequence[int]] | None = None, parts: Sequence[int] | None = None,
-                  leads: Sequence[int] | None = None) -> list[np.ndarray]:
+                  leads: Sequence[int] | None = None, directs: Sequence[np.ndarray | None] | None = None
+                  ) -> list[np.ndarray]:
     """Inverse of encode_images: blocks come off each stack last-first; returns (H, W, C) uint8 arrays.
     particles, starts, parts, leads: per image, as encode_images used and gave them (None: one sample
-    throughout; no block in parts; the first part or block alone on its grid, as containers 10-19)."""
+    throughout; no block in parts; the first part or block alone on its grid, as containers 10-19).
+    directs: per image, which blocks are coded directly ((n,) bool, or None: none, as before container v21)."""
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
     from bitswap_core.blocks import from_blocks
 
@@ -582,8 +618,17 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
     split: dict[int, tuple] = {}  # per image in its parts, split_blocks of what is decoded, filled as it goes
     if leads is None:
         leads = [0 if first_grids is None or not g else 1 for g in (first_grids or [0] * len(coders))]
+    # per image with direct blocks, the context model, fed every block as it is decoded
+    readers = {j: direct.Reader(*shapes[j], side) for j, d in enumerate(directs or []) if d is not None}
+    # per image, each block's index among the latent model's blocks (the lead counts those only)
+    ranks = [np.arange(n) if j not in readers else np.arange(n) - np.cumsum(directs[j]) + directs[j]
+             for j, n in enumerate(counts)]
     for t in range(max(counts, default=0)):
         act = [j for j in range(len(coders)) if t < counts[j]]
+        for j in [j for j in act if j in readers and directs[j][counts[j] - 1 - t]]:
+            out[j][counts[j] - 1 - t] = readers[j].decode(coders[j], counts[j] - 1 - t)
+            act.remove(j)
+        fed = [j for j in act if j in readers]
         if parts is not None:  # blocks coded in 32x32 parts (split_blocks)
             mine = [j for j in act if counts[j] - 1 - t < parts[j]]
             for j in mine:
@@ -592,25 +637,35 @@ def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: S
                     split[j] = split_blocks(from_blocks(out[j], *shapes[j][:2]), side)
                 out[j][k] = _pop_parts(block_coder.at_side(BLOCK), coders[j], split[j], k, valid[j][k], side,
                                        None if maps is None else maps[[j]],
-                                       None if first_grids is None else first_grids[j], leads[j])
+                                       None if first_grids is None else first_grids[j], leads[j],
+                                       directs[j] if j in readers else None)
             act = [j for j in act if j not in mine]
-            if not act:
-                continue
-        idx = [counts[j] - 1 - t for j in act]
-        # the blocks after these (to the right, below) are decoded already: the border reads them
-        border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
-        x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
-                                   maps=None if maps is None else maps[act], border=border,
-                                   grids=None if first_grids is None else
-                                   [first_grids[j] if k < leads[j] and not (parts and parts[j]) else 0
-                                    for j, k in zip(act, idx)],
-                                   particles=None if particles is None else
-                                   [importance.particles_at(particles[j], starts[j], k) for j, k in zip(act, idx)])
-        for row, (j, k) in enumerate(zip(act, idx)):
-            out[j][k] = x[row]
+        if act:
+            _pop_whole(block_coder, coders, out, act, counts, t, valid, per_row, maps, first_grids, leads, parts,
+                       particles, starts, ranks)
+        for j in fed:
+            readers[j].feed(out[j][counts[j] - 1 - t], counts[j] - 1 - t)
     for c in coders:
         c.check_finished()
     return [from_blocks(b, h, w) for b, (h, w, _) in zip(out, shapes)]
+
+
+def _pop_whole(block_coder, coders, out, act, counts, t, valid, per_row, maps, first_grids, leads, parts, particles,
+               starts, ranks) -> None:
+    """decode_images' step t for the images in act whose block is coded whole by the latent model (ranks: per
+    image, each block's index among those)."""
+    idx = [counts[j] - 1 - t for j in act]
+    # the blocks after these (to the right, below) are decoded already: the border reads them
+    border = block_coder.borders([(out[j], valid[j], per_row[j], [k]) for j, k in zip(act, idx)])
+    x = block_coder.pop_blocks([coders[j] for j in act], np.stack([valid[j][k] for j, k in zip(act, idx)]),
+                               maps=None if maps is None else maps[act], border=border,
+                               grids=None if first_grids is None else
+                               [first_grids[j] if ranks[j][k] < leads[j] and not (parts and parts[j]) else 0
+                                for j, k in zip(act, idx)],
+                               particles=None if particles is None else
+                               [importance.particles_at(particles[j], starts[j], k) for j, k in zip(act, idx)])
+    for row, (j, k) in enumerate(zip(act, idx)):
+        out[j][k] = x[row]
 
 
 def split_blocks(image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, int, list[list[int]]]:
@@ -687,14 +742,16 @@ def _push_led(fc: BlockCoder, coders: list[AnsCoder], blocks: np.ndarray, valid:
 
 
 def _pop_parts(fc: BlockCoder, coder: AnsCoder, split: tuple, t: int, valid_t, side: int, maps,
-               grid_k: int | None, lead: int) -> np.ndarray:
+               grid_k: int | None, lead: int, directs: np.ndarray | None = None) -> np.ndarray:
     """The decoder's half of _push_parts for one image: pops block t's parts into split (its split_blocks,
     every later block decoded) and returns block t (valid_t: its valid size), padded as to_blocks pads it;
-    the image's first `lead` parts in coding order are on grid grid_k."""
+    the image's first `lead` parts in coding order are on grid grid_k (directs: the blocks coded directly,
+    whose parts are not coded, or None)."""
     blocks, valid, per_row, inside = split
     out = np.zeros((blocks.shape[1], side, side), dtype=blocks.dtype)
     top, left = divmod(inside[t][0], per_row)
-    before = sum(len(p) for p in inside[:t])  # parts coded before this block's
+    # parts coded before this block's
+    before = sum(len(p) for u, p in enumerate(inside[:t]) if directs is None or not directs[u])
     for k in range(len(inside[t]) - 1, -1, -1):
         i = inside[t][k]
         x = fc.pop_blocks([coder], valid[i : i + 1], maps=maps, border=fc.borders([(blocks, valid, per_row, [i])]),

@@ -56,6 +56,13 @@ class Lead:
         """Whether the next part is coded both ways and the smaller kept."""
         return self.open and self.tries and 0 < self.count < MAX_LEAD
 
+    def state(self) -> tuple[int, bool]:
+        return self.count, self.open
+
+    def restore(self, state: tuple[int, bool]) -> None:
+        """Undo what record did since state() (the block went direct instead: coding/direct.py)."""
+        self.count, self.open = state
+
     def record(self, on_grid: bool) -> None:
         """The next part went on the grid or not; once not, no later part does."""
         self.count += on_grid

@@ -1,0 +1,378 @@
+"""Direct blocks: a classical context model codes the blocks where it beats the latent model (container v21).
+
+Why: on drawings and rendered graphics (waterloo-serrano: 1313 colours, flat regions, hard edges) the
+model's latents cost ~1000 bits a 32x32 block whatever its content (bench/latent_blocks.py), and most
+pixels there simply repeat a neighbour. An adaptive context model in the spirit of WebP lossless and
+JPEG-LS codes such a block for a fraction of that: per pixel, which already decoded neighbour it equals
+(right, below, below-right, below-left; context: which of those neighbours equal each other), else its
+rank in a move-to-front cache of recent colours, else per channel its residual from the MED predictor
+(the earlier channel's residual added for the later ones; context: local activity). On serrano that is
+0.33 bits per dimension, below WebP's 0.40, where the latent model pays 0.79.
+
+How it sits in the bits-back chain: a direct block pushes its symbols and pops nothing, so the blocks
+after it draw their bits-back from its bits as from any other. The model reads the image in the order the
+decoder decodes it (blocks last-first, each block's pixels bottom-right to top-left) and learns from every
+block, learned ones included: a pixel's contexts use only pixels already decoded (later blocks, and
+pixels after it in its own block), so the decoder, which feeds each learned block to the model once it
+has it, keeps the same state. Its cost of a block therefore does not depend on which blocks are direct,
+and the encoder traces every block once (trace), keeping the intervals of the blocks cheap enough to be
+worth a try; it then pushes a block both ways and keeps the smaller (bitsback.encode_images).
+
+Header section (container v21): u8 0 (no direct block) or 1 and a bitmap of the image's blocks, raster
+order, least significant bit first (from_bytes refuses a bitmap with no block set or bits past the last
+block). The first block's grid and its lead (coding/first_block.py) count the latent model's blocks and
+parts only: with the first block direct, the first the latent model codes goes on the grid.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from bitswap_core.blocks import grid, pad_block
+from bitswap_core.coding.rans import AnsCoder, _pop_one, _push_one
+from bitswap_core.errors import CorruptPayloadError
+
+PRECISION = 24  # the coder's interval precision (the adaptive totals stay at or below LIMIT < 2**PRECISION)
+LIMIT = 1 << 16  # a context's total count above which its counts are halved
+INCREMENT = 24  # what a coded symbol adds to its count
+CACHE = 256  # colours in the move-to-front cache
+ACTIVITY = 8  # activity classes of the residual contexts
+MATCH_CONTEXTS = 1024  # neighbour-equality patterns x runs of the previous pixel's match
+CACHE_CONTEXTS = 4
+# a block is tried directly if the trace codes it in at most this many bits per dimension (a photo's
+# blocks cost 3-4 and are never worth it; bounds the intervals kept)
+CANDIDATE_BPD = 3.0
+_NEAR, _CACHED, _OTHER = 4, 4, 5  # match symbols: 0-3 a neighbour, 4 the cache, 5 the residuals
+
+_TRACE, _FEED, _DECODE = 0, 1, 2
+
+
+class Model:
+    """The context model's adaptive state for one image (counts, colour cache)."""
+
+    def __init__(self, channels: int):
+        self.match_f = np.ones((MATCH_CONTEXTS, 6), np.int64)
+        self.match_t = np.full(MATCH_CONTEXTS, 6, np.int64)
+        self.cache_f = np.ones((CACHE_CONTEXTS, CACHE), np.int64)
+        self.cache_t = np.full(CACHE_CONTEXTS, CACHE, np.int64)
+        self.res_f = np.ones((channels * ACTIVITY * 3, 256), np.int64)
+        self.res_t = np.full(channels * ACTIVITY * 3, 256, np.int64)
+        self.cache = np.zeros((CACHE, channels), np.int64)
+        self.misc = np.zeros(2, np.int64)  # colours in the cache, previous pixel's match symbol
+
+    def arrays(self) -> tuple:
+        return (self.match_f, self.match_t, self.cache_f, self.cache_t, self.res_f, self.res_t, self.cache,
+                self.misc)
+
+
+class Trace(NamedTuple):
+    """The encoder's pass over an image: per block its cost in bits, and the coder's intervals (in decoding
+    order) of the blocks within CANDIDATE_BPD (an empty range for the others)."""
+
+    bits: np.ndarray  # (n,) float64
+    lo: np.ndarray  # (n,) int64: block k's intervals are cums/freqs[lo[k]:hi[k]]
+    hi: np.ndarray
+    cums: np.ndarray
+    freqs: np.ndarray
+
+    def candidate(self, k: int) -> bool:
+        return bool(self.hi[k] > self.lo[k])
+
+
+def trace(image: np.ndarray, side: int) -> Trace:
+    """Run the model over an (H, W, C) uint8 image in decoding order, as the decoder will."""
+    h, w, c = image.shape
+    rows, cols = grid(h, w, side)
+    n = rows * cols
+    model = Model(c)
+    bits, lo, hi = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    cums, freqs = np.zeros(4096, np.int64), np.zeros(4096, np.int64)
+    io = np.zeros(4, np.int64)  # (ANS words, deepest word, ok, intervals kept)
+    x, buf = np.zeros(1, np.uint64), np.zeros(1, np.uint32)
+    img = np.require(image, np.uint8, ["C", "W"])  # (one compiled function reads and, decoding, writes it)
+    for k in range(n - 1, -1, -1):
+        need = io[3] + (2 + c) * side * side  # at most 1 + 1 + C symbols a pixel
+        if need > len(cums):
+            cums, freqs = _grown(cums, need), _grown(freqs, need)
+        lo[k] = io[3]
+        bits[k] = _block(img, k, side, cols, _TRACE, *model.arrays(), cums, freqs, x, buf, io)
+        r, q = min(side, h - (k // cols) * side), min(side, w - (k % cols) * side)
+        if bits[k] > CANDIDATE_BPD * r * q * c:
+            io[3] = lo[k]  # not worth a try: drop its intervals
+        hi[k] = io[3]
+    return Trace(bits, lo, hi, cums[: io[3]], freqs[: io[3]])
+
+
+def push_block(coder: AnsCoder, t: Trace, k: int) -> None:
+    """Push block k of a traced image (a candidate): its symbols last-first, as the decoder pops them."""
+    a, b = int(t.lo[k]), int(t.hi[k])
+    coder._reserve(b - a)
+    state, coder.m = _push(np.uint64(coder.state), coder.buf, coder.m, t.cums[a:b], t.freqs[a:b])
+    coder.state = np.uint64(state)
+
+
+class Reader:
+    """The decoder's side for one image: the model fed block by block in decoding order, and the image so
+    far (the contexts read it)."""
+
+    def __init__(self, height: int, width: int, channels: int, side: int):
+        self.side, self.cols = side, grid(height, width, side)[1]
+        self.image = np.zeros((height, width, channels), np.uint8)
+        self.model = Model(channels)
+        self._io = np.zeros(4, np.int64)
+        self._none = np.zeros(1, np.int64)
+
+    def _place(self, k: int) -> tuple[slice, slice]:
+        r0, c0 = (k // self.cols) * self.side, (k % self.cols) * self.side
+        return slice(r0, r0 + self.side), slice(c0, c0 + self.side)
+
+    def feed(self, block: np.ndarray, k: int) -> None:
+        """Block k ((C, s, s), decoded by the latent model) joins the image and the model learns from it."""
+        rows, cols = self._place(k)
+        view = self.image[rows, cols]
+        view[...] = block[:, : view.shape[0], : view.shape[1]].transpose(1, 2, 0)
+        _block(self.image, k, self.side, self.cols, _FEED, *self.model.arrays(), self._none, self._none,
+               np.zeros(1, np.uint64), np.zeros(1, np.uint32), self._io)
+
+    def decode(self, coder: AnsCoder, k: int) -> np.ndarray:
+        """Pop direct block k; returns it as (C, s, s), padded as blocks.to_blocks pads."""
+        io = np.array([coder.m, coder.min_m, 1, 0], np.int64)
+        x = np.array([coder.state], np.uint64)
+        _block(self.image, k, self.side, self.cols, _DECODE, *self.model.arrays(), self._none, self._none, x,
+               coder.buf, io)
+        coder.state, coder.m, coder.min_m = np.uint64(x[0]), int(io[0]), int(io[1])
+        if not io[2]:
+            raise CorruptPayloadError("direct block could not be decoded: payload truncated or corrupt")
+        rows, cols = self._place(k)
+        view = self.image[rows, cols]
+        out = np.zeros((self.image.shape[2], self.side, self.side), np.uint8)
+        out[:, : view.shape[0], : view.shape[1]] = view.transpose(2, 0, 1)
+        return pad_block(out, *view.shape[:2])
+
+
+# ---- the header section ----
+def to_bytes(direct: np.ndarray) -> bytes:
+    """u8 0, or 1 and the bitmap of the blocks coded directly."""
+    if not direct.any():
+        return b"\0"
+    return b"\1" + np.packbits(direct.astype(np.uint8), bitorder="little").tobytes()
+
+
+def from_bytes(rest: bytes, n: int) -> tuple[np.ndarray | None, bytes]:
+    """(the blocks coded directly, or None for none; the bytes after) of an image of n blocks."""
+    if not rest:
+        raise CorruptPayloadError("learned payload truncated: the direct blocks section is missing")
+    if rest[0] == 0:
+        return None, rest[1:]
+    size = -(-n // 8)
+    if rest[0] != 1 or len(rest) < 1 + size:
+        raise CorruptPayloadError("learned payload is corrupt or truncated: bad direct blocks section")
+    bits = np.unpackbits(np.frombuffer(rest[1 : 1 + size], np.uint8), bitorder="little")
+    if bits[n:].any() or not bits[:n].any():
+        raise CorruptPayloadError("learned payload is corrupt: the direct blocks' bitmap is not one the "
+                                  "encoder writes")
+    return bits[:n].astype(bool), rest[1 + size :]
+
+
+def _grown(a: np.ndarray, need: int) -> np.ndarray:
+    out = np.zeros(max(need, 2 * len(a)), a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+# ---- the model, compiled ----
+@numba.njit(cache=True)
+def _push(state, buf, m, cums, freqs):
+    x = np.uint64(state)
+    shift, p = np.uint64(64 - PRECISION), np.uint64(PRECISION)
+    for i in range(len(cums) - 1, -1, -1):
+        x, m = _push_one(x, buf, m, np.uint64(freqs[i]), np.uint64(cums[i]), shift, p)
+    return x, m
+
+
+@numba.njit(cache=True, inline="always")
+def _scaled(cum, f, tot):
+    """The interval [c, c + g) of counts [cum, cum + f) out of tot, scaled to 2**PRECISION (g >= 1 as
+    tot <= 2**PRECISION)."""
+    c = (cum << PRECISION) // tot
+    return c, ((cum + f) << PRECISION) // tot - c
+
+
+@numba.njit(cache=True, inline="always")
+def _code(mode, sym, f, tot, n, cums, freqs, x, buf, io):
+    """Code one symbol of a context's counts f (total tot, n symbols): in _TRACE mode keep its interval
+    (io[3]: how many are kept) and return its bits; in _DECODE mode pop it (returned; -1 when the stack ran
+    dry). In _FEED mode nothing is coded."""
+    if mode == _TRACE:
+        cum = 0
+        for s in range(sym):
+            cum += f[s]
+        c, g = _scaled(cum, f[sym], tot)
+        cums[io[3]] = c
+        freqs[io[3]] = g
+        io[3] += 1
+        return sym, -np.log2(g / (1 << PRECISION))
+    if mode == _DECODE:
+        slot = x[0] & np.uint64((1 << PRECISION) - 1)
+        cum = 0
+        s = 0
+        while s < n - 1 and (((cum + f[s]) << PRECISION) // tot) <= slot:
+            cum += f[s]
+            s += 1
+        c, g = _scaled(cum, f[s], tot)
+        xx, m, min_m, ok = _pop_one(x[0], buf, io[0], io[1], np.uint64(g), slot, np.uint64(c),
+                                    np.uint64(PRECISION))
+        x[0], io[0], io[1] = xx, m, min_m
+        if not ok:
+            io[2] = 0
+            return -1, 0.0
+        return s, 0.0
+    return sym, 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _count(f, t, k, s, n):
+    f[k, s] += INCREMENT
+    t[k] += INCREMENT
+    if t[k] > LIMIT:
+        total = 0
+        for j in range(n):
+            f[k, j] = (f[k, j] + 1) // 2
+            total += f[k, j]
+        t[k] = total
+
+
+@numba.njit(cache=True, inline="always")
+def _same(img, y0, x0, y1, x1, ch):
+    for c in range(ch):
+        if img[y0, x0, c] != img[y1, x1, c]:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_f, res_t, cache, misc, cums,
+           freqs, x, buf, io):
+    """Run the model over block k of img (H, W, C) in decoding order (its pixels bottom-right to
+    top-left): trace it (costs and intervals), feed it (update only) or decode it (pop its pixels into
+    img). Returns the block's bits when tracing."""
+    h, w, ch = img.shape
+    r0, c0 = (k // per_row) * side, (k % per_row) * side
+    r1, c1 = min(h, r0 + side), min(w, c0 + side)
+    ny = np.empty(6, np.int64)
+    nx = np.empty(6, np.int64)
+    ok = np.zeros(6, np.bool_)
+    pix = np.zeros(ch, np.int64)
+    bits = 0.0
+    for y in range(r1 - 1, r0 - 1, -1):
+        for xx in range(c1 - 1, c0 - 1, -1):
+            # neighbours in decoding order's frame: 0 right, 1 below, 2 below-right, 3 below-left,
+            # 4 two right, 5 two below; known if decoded already (a later block, or later in this one)
+            ny[0], nx[0] = y, xx + 1
+            ny[1], nx[1] = y + 1, xx
+            ny[2], nx[2] = y + 1, xx + 1
+            ny[3], nx[3] = y + 1, xx - 1
+            ny[4], nx[4] = y, xx + 2
+            ny[5], nx[5] = y + 2, xx
+            for j in range(6):
+                yy, xj = ny[j], nx[j]
+                if yy >= h or xj >= w or xj < 0:
+                    ok[j] = False
+                    continue
+                kb = (yy // side) * per_row + xj // side
+                ok[j] = kb > k or (kb == k and (yy > y or (yy == y and xj > xx)))
+            pattern = 0
+            bit = 1
+            for a in range(4):
+                for b in range(a + 1, 4):
+                    if ok[a] and ok[b] and _same(img, ny[a], nx[a], ny[b], nx[b], ch):
+                        pattern += bit
+                    bit *= 2
+            runs = 2 * pattern
+            if ok[0] and ok[4] and _same(img, ny[0], nx[0], ny[4], nx[4], ch):
+                runs += 1
+            mk = ((runs * 2 + (1 if ok[1] and ok[5] and _same(img, ny[1], nx[1], ny[5], nx[5], ch) else 0)) * 4
+                  + min(misc[1], 3)) % MATCH_CONTEXTS
+            sym, ci = _OTHER, -1
+            if mode != _DECODE:
+                for c in range(ch):
+                    pix[c] = img[y, xx, c]
+                for j in range(4):
+                    if ok[j] and _same(img, y, xx, ny[j], nx[j], ch):
+                        sym = j
+                        break
+                if sym == _OTHER:
+                    for j in range(misc[0]):
+                        hit = True
+                        for c in range(ch):
+                            if cache[j, c] != pix[c]:
+                                hit = False
+                                break
+                        if hit:
+                            ci = j
+                            sym = _CACHED
+                            break
+            sym, b = _code(mode, sym, match_f[mk], match_t[mk], 6, cums, freqs, x, buf, io)
+            bits += b
+            if sym < 0 or (sym < _NEAR and not ok[sym]):
+                io[2] = 0
+                return bits
+            _count(match_f, match_t, mk, sym, 6)
+            misc[1] = sym
+            if sym < _NEAR:
+                if mode == _DECODE:
+                    for c in range(ch):
+                        img[y, xx, c] = img[ny[sym], nx[sym], c]
+                continue
+            if sym == _CACHED:
+                ck = min(pattern, CACHE_CONTEXTS - 1)
+                ci, b = _code(mode, ci, cache_f[ck], cache_t[ck], CACHE, cums, freqs, x, buf, io)
+                bits += b
+                if ci < 0 or ci >= misc[0]:
+                    io[2] = 0
+                    return bits
+                _count(cache_f, cache_t, ck, ci, CACHE)
+                if mode == _DECODE:
+                    for c in range(ch):
+                        img[y, xx, c] = cache[ci, c]
+                        pix[c] = cache[ci, c]
+            else:
+                prev = 0  # the earlier channel's residual from its own MED prediction
+                for c in range(ch):
+                    a = img[ny[0], nx[0], c] if ok[0] else (img[ny[1], nx[1], c] if ok[1] else 0)
+                    bb = img[ny[1], nx[1], c] if ok[1] else a
+                    cc = img[ny[2], nx[2], c] if ok[2] else bb
+                    d = img[ny[3], nx[3], c] if ok[3] else bb
+                    a, bb, cc, d = np.int64(a), np.int64(bb), np.int64(cc), np.int64(d)
+                    hi, lo = max(a, bb), min(a, bb)
+                    p0 = lo if cc >= hi else (hi if cc <= lo else a + bb - cc)
+                    p = p0 if c == 0 else min(255, max(0, p0 + prev))
+                    g = abs(a - cc) + abs(bb - cc) + abs(bb - d)
+                    q, t = 0, 1
+                    while q < ACTIVITY - 1 and g >= t:
+                        q += 1
+                        t *= 3
+                    rk = (c * ACTIVITY + q) * 3 + (0 if c == 0 else (1 if prev == 0 else 2))
+                    e, b = _code(mode, (pix[c] - p) & 255, res_f[rk], res_t[rk], 256, cums, freqs, x, buf, io)
+                    bits += b
+                    if e < 0:
+                        io[2] = 0
+                        return bits
+                    _count(res_f, res_t, rk, e, 256)
+                    v = (p + e) & 255
+                    if mode == _DECODE:
+                        img[y, xx, c] = v
+                        pix[c] = v
+                    prev = v - p0
+                ci = min(misc[0], CACHE - 1)
+                if misc[0] < CACHE:
+                    misc[0] += 1
+            for j in range(ci, 0, -1):  # move to front
+                for c in range(ch):
+                    cache[j, c] = cache[j - 1, c]
+            for c in range(ch):
+                cache[0, c] = pix[c]
+    return bits
