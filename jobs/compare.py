@@ -210,8 +210,11 @@ def _measure_learned(image: Image.Image, codec: str, model: object) -> tuple[int
     try:
         from bitswap_core.container import unpack
 
-        chosen = unpack(data).codec
-        note = "" if chosen == codec else f"container codec {chosen}"
+        box = unpack(data)
+        note = "" if box.codec == codec else f"container codec {box.codec}"
+        if box.codec == codec:  # how many blocks the context model coded instead (container v21 on)
+            directs = api.learned_sections(box, api.resolve(model)).directs
+            note = "" if directs is None else f"{int(directs.sum())} of {len(directs)} blocks direct"
     except Exception:  # the note is informative only
         pass
     return len(data), t1 - t0, t2 - t1, note

@@ -506,8 +506,7 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     led = None if first_grids is None else [first_block.Lead(int(g), lead) for g in first_grids]
-    traces = [direct.trace(im, side) for im in images] if directly else None
-    went = [np.zeros(len(b), dtype=bool) for b in blocks]
+    choice = direct.Choice([direct.trace(im, side) for im in images]) if directly else None
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
@@ -535,10 +534,14 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for j in act:
                 if j not in mine and parted[j] > t:
                     parted[j] = t
-            tries = _direct_tries(coders, traces, led, mine, t)
-            _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine], [split[j] for j in mine], t,
-                        None if maps is None else maps[mine], None if led is None else [led[j] for j in mine])
-            _keep_smaller(coders, tries, led, went, t)
+            sure = _sure(choice, coders, mine, t)
+            tries = {} if choice is None else choice.tries(coders, led, [j for j in mine if j not in sure], t)
+            _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine if j not in sure],
+                        [split[j] for j in mine if j not in sure], t,
+                        None if maps is None else maps[[j for j in mine if j not in sure]],
+                        None if led is None else [led[j] for j in mine if j not in sure])
+            if choice is not None:
+                choice.keep(coders, tries, led, t)
             if block_bits is not None:
                 for j in mine:
                     block_bits[j].append(coders[j].num_bits())
@@ -554,13 +557,24 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             for r in range(len(ladder)):
                 if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
                     start[j][r] = t
-        tries = _direct_tries(coders, traces, led, act, t)
+        sure = _sure(choice, coders, act, t)
+        if sure:  # coded already: the rest of the batch goes on without them
+            keep = [r for r, j in enumerate(act) if j not in sure]
+            if block_bits is not None:
+                for j in sure:
+                    block_bits[j].append(coders[j].num_bits())
+            act = [act[r] for r in keep]
+            if not act:
+                continue
+            q1[t % ahead] = tuple(v[torch.tensor(keep, dtype=torch.int64)] for v in q1[t % ahead])
+        tries = {} if choice is None else choice.tries(coders, led, act, t)
         _push_led(block_coder, [coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                   np.stack([valid[j][t] for j in act]), None if led is None else [led[j] for j in act],
                   q1=q1[t % ahead], maps=None if maps is None else maps[act],
                   border=block_coder.borders([(blocks[j], valid[j], per_row[j], [t]) for j in act]),
                   particles=[importance.particles_at(particles, start[j], t) for j in act])
-        _keep_smaller(coders, tries, led, went, t)
+        if choice is not None:
+            choice.keep(coders, tries, led, t)
         if block_bits is not None:
             for j in act:
                 block_bits[j].append(coders[j].num_bits())
@@ -571,30 +585,16 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     if leads is not None:
         leads.extend([0] * len(images) if led is None else [g.count for g in led])
     if directs is not None:
-        directs.extend(went)
+        directs.extend(choice.went if choice is not None else [np.zeros(len(b), dtype=bool) for b in blocks])
     return coders
 
 
-def _direct_tries(coders: list[AnsCoder], traces: list | None, led: list | None, js: list[int], t: int) -> dict:
-    """Per image j of js whose block t may go direct (a candidate of its trace), a copy of its coder with
-    the block pushed directly and its lead's state before the block (a direct block is not one of the
-    lead's: the lead counts the latent model's parts and blocks only)."""
-    tries = {j: (coders[j].copy(), None if led is None else led[j].state())
-             for j in js if traces is not None and traces[j].candidate(t)}
-    for j, (c, _) in tries.items():
-        direct.push_block(c, traces[j], t)
-    return tries
-
-
-def _keep_smaller(coders: list[AnsCoder], tries: dict, led: list | None, went: list[np.ndarray], t: int) -> None:
-    """Keep the direct try of block t where it is smaller than the latent model's push (and undo what that
-    push did to the lead)."""
-    for j, (c, lead) in tries.items():
-        if c.num_bits() < coders[j].num_bits():
-            coders[j].become(c)
-            went[j][t] = True
-            if led is not None:
-                led[j].restore(lead)
+def _sure(choice: direct.Choice | None, coders: list[AnsCoder], js: list[int], t: int) -> set[int]:
+    """The images of js whose block t goes direct without a try (direct.Choice.sure), pushed so."""
+    sure = set() if choice is None else {j for j in js if choice.sure(j, t)}
+    for j in sure:
+        choice.push(coders[j], j, t)
+    return sure
 
 
 def decode_images(block_coder: BlockCoder, coders: Sequence[AnsCoder], shapes: Sequence[tuple[int, int, int]],

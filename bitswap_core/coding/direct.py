@@ -47,7 +47,7 @@ CACHE_CONTEXTS = 4
 CANDIDATE_BPD = 3.0
 _NEAR, _CACHED, _OTHER = 4, 4, 5  # match symbols: 0-3 a neighbour, 4 the cache, 5 the residuals
 
-_TRACE, _FEED, _DECODE = 0, 1, 2
+_TRACE, _FEED, _DECODE, _COST = 0, 1, 2, 3
 
 
 class Model:
@@ -66,6 +66,11 @@ class Model:
     def arrays(self) -> tuple:
         return (self.match_f, self.match_t, self.cache_f, self.cache_t, self.res_f, self.res_t, self.cache,
                 self.misc)
+
+    def copy(self) -> Model:
+        out = object.__new__(Model)
+        out.__dict__.update({k: v.copy() for k, v in self.__dict__.items()})
+        return out
 
 
 class Trace(NamedTuple):
@@ -94,15 +99,17 @@ def trace(image: np.ndarray, side: int) -> Trace:
     x, buf = np.zeros(1, np.uint64), np.zeros(1, np.uint32)
     img = np.require(image, np.uint8, ["C", "W"])  # (one compiled function reads and, decoding, writes it)
     for k in range(n - 1, -1, -1):
-        need = io[3] + (2 + c) * side * side  # at most 1 + 1 + C symbols a pixel
-        if need > len(cums):
-            cums, freqs = _grown(cums, need), _grown(freqs, need)
-        lo[k] = io[3]
-        bits[k] = _block(img, k, side, cols, _TRACE, *model.arrays(), cums, freqs, x, buf, io)
+        before = model.copy()
+        bits[k] = _block(img, k, side, cols, _COST, *model.arrays(), cums, freqs, x, buf, io)
+        lo[k] = hi[k] = io[3]
         r, q = min(side, h - (k // cols) * side), min(side, w - (k % cols) * side)
-        if bits[k] > CANDIDATE_BPD * r * q * c:
-            io[3] = lo[k]  # not worth a try: drop its intervals
-        hi[k] = io[3]
+        if bits[k] <= CANDIDATE_BPD * r * q * c:  # worth a try: the block again, keeping its intervals
+            need = io[3] + (2 + c) * side * side  # at most 1 + 1 + C symbols a pixel
+            if need > len(cums):
+                cums, freqs = _grown(cums, need), _grown(freqs, need)
+            model = before
+            _block(img, k, side, cols, _TRACE, *model.arrays(), cums, freqs, x, buf, io)
+            hi[k] = io[3]
     return Trace(bits, lo, hi, cums[: io[3]], freqs[: io[3]])
 
 
@@ -112,6 +119,58 @@ def push_block(coder: AnsCoder, t: Trace, k: int) -> None:
     coder._reserve(b - a)
     state, coder.m = _push(np.uint64(coder.state), coder.buf, coder.m, t.cums[a:b], t.freqs[a:b])
     coder.state = np.uint64(state)
+
+
+class Choice:
+    """The encoder's choice of direct blocks for a batch of images (bitsback.encode_images): per block that
+    its trace makes a candidate, push it both ways on copies and keep the smaller (tries, keep); but once an
+    image's last SURE_AFTER tries all went direct by a factor of at least SURE_RATIO, push its candidates
+    directly without a try (sure), except every RECHECK-th, so a drawing does not pay the latent model's
+    work for blocks it will not use. went: per image, which blocks went direct."""
+
+    SURE_RATIO, SURE_AFTER, RECHECK = 2.0, 2, 4
+
+    def __init__(self, traces: list[Trace]):
+        self.traces = traces
+        self.went = [np.zeros(len(t.bits), dtype=bool) for t in traces]
+        self._streak = [0] * len(traces)  # tries in a row that went direct by SURE_RATIO
+        self._skipped = [0] * len(traces)
+
+    def sure(self, j: int, t: int) -> bool:
+        """Whether image j's block t goes direct without a try (then it is marked so: push it with push)."""
+        if not self.traces[j].candidate(t) or self._streak[j] < self.SURE_AFTER:
+            return False
+        self._skipped[j] += 1
+        if self._skipped[j] % self.RECHECK == 0:
+            return False
+        self.went[j][t] = True
+        return True
+
+    def push(self, coder: AnsCoder, j: int, t: int) -> None:
+        push_block(coder, self.traces[j], t)
+
+    def tries(self, coders: list[AnsCoder], led: list | None, js: list[int], t: int) -> dict:
+        """Per image j of js whose block t is a candidate: (a copy of its coder with the block pushed directly,
+        its coder's size before, its lead's state before: a direct block is not one of the lead's, which
+        counts the latent model's parts and blocks only)."""
+        out = {j: (coders[j].copy(), coders[j].num_bits(), None if led is None else led[j].state())
+               for j in js if self.traces[j].candidate(t)}
+        for j, (c, _, _) in out.items():
+            self.push(c, j, t)
+        return out
+
+    def keep(self, coders: list[AnsCoder], tries: dict, led: list | None, t: int) -> None:
+        """After the latent model pushed block t: keep the direct try where it is smaller (and undo what
+        that push did to the lead)."""
+        for j, (c, size, lead) in tries.items():
+            direct_bits, latent_bits = c.num_bits() - size, coders[j].num_bits() - size
+            sure = latent_bits >= self.SURE_RATIO * max(direct_bits, 1)
+            self._streak[j] = self._streak[j] + 1 if sure else 0
+            if direct_bits < latent_bits:
+                coders[j].become(c)
+                self.went[j][t] = True
+                if led is not None:
+                    led[j].restore(lead)
 
 
 class Reader:
@@ -204,8 +263,10 @@ def _scaled(cum, f, tot):
 @numba.njit(cache=True, inline="always")
 def _code(mode, sym, f, tot, n, cums, freqs, x, buf, io):
     """Code one symbol of a context's counts f (total tot, n symbols): in _TRACE mode keep its interval
-    (io[3]: how many are kept) and return its bits; in _DECODE mode pop it (returned; -1 when the stack ran
-    dry). In _FEED mode nothing is coded."""
+    (io[3]: how many are kept) and return its bits; in _COST mode only its ideal bits; in _DECODE mode pop
+    it (returned; -1 when the stack ran dry). In _FEED mode nothing is coded."""
+    if mode == _COST:
+        return sym, np.log2(tot / f[sym])
     if mode == _TRACE:
         cum = 0
         for s in range(sym):
