@@ -94,7 +94,7 @@ def trace(image: np.ndarray, side: int) -> Trace:
     n = rows * cols
     model = Model(c)
     bits, lo, hi = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    cums, freqs = np.zeros(4096, np.int64), np.zeros(4096, np.int64)
+    cums, freqs = np.zeros(4096, np.int32), np.zeros(4096, np.int32)  # (< 2**24 each; 8 bytes a symbol)
     io = np.zeros(4, np.int64)  # (ANS words, deepest word, ok, intervals kept)
     x, buf = np.zeros(1, np.uint64), np.zeros(1, np.uint32)
     img = np.require(image, np.uint8, ["C", "W"])  # (one compiled function reads and, decoding, writes it)
@@ -182,7 +182,7 @@ class Reader:
         self.image = np.zeros((height, width, channels), np.uint8)
         self.model = Model(channels)
         self._io = np.zeros(4, np.int64)
-        self._none = np.zeros(1, np.int64)
+        self._none = np.zeros(1, np.int32)  # (the intervals trace keeps: unused here)
 
     def _place(self, k: int) -> tuple[slice, slice]:
         r0, c0 = (k // self.cols) * self.side, (k % self.cols) * self.side
