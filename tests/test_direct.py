@@ -155,3 +155,28 @@ def test_a_stored_v21_payload_with_direct_blocks_decodes_and_the_encoder_writes_
     assert box.version == 21 and p.directs.tolist() == [c == "1" for c in "110111001100"] and p.lead == 1
     assert bitswap_core.decompress(stored).tobytes() == img.tobytes()
     assert bitswap_core.compress(img, find_by_id(box.model_id), smallest=False) == stored
+
+
+def test_damaged_ans_bytes_of_direct_blocks_are_refused_never_a_wrong_image():
+    """Flipped, zeroed or cut ANS bytes of the stored v21 payload (its direct blocks are decoded first, last
+    block first) give CorruptPayloadError: the context model's decoder stops on a neighbour it does not hold,
+    a colour its cache does not hold or a dry stack, and whatever decodes is checked against the digest."""
+    from pathlib import Path
+
+    stored = (Path(__file__).parent / "data" / "default-eeaa8f79-mosaic-128x96-v21.bsw").read_bytes()
+    box = container.unpack(stored)
+    ans = api.learned_sections(box, api.resolve(None)).ans
+    head = len(box.payload) - len(ans)
+    rng = np.random.default_rng(0)
+    for case in range(24):
+        payload = bytearray(box.payload)
+        at = head + 12 + int(rng.integers(0, len(ans) - 12))  # past the coder's kept-bed count and state
+        if case % 3 == 0:
+            payload[at] ^= 1 << int(rng.integers(0, 8))
+        elif case % 3 == 1:
+            payload[at : at + 8] = bytes(8)
+        else:
+            payload = payload[: head + 12 + 4 * ((at - head - 12) // 4)]
+        data = container.pack(container.Container(**{**box.__dict__, "payload": bytes(payload)}))
+        with pytest.raises(CorruptPayloadError):
+            bitswap_core.decompress(data)
