@@ -43,25 +43,29 @@ MAX_LEAD = 255  # a header byte: parts on the grid at most
 class Lead:
     """The encoder's side of the lead (container v20): an image's 32x32 parts or blocks, in coding order, go
     on its grid while that codes them smaller than bits-back does (bitsback's _push_led tries both), the
-    first always (when the grid is on), at most MAX_LEAD, then none; count is what the header records."""
+    first always (when the grid is on), at most MAX_LEAD, then none; count is what the header records.
+    Direct blocks (coding/direct.py, container v21) are not the lead's: after one, nothing forces the
+    next part onto the grid (the stack holds the direct block's bits), so it too is tried both ways."""
 
     def __init__(self, grid: int, tries: bool = True) -> None:
-        self.grid, self.count, self.open, self.tries = grid, 0, grid > 0, tries
+        self.grid, self.count, self.open, self.tries, self.forced = grid, 0, grid > 0, tries, True
 
     def first(self) -> bool:
         """Whether the next part is the first, on the grid without a try."""
-        return self.open and self.count == 0
+        return self.open and self.count == 0 and self.forced
 
     def trying(self) -> bool:
         """Whether the next part is coded both ways and the smaller kept."""
-        return self.open and self.tries and 0 < self.count < MAX_LEAD
+        return self.open and self.tries and (0 < self.count or not self.forced) and self.count < MAX_LEAD
 
-    def state(self) -> tuple[int, bool]:
-        return self.count, self.open
+    def state(self) -> tuple[int, bool, bool]:
+        return self.count, self.open, self.forced
 
-    def restore(self, state: tuple[int, bool]) -> None:
-        """Undo what record did since state() (the block went direct instead: coding/direct.py)."""
-        self.count, self.open = state
+    def restore(self, state: tuple[int, bool, bool]) -> None:
+        """Undo what record did since state(), for a block that went direct instead (coding/direct.py):
+        the next part is no longer forced onto the grid."""
+        self.count, self.open, self.forced = state
+        self.forced = False
 
     def record(self, on_grid: bool) -> None:
         """The next part went on the grid or not; once not, no later part does."""
