@@ -42,10 +42,11 @@ CACHE = 256  # colours in the move-to-front cache
 ACTIVITY = 8  # activity classes of the residual contexts
 MATCH_CONTEXTS = 1024  # neighbour-equality patterns x runs of the previous pixel's match
 CACHE_CONTEXTS = 4
-# a block is tried directly if the trace codes it in at most this many bits per dimension (a photo's
-# blocks cost 3-4 and are never worth it; bounds the intervals kept)
+# a block is tried directly if the trace codes it in at most this many bits per dimension (most photo
+# blocks cost it more and the latent model less; bounds the intervals kept)
 CANDIDATE_BPD = 3.0
-_NEAR, _CACHED, _OTHER = 4, 4, 5  # match symbols: 0-3 a neighbour, 4 the cache, 5 the residuals
+_NEAR, _CACHED, _OTHER = 4, 4, 5  # match symbols: below 4 a neighbour, 4 the cache, 5 the residuals
+_MATCHES = 6
 
 _TRACE, _FEED, _DECODE, _COST = 0, 1, 2, 3
 
@@ -54,8 +55,8 @@ class Model:
     """The context model's adaptive state for one image (counts, colour cache)."""
 
     def __init__(self, channels: int):
-        self.match_f = np.ones((MATCH_CONTEXTS, 6), np.int64)
-        self.match_t = np.full(MATCH_CONTEXTS, 6, np.int64)
+        self.match_f = np.ones((MATCH_CONTEXTS, _MATCHES), np.int64)
+        self.match_t = np.full(MATCH_CONTEXTS, _MATCHES, np.int64)
         self.cache_f = np.ones((CACHE_CONTEXTS, CACHE), np.int64)
         self.cache_t = np.full(CACHE_CONTEXTS, CACHE, np.int64)
         self.res_f = np.ones((channels * ACTIVITY * 3, 256), np.int64)
@@ -318,8 +319,8 @@ def _same(img, y0, x0, y1, x1, ch):
 def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_f, res_t, cache, misc, cums,
            freqs, x, buf, io):
     """Run the model over block k of img (H, W, C) in decoding order (its pixels bottom-right to
-    top-left): trace it (costs and intervals), feed it (update only) or decode it (pop its pixels into
-    img). Returns the block's bits when tracing."""
+    top-left): trace it (costs and intervals), cost it (ideal bits only), feed it (update only) or decode it
+    (pop its pixels into img). Returns the block's bits when tracing or costing."""
     h, w, ch = img.shape
     r0, c0 = (k // per_row) * side, (k % per_row) * side
     r1, c1 = min(h, r0 + side), min(w, c0 + side)
@@ -376,12 +377,12 @@ def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_
                             ci = j
                             sym = _CACHED
                             break
-            sym, b = _code(mode, sym, match_f[mk], match_t[mk], 6, cums, freqs, x, buf, io)
+            sym, b = _code(mode, sym, match_f[mk], match_t[mk], _MATCHES, cums, freqs, x, buf, io)
             bits += b
             if sym < 0 or (sym < _NEAR and not ok[sym]):
                 io[2] = 0
                 return bits
-            _count(match_f, match_t, mk, sym, 6)
+            _count(match_f, match_t, mk, sym, _MATCHES)
             misc[1] = sym
             if sym < _NEAR:
                 if mode == _DECODE:
