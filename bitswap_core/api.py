@@ -118,8 +118,13 @@ def compress_batch(
         arrays = [np.asarray(images[i], dtype=np.uint8).reshape(images[i].height, images[i].width, -1)
                   for i in group]
         bc = m.block_coder(codec, split, side=side)
-        adaptations = (adapt.choose(bc, arrays, adapt_blocks) if adapt_blocks is None or adapt_blocks > 0
-                       else [adapt.NONE] * len(arrays))
+        directly = container.VERSION >= 21  # (benchmarks write older versions: no direct blocks)
+        traces = [direct.trace(a, side) for a in arrays] if directly else None
+        fit = [j for j in range(len(arrays)) if not (directly and direct.graphic(traces[j], arrays[j].size))]
+        adaptations = [adapt.NONE] * len(arrays)  # (a graphic's blocks go direct: no fit, coding/direct.py)
+        if fit and (adapt_blocks is None or adapt_blocks > 0):
+            for j, a in zip(fit, adapt.choose(bc, [arrays[j] for j in fit], adapt_blocks)):
+                adaptations[j] = a
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
         coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
         grids = first_block.choose(bc.at_side(BLOCK), arrays, adaptations) if coarse else [0] * len(arrays)
@@ -128,11 +133,10 @@ def compress_batch(
         leads: list[int] = []
         directs: list = []
         lead_bytes = container.VERSION >= 20  # (benchmarks write older versions: the first part alone)
-        directly = container.VERSION >= 21
         try:
             coders = encode_images(bc, arrays, adaptations=adaptations, first_grids=grids, particles=particles,
                                    starts=starts, parts=parts, leads=leads, lead=lead_bytes, directly=directly,
-                                   directs=directs)
+                                   directs=directs, traces=traces)
         except CorruptPayloadError as exc:  # initial bits exhausted: cannot happen with sane models
             log.warning("learned path failed (%s); using the classical fallback", exc)
             coders = [None] * len(group)

@@ -181,3 +181,19 @@ def test_damaged_ans_bytes_of_direct_blocks_are_refused_never_a_wrong_image():
         data = container.pack(container.Container(**{**box.__dict__, "payload": bytes(payload)}))
         with pytest.raises(CorruptPayloadError):
             bitswap_core.decompress(data)
+
+
+def test_a_graphic_is_one_the_encoder_codes_without_fitting_an_adaptation(monkeypatch):
+    """direct.graphic: every block a candidate and the whole under GRAPHIC_BPD. The drawing is one (and
+    api.compress then never calls the fit), a photo crop and noise are not."""
+    from bitswap_core.coding import adapt
+
+    for img, expected in ((drawing(), True), (photo_crop("waterloo-monarch.png", (100, 100, 228, 228)), False),
+                          (noise_image(64, 64, seed=2), False)):
+        arr = np.asarray(img)
+        assert direct.graphic(direct.trace(arr, 32), arr.size) == expected
+    called = []
+    monkeypatch.setattr(adapt, "choose", lambda *a, **k: called.append(1) or [])
+    img = drawing()
+    assert bitswap_core.decompress(bitswap_core.compress(img, smallest=False)).tobytes() == img.tobytes()
+    assert not called

@@ -476,8 +476,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                   adaptations: Sequence[adapt.Adaptation] | None = None,
                   first_grids: Sequence[int] | None = None, particles: int = 1,
                   starts: list | None = None, parts: list | None = None, lead: bool = False,
-                  leads: list | None = None, directly: bool = False, directs: list | None = None
-                  ) -> list[AnsCoder]:
+                  leads: list | None = None, directly: bool = False, directs: list | None = None,
+                  traces: list | None = None) -> list[AnsCoder]:
     """(H, W, C) uint8 arrays -> one finished coder per image. Blocks of all images are batched per step.
 
     block_bits, if given, receives per image the stored size in bits after each block (cost accounting).
@@ -496,7 +496,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     containers 10-19); leads, if given, receives per image how many went on the grid, which the decoder needs.
     directly: a block coded whole (not the first, in parts or in the lead) that the classical context model
     codes cheaply enough (direct.trace) is pushed both ways and the smaller kept (container v21); directs,
-    if given, receives per image which blocks went direct ((n,) bool), which the decoder needs.
+    if given, receives per image which blocks went direct ((n,) bool), which the decoder needs; traces: the
+    images' direct.trace at this side if already made.
     """
     importance.check_particles(particles)
     maps = adapt.coding_maps(adaptations, block_coder.cfg, len(block_coder.steps))
@@ -506,7 +507,9 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     per_row = [grid(im.shape[0], im.shape[1], side)[1] for im in images]
     coders = [AnsCoder(block_coder.bed_words) for _ in images]
     led = None if first_grids is None else [first_block.Lead(int(g), lead) for g in first_grids]
-    choice = direct.Choice([direct.trace(im, side) for im in images]) if directly else None
+    if directly and traces is None:
+        traces = [direct.trace(im, side) for im in images]
+    choice = direct.Choice(traces) if directly else None
     if block_bits is not None:
         block_bits.extend([] for _ in images)
     steps = max((len(b) for b in blocks), default=0)
