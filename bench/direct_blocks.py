@@ -4,6 +4,10 @@ codes, and what the encoder's shortcuts save in time, and whether they change th
 whose every block is a cheap candidate).
 
     .venv/bin/python bench/direct_blocks.py ../shared/datasets/val [--only serrano monarch]
+    .venv/bin/python bench/direct_blocks.py --gradients
+
+--gradients: two synthetic 256x256 gradients instead, clean and with Gaussian noise of sigma 0.6, each coded
+with and without the adaptation's fit (what direct.GRAPHIC_BPD decides between).
 
 Per image: its block side, the trace's seconds and bits per dimension (the context model alone, every block),
 how many blocks are candidates (at most direct.CANDIDATE_BPD) and whether it counts as a graphic, then
@@ -41,14 +45,40 @@ def _coded(im: Image.Image, model, shortcuts: bool) -> tuple[float, bytes]:
         direct.Choice.SURE_AFTER, direct.GRAPHIC_BPD = keep
 
 
+def gradients(model) -> None:
+    y, x = np.mgrid[0:256, 0:256]
+    clean = np.stack([x, y, (x + y) // 2], -1).astype(float)
+    noisy = clean + np.random.default_rng(0).normal(0, 0.6, clean.shape)
+    keep = direct.GRAPHIC_BPD
+    print(f"{'gradient':<10} {'trace bpd':>9} {'graphic':>7} {'with the fit':>20} {'without':>20}")
+    for name, arr in (("clean", clean), ("noisy 0.6", noisy)):
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr)
+        tr = direct.trace(arr, api.side_for(256, 256))
+        out = []
+        direct.GRAPHIC_BPD = -1.0  # never a graphic: the fit runs unless adapt_blocks is 0
+        try:
+            for blocks in (None, 0):
+                data = api.compress(im, model, smallest=False, adapt_blocks=blocks)
+                d = api.learned_sections(container.unpack(data), model).directs
+                out.append(f"{len(data):8d} B {0 if d is None else int(d.sum()):3d} direct")
+        finally:
+            direct.GRAPHIC_BPD = keep
+        print(f"{name:<10} {tr.bits.sum() / arr.size:9.3f} {'yes' if direct.graphic(tr, arr.size) else 'no':>7} "
+              f"{out[0]:>20} {out[1]:>20}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", type=Path)
+    ap.add_argument("data", type=Path, nargs="?")
+    ap.add_argument("--gradients", action="store_true", help="the two synthetic gradients instead of a folder")
     ap.add_argument("--model", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="substrings of the file names to run")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = resolve(args.model)
+    if args.gradients:
+        return gradients(model)
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() == ".png")
     if args.only:
         paths = [p for p in paths if any(s in p.name for s in args.only)]

@@ -123,8 +123,8 @@ def graphic(t: Trace, dims: int) -> bool:
     Why: the fit is half of the encoder's time, and on such an image every block goes direct, where the
     adaptation does nothing (serrano, frymire, a clean gradient: the same bytes without it, in half the
     time; bench/direct_blocks.py). Not on noisy or smooth photos, whose blocks the latent model wins with the
-    fit and loses without (a 256x256 gradient with noise of sigma 0.6: trace 2.4 bpd, 49.5 KB with the fit,
-    59.9 KB without)."""
+    fit and loses without (a 256x256 gradient with noise of sigma 0.6: trace 2.4 bpd, 49.8 KB with the fit,
+    59.6 KB without; bench/direct_blocks.py --gradients)."""
     return bool(len(t.bits)) and bool(np.all(t.hi > t.lo)) and float(t.bits.sum()) <= GRAPHIC_BPD * dims
 
 
