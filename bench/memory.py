@@ -1,8 +1,9 @@
 """Peak memory (max RSS) to compress and to decompress one large image with the default model.
 
-    .venv/bin/python bench/memory.py --megapixels 24
+    .venv/bin/python bench/memory.py --megapixels 24 [--sample waterloo-serrano.png]
 
-The image is a sample photo tiled (mirrored) up to the requested size, so it has photo statistics. Encode
+The image is a sample photo tiled (mirrored) up to the requested size, so it has photo statistics (--sample:
+another of samples/, such as the graphic, whose blocks the context model codes: coding/direct.py). Encode
 and decode each run in a fresh subprocess so each peak is measured alone; RSS includes Python, torch and
 numba themselves (their baseline is printed too).
 """
@@ -52,8 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--megapixels", type=float, default=24.0)
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/bitswap_memory_bench.bsw"))
+    ap.add_argument("--sample", default="waterloo-monarch.png", help="the image of samples/ to tile")
     args = ap.parse_args()
-    code = CHILD.format(root=str(ROOT), sample=str(ROOT / "samples" / "waterloo-monarch.png"))
+    code = CHILD.format(root=str(ROOT), sample=str(ROOT / "samples" / args.sample))
     results = []
     for mode in ("encode", "decode"):
         t = time.perf_counter()
