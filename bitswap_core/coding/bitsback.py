@@ -538,11 +538,10 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
                 if j not in mine and parted[j] > t:
                     parted[j] = t
             sure = _sure(choice, coders, mine, t)
-            tries = {} if choice is None else choice.tries(coders, led, [j for j in mine if j not in sure], t)
-            _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in mine if j not in sure],
-                        [split[j] for j in mine if j not in sure], t,
-                        None if maps is None else maps[[j for j in mine if j not in sure]],
-                        None if led is None else [led[j] for j in mine if j not in sure])
+            parting = [j for j in mine if j not in sure]  # (a sure direct block is pushed whole already)
+            tries = {} if choice is None else choice.tries(coders, led, parting, t)
+            _push_parts(block_coder.at_side(BLOCK), [coders[j] for j in parting], [split[j] for j in parting], t,
+                        None if maps is None else maps[parting], None if led is None else [led[j] for j in parting])
             if choice is not None:
                 choice.keep(coders, tries, led, t)
             if block_bits is not None:
