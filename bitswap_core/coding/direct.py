@@ -7,7 +7,7 @@ JPEG-LS codes such a block for a fraction of that: per pixel, which already deco
 (right, below, below-right, below-left; context: which of those neighbours equal each other), else its
 rank in a move-to-front cache of recent colours, else per channel its residual from the MED predictor
 (the earlier channel's residual added for the later ones; context: local activity). On serrano that is
-0.33 bits per dimension, below WebP's 0.40, where the latent model pays 0.79.
+0.32 bits per dimension, below WebP's 0.40, where the latent model pays 0.79.
 
 How it sits in the bits-back chain: a direct block pushes its symbols and pops nothing, so the blocks
 after it draw their bits-back from its bits as from any other. The model reads the image in the order the
@@ -16,12 +16,14 @@ block, learned ones included: a pixel's contexts use only pixels already decoded
 pixels after it in its own block), so the decoder, which feeds each learned block to the model once it
 has it, keeps the same state. Its cost of a block therefore does not depend on which blocks are direct,
 and the encoder traces every block once (trace), keeping the intervals of the blocks cheap enough to be
-worth a try; it then pushes a block both ways and keeps the smaller (bitsback.encode_images).
+worth a try; it then pushes a block both ways and keeps the smaller (Choice, bitsback.encode_images), and
+fits no adaptation for a graphic, whose blocks all go direct (graphic, api.compress_batch).
 
 Header section (container v21): u8 0 (no direct block) or 1 and a bitmap of the image's blocks, raster
 order, least significant bit first (from_bytes refuses a bitmap with no block set or bits past the last
 block). The first block's grid and its lead (coding/first_block.py) count the latent model's blocks and
-parts only: with the first block direct, the first the latent model codes goes on the grid.
+parts only; after a direct block the next is tried on the grid and by bits-back, not forced onto the grid
+(lead and grid 0 when bits-back wins, as when every block is direct).
 """
 
 from __future__ import annotations
