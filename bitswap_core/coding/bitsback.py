@@ -494,8 +494,8 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     lead: an image on a grid codes each next 32x32 part (or 32x32 block) both on it and by bits-back and keeps
     the smaller, until bits-back wins (first_block.Lead, container v20; False: the first alone, as
     containers 10-19); leads, if given, receives per image how many went on the grid, which the decoder needs.
-    directly: a block coded whole (not the first, in parts or in the lead) that the classical context model
-    codes cheaply enough (direct.trace) is pushed both ways and the smaller kept (container v21); directs,
+    directly: a block (or a block coded in parts, as one) that the classical context model codes cheaply
+    enough (direct.trace) is pushed both ways and the smaller kept (direct.Choice, container v21); directs,
     if given, receives per image which blocks went direct ((n,) bool), which the decoder needs; traces: the
     images' direct.trace at this side if already made.
     """
@@ -547,28 +547,22 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
             if block_bits is not None:
                 for j in mine:
                     block_bits[j].append(coders[j].num_bits())
-            keep = [r for r, j in enumerate(act) if j not in mine]
-            act = [act[r] for r in keep]
+            act, q1[t % ahead] = _without(act, q1[t % ahead], set(mine))
             if not act:
                 continue
             for j in act if led is not None else ():  # coded whole from here: never on the grid
                 led[j].close()
-            rows = torch.tensor(keep, dtype=torch.int64)
-            q1[t % ahead] = tuple(v[rows] for v in q1[t % ahead])
         for j in act:
             for r in range(len(ladder)):
                 if t and start[j][r] > t and coders[j].num_bits() >= need[r]:
                     start[j][r] = t
         sure = _sure(choice, coders, act, t)
         if sure:  # coded already: the rest of the batch goes on without them
-            keep = [r for r, j in enumerate(act) if j not in sure]
-            if block_bits is not None:
-                for j in sure:
-                    block_bits[j].append(coders[j].num_bits())
-            act = [act[r] for r in keep]
+            for j in sure if block_bits is not None else ():
+                block_bits[j].append(coders[j].num_bits())
+            act, q1[t % ahead] = _without(act, q1[t % ahead], sure)
             if not act:
                 continue
-            q1[t % ahead] = tuple(v[torch.tensor(keep, dtype=torch.int64)] for v in q1[t % ahead])
         tries = {} if choice is None else choice.tries(coders, led, act, t)
         _push_led(block_coder, [coders[j] for j in act], np.stack([blocks[j][t] for j in act]),
                   np.stack([valid[j][t] for j in act]), None if led is None else [led[j] for j in act],
@@ -589,6 +583,13 @@ def encode_images(block_coder: BlockCoder, images: Sequence[np.ndarray], block_b
     if directs is not None:
         directs.extend(choice.went if choice is not None else [np.zeros(len(b), dtype=bool) for b in blocks])
     return coders
+
+
+def _without(act: list[int], q1_step: tuple, gone: set[int]) -> tuple[list[int], tuple]:
+    """The images of a step's batch but those gone (coded already), and their rows of q(z1|x)."""
+    keep = [r for r, j in enumerate(act) if j not in gone]
+    rows = torch.tensor(keep, dtype=torch.int64)
+    return [act[r] for r in keep], tuple(v[rows] for v in q1_step)
 
 
 def _sure(choice: direct.Choice | None, coders: list[AnsCoder], js: list[int], t: int) -> set[int]:

@@ -58,13 +58,13 @@ class Lead:
         """Whether the next part is coded both ways and the smaller kept."""
         return self.open and self.tries and (0 < self.count or not self.forced) and self.count < MAX_LEAD
 
-    def state(self) -> tuple[int, bool, bool]:
-        return self.count, self.open, self.forced
+    def state(self) -> tuple[int, bool]:
+        return self.count, self.open
 
-    def restore(self, state: tuple[int, bool, bool]) -> None:
+    def restore(self, state: tuple[int, bool]) -> None:
         """Undo what record did since state(), for a block that went direct instead (coding/direct.py):
         the next part is no longer forced onto the grid."""
-        self.count, self.open, self.forced = state
+        self.count, self.open = state
         self.forced = False
 
     def record(self, on_grid: bool) -> None:
