@@ -804,24 +804,27 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
     class): per class the weight of the prediction (in weights = (lo, hi)) with the scale unshifted, then the
     scale shift given the weights, then the weights again (coordinate descent; the smallest change on ties).
     cells: the channel's value cells, or None."""
-    from bitswap_core.coding.rans import cost_bits_each
+    from bitswap_core.coding.grid_costs import blend_grid
 
     cands_w = np.array(sorted(range(weights[0], weights[1] + 1), key=lambda v: (abs(v), v)), dtype=np.int64)
-
-    def costs(w, shift):  # per class, for per-pixel weight and shift arrays
-        m, lv = _blend_each(mean, level, pred, w, shift, levels, 255 * mf)
-        bits = cost_bits_each(vals, lv * mf + m % mf, m // mf, table, None, cells)
-        return np.bincount(cls, weights=bits, minlength=classes)
-
     w, shift = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
-    base = costs(w[cls], shift[cls]).sum()
-    for part, cands in ((w, cands_w), (shift, _BLEND_SHIFTS), (w, cands_w)):
-        grid = []
-        for v in cands:
-            part[:] = v
-            grid.append(costs(w[cls], shift[cls]))
-        part[:] = cands[np.argmin(np.stack(grid), axis=0)]  # the other part stays at its best so far
-    return np.stack([w, shift], axis=1), float(base - costs(w[cls], shift[cls]).sum())
+
+    def grid(vary, cands, only=None):  # (candidates, classes): each class at each candidate, the other part at its own
+        return blend_grid(vals, mean, level, pred, cls, w, shift, vary, cands, table, mf, levels, BLEND_ONE, cells,
+                          only)
+
+    base = grid("weight", np.zeros(1, np.int64))[0].sum()
+    first = grid("weight", cands_w)
+    w[:] = cands_w[np.argmin(first, axis=0)]
+    shift[:] = _BLEND_SHIFTS[np.argmin(grid("shift", _BLEND_SHIFTS), axis=0)]
+    # the weights again given the shifts: the classes are priced apart, so a class whose shift stayed 0 has
+    # its first column again and only the moved ones are priced anew
+    moved, costs = shift != 0, first
+    if moved.any():
+        costs = np.where(moved[None], grid("weight", cands_w, moved), first)
+    pick = np.argmin(costs, axis=0)
+    w[:] = cands_w[pick]
+    return np.stack([w, shift], axis=1), float(base - np.take_along_axis(costs, pick[None], 0)[0].sum())
 
 
 def _with_spikes(parts: dict, j: int, shifts, mixing, spiky: list[int], blendy: list[int], spikes: int, cfg,
@@ -930,7 +933,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     residual feedback, and (shock = 1; 0: none, as container v15 wrote), given all that too, the surprise
     context (_fit_feedback). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
     (fit_latent)."""
-    from bitswap_core.coding.rans import cost_bits_each
+    from bitswap_core.coding.grid_costs import shift_grid
 
     block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
     cfg = block_coder.cfg
@@ -960,13 +963,14 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
         z1 = draw_z1(block_coder, x, [len(samples[j][1]) for j in group], seed)
         border = block_coder.borders([samples[j][3] for j in group])
-        drawn.append((x, valid, owner, z1, border))
+        nets: dict = {}  # the networks' outputs on these blocks, which the feedback fit reads again
+        drawn.append((x, valid, owner, z1, border, nets))
         xc, known = block_coder._bordered(x, valid, border)
         agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
         context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
         colours = {s: pixel_phases.colour_context(steps[s], xc, known, mf) for s in colourful}
         xn = x.numpy()
-        for sym in block_coder.pixel_symbols(x, z1, valid, border=border):
+        for sym in block_coder.pixel_symbols(x, z1, valid, border=border, nets=nets):
             i, s, c = sym.image, sym.step, sym.channel
             item = {"vals": sym.values, "rows": sym.rows, "bases": sym.bases}
             rr, cc = block_coder._extents(s, valid[i : i + 1])[0]
@@ -992,12 +996,9 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
             if jj == j:
                 p["cells"] = celled.get((s, c), cells[c])
     for (j, s, c), p in parts.items():
-        level, frac = p["rows"] // mf, p["rows"] % mf
-        band = level * BANDS // levels
-        for t, shift in enumerate(_CANDIDATES):
-            bits = cost_bits_each(p["vals"], np.clip(level + shift, 0, levels - 1) * mf + frac, p["bases"],
-                                  block_coder.tx, None, p["cells"])
-            cost[j, steps[s][0], c, :, t] += np.bincount(band, weights=bits, minlength=BANDS)
+        band = p["rows"] // mf * BANDS // levels
+        cost[j, steps[s][0], c] += shift_grid(p["vals"], p["rows"], p["bases"], band, BANDS, _CANDIDATES,
+                                              block_coder.tx, mf, levels, cells=p["cells"]).T
     out: list[Adaptation] = []
     for j, (total, picked, _, _) in enumerate(samples):
         scale_up = total / len(picked)
@@ -1079,11 +1080,12 @@ def _fit_feedback(block_coder, drawn, adaptations: list[Adaptation], scale_ups: 
     probe = np.zeros(surprise.CLASSES - 1, np.int64)  # edges that only score: every pixel in the last class
     zeros = np.zeros((len(steps), cfg.channels, residual.CLASSES), np.int64)  # weights that only track
     out = list(adaptations)
-    for x, valid, owner, z1, border in drawn:
+    for x, valid, owner, z1, border, nets in drawn:
         maps = coding_maps([replace(adaptations[j], surprise=None, surprise_edges=probe if shock else None,
                                     residual=zeros if residuals else None) for j in owner], cfg, len(steps))
-        syms = [(int(owner[sym.image]), sym) for sym in block_coder.pixel_symbols(x, z1, valid, maps, border)
+        syms = [(int(owner[sym.image]), sym) for sym in block_coder.pixel_symbols(x, z1, valid, maps, border, nets)
                 if sym.step in rows_of]
+        nets.clear()  # (the group's network outputs are not needed again)
         images = sorted(set(owner.tolist()))
         fitted = _fit_residual(block_coder, syms, images, scale_ups) if residuals else {}
         shocks = _fit_surprise(block_coder, syms, images, fitted, scale_ups) if shock else {}
@@ -1106,7 +1108,7 @@ def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) 
     smallest (spikes and cells included), or one weight per (step, channel) for every class where the
     classes do not pay for their larger section twice (small images); left out where the estimated saving
     does not pay for the section twice."""
-    from bitswap_core.coding.rans import cost_bits_each
+    from bitswap_core.coding.grid_costs import residual_grid
 
     cfg, mf, k = block_coder.cfg, block_coder.cfg.mean_frac, residual.CLASSES
     counts = {j: np.zeros(residual.MAX_EDGE + 1) for j in images}
@@ -1118,10 +1120,9 @@ def _fit_residual(block_coder, syms, images: list[int], scale_ups: list[float]) 
         if j not in edges:  # an image whose sampled steps hold no pixel
             continue
         cls = residual.classes(sym.feedback[None], edges[j][None])[0]
-        for t, w in enumerate(_RESIDUAL_WEIGHTS):
-            rows, bases = residual.corrected(sym.rows, sym.bases, sym.feedback, w, mf)
-            bits = cost_bits_each(sym.values, rows, bases, block_coder.tx, sym.spikes, sym.cells)
-            cost[j][sym.step, sym.channel, :, t] += np.bincount(cls, weights=bits, minlength=k)
+        cost[j][sym.step, sym.channel] += residual_grid(sym.values, sym.rows, sym.bases, sym.feedback, cls, k,
+                                                        _RESIDUAL_WEIGHTS, block_coder.tx, mf, sym.spikes,
+                                                        sym.cells).T
     shape = (len(block_coder.steps), cfg.channels)
     header = {n: 8 * len(_residual_bytes(Adaptation(residual=np.ones((*shape, n), np.int64),
                                                     residual_edges=np.zeros(n - 1, np.int64)))) for n in (1, k)}
@@ -1146,7 +1147,7 @@ def _fit_surprise(block_coder, syms, images: list[int], fitted: dict[int, dict],
     (step, channel, class) the scale shift that codes them smallest (spikes and cells included); kept where
     the estimated saving pays for the section twice. The scores do not depend on the shifts (they count
     errors against the unshifted rows), so one pass over the sample prices every candidate."""
-    from bitswap_core.coding.rans import cost_bits_each
+    from bitswap_core.coding.grid_costs import shift_grid
 
     cfg = block_coder.cfg
     mf, levels, ch, k = cfg.mean_frac, cfg.x_scales, cfg.channels, surprise.CLASSES
@@ -1161,11 +1162,8 @@ def _fit_surprise(block_coder, syms, images: list[int], fitted: dict[int, dict],
             moved = residual.moved(rows[None], bases[None], sym.feedback[None],
                                    f["residual"][sym.step, sym.channel][None], cut[None], mf)
             rows, bases = moved[0][0], moved[1][0]
-        level, frac = rows // mf, rows % mf
-        for t, d in enumerate(_SURPRISE_SHIFTS):
-            bits = cost_bits_each(sym.values, np.clip(level + d, 0, levels - 1) * mf + frac, bases,
-                                  block_coder.tx, sym.spikes, sym.cells)
-            cost[j][sym.step, sym.channel, :, t] += np.bincount(sym.score, weights=bits, minlength=n_score)
+        cost[j][sym.step, sym.channel] += shift_grid(sym.values, rows, bases, sym.score, n_score, _SURPRISE_SHIFTS,
+                                                     block_coder.tx, mf, levels, sym.spikes, sym.cells).T
         if sym.channel == 0:
             count[j] += np.bincount(sym.score, minlength=n_score)
     probe = np.zeros(k - 1, np.int64)

@@ -259,14 +259,21 @@ class BlockCoder:
             return None
         return tuple(np.ascontiguousarray(t[i, :r, :c]).reshape(-1) for t in spikes)
 
-    def _phase_params(self, trunk, x, xc, known):
+    def _phase_params(self, trunk, x, xc, known, nets: dict | None = None):
         """Yield (step, the step's phase's pixel tensor, that phase's network outputs), computing each
         phase's networks once (phase 0's sub-phases share them). xc, known: the blocks x as the contexts
-        read them (bordered or x itself) and their known mask."""
+        read them (bordered or x itself) and their known mask. nets: a dict that keeps each phase's
+        outputs for another pass over the same blocks and latents, or None."""
         last, params = None, None
         for step, (phase, _) in enumerate(self.steps):
             if phase != last:
-                params, last = self.net.p_pixels(trunk, phase, xc, known), phase
+                if nets is not None and phase in nets:
+                    params = nets[phase]
+                else:
+                    params = self.net.p_pixels(trunk, phase, xc, known)
+                    if nets is not None:
+                        nets[phase] = params
+                last = phase
             yield step, phases.view(x, self.cfg.pixel_phases, phase), params
 
     def _bordered(self, x: torch.Tensor, valid: np.ndarray, border):
@@ -284,15 +291,23 @@ class BlockCoder:
         xs, ks = zip(*(bordered(b, v, gw, idx) for b, v, gw, idx in parts))
         return torch.from_numpy(np.concatenate(xs).astype(np.int64)), torch.from_numpy(np.concatenate(ks))
 
-    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None):
+    def pixel_symbols(self, x: torch.Tensor, z1: torch.Tensor, valid: np.ndarray, maps=None, border=None,
+                      nets: dict | None = None):
         """Yield PixelSymbols in decoding order for blocks x whose pixels are all known (encoder, cost
         accounting): every step sees the true earlier ones, as the decoder will. maps: adapt.CodingMaps of
         these blocks, or None for the model as is. border: (B, C, s + 1, s + 1) int64 blocks with their border
-        and (B, 1, s + 1, s + 1) known (blocks.bordered), for a bordered coder."""
+        and (B, 1, s + 1, s + 1) known (blocks.bordered), for a bordered coder. nets: a dict for the networks'
+        outputs, filled by the first pass over these blocks and z1 and read by the next (the encoder's fits
+        price the same sample with and without the adaptation; the maps change codes, not the networks)."""
         xc, known = self._bordered(x, valid, border)
-        trunk, xn = self.net.px_trunk(z1), x.numpy()
+        xn = x.numpy()
+        if nets is None or "trunk" not in nets:
+            trunk = self.net.px_trunk(z1)
+            if nets is not None:
+                nets["trunk"] = trunk
+        trunk = trunk if nets is None else nets["trunk"]
         tracker = self._tracker(maps, valid)
-        for step, xk, params in self._phase_params(trunk, x, xc, known):
+        for step, xk, params in self._phase_params(trunk, x, xc, known, nets):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
             spikes, context = self._spikes(xc, known, step, maps), self._context(xc, known, step, maps)
             colour = self._colour(xc, known, step, maps)
