@@ -3,7 +3,9 @@
 colour blend, the residual feedback, the surprise context, the latent shift) and the first block on a coarse
 grid (container v21, phase (0,0) split twice in images of 256x256 or more, api.phase_split_for, the adaptation
 header deflated, the first parts on the first block's grid while the stack is shallow, the blocks the context
-model codes smaller coded directly), "16e" = the same without direct blocks (v20), "16j" = and with the first
+model codes smaller coded directly), "16t" = all of that but the latent shift (v21, adapt.fit_latent's
+three network passes left out), "~x" = the encoder's fast effort (api effort=1: half its sample, no latent
+shift), "16e" = the same without direct blocks (v20), "16j" = and with the first
 part alone on the grid (v19), "16h" = and the header not deflated (v18), "16d" = the same with
 every image split twice, "16g" = the same with phase (0,0) split as v17 did (four sub-phases), "16f" = all
 but that and the residual feedback (v16), "16q" = all but that and the surprise context (v15), "16r" = the
@@ -32,7 +34,8 @@ _PARTS = {"s": (0, 0, 0, 0, 0, 0, 0, 0), "o": (1, 0, 0, 0, 0, 0, 0, 0), "n": (2,
           "l": (2, 2, 1, 0, 0, 0, 0, 0), "v": (2, 2, 1, 1, 0, 0, 0, 0), "p": (2, 2, 1, 1, 1, 0, 0, 0),
           "q": (2, 2, 1, 1, 1, 1, 0, 0), "r": (2, 2, 1, 1, 1, 1, 0, 0), "f": (2, 2, 1, 1, 1, 1, 1, 0),
           "g": (2, 2, 1, 1, 1, 1, 1, 1), "d": (2, 2, 1, 1, 1, 1, 1, 1), "h": (2, 2, 1, 1, 1, 1, 1, 1),
-          "j": (2, 2, 1, 1, 1, 1, 1, 1), "e": (2, 2, 1, 1, 1, 1, 1, 1)}
+          "j": (2, 2, 1, 1, 1, 1, 1, 1), "e": (2, 2, 1, 1, 1, 1, 1, 1), "t": (2, 2, 1, 0, 1, 1, 1, 1),
+          "x": (2, 2, 1, 1, 1, 1, 1, 1)}
 # the container version a letter writes (those of "k" and below: 8)
 _VERSIONS = {"c": 9, "l": 10, "v": 11, "p": 12, "r": 14, "q": 15, "f": 16, "g": 17, "h": 18, "j": 19, "e": 20}
 
@@ -41,7 +44,7 @@ def parse(setting: str) -> tuple[int | None, int, int, int, int, int, int, int, 
     """(adapt_blocks, spikes, blend, colour, latent, values, paletted, shock, residuals) of a setting
     (adapt.choose's spikes, blend, colour, latent, values, paletted, shock and residuals)."""
     setting = setting.removesuffix("u")
-    blocks = setting.rstrip("sonbkclvprqfgdhje")
+    blocks = setting.rstrip("sonbkclvprqfgdhjetx")
     count = 10**9 if blocks == "all" else None if blocks == "~" else int(blocks)
     return (count, *_PARTS.get(setting[-1], (2, 2, 1, 1, 1, 1, 1, 1)))
 
@@ -77,9 +80,10 @@ def parts_of(setting: str):
     container.VERSION = version(setting)
     if setting.endswith("d"):
         api.phase_split_for = lambda width, height: 2
-    api.adapt.choose = lambda bc, arrays, n: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
-                                                     latent=latent, values=values, paletted=paletted, shock=shock,
-                                                     residuals=residuals)
+    fast = {"effort": 1} if setting.endswith("x") else {}
+    api.adapt.choose = lambda bc, arrays, n, **kw: _CHOOSE(bc, arrays, n, spikes=spikes, blend=blend, colour=colour,
+                                                           latent=latent, values=values, paletted=paletted,
+                                                           shock=shock, residuals=residuals, **(kw | fast))
     try:
         yield
     finally:

@@ -71,6 +71,7 @@ def compress_batch(
     particles: int = 1,
     block_side: int | None = None,
     phase_split: int | None = None,
+    effort: int = 2,
 ) -> list[bytes]:
     """Compress several images at once: the networks run over one block of every image per step.
 
@@ -86,11 +87,16 @@ def compress_batch(
     image's size and particles (side_for).
     phase_split: how deep phase (0,0) is split into sub-phases (model/phases.py coding_steps: 1 or 2); None:
     by the image's size (phase_split_for).
+    effort: how hard the encoder fits the adaptation (adapt.EFFORTS): 2 (default) everything; 1 half the
+    sample and no latent shift, an encoder 1.4x as fast for 0.32% more bytes on the validation set
+    (docs/BENCHMARKS.md, "Effort"). Any effort decodes with the same decoder at the same speed.
     Raises ImageRefusedError (naming the reason) for an image that cannot be coded; nothing is dropped.
     """
     if codec not in SCHEMES:
         raise ValueError(f"codec must be one of {SCHEMES}, not {codec!r}")
     importance.check_particles(particles)
+    if effort not in adapt.EFFORTS:
+        raise ValueError(f"effort must be one of {adapt.EFFORTS}, not {effort!r}")
     if block_side is not None:
         check_side(block_side)
     if phase_split is not None and not 1 <= phase_split <= container.split_for(container.VERSION):
@@ -123,7 +129,7 @@ def compress_batch(
         fit = [j for j in range(len(arrays)) if not (directly and direct.graphic(traces[j], arrays[j].size))]
         adaptations = [adapt.NONE] * len(arrays)  # (a graphic's blocks go direct: no fit, coding/direct.py)
         if fit and (adapt_blocks is None or adapt_blocks > 0):
-            for j, a in zip(fit, adapt.choose(bc, [arrays[j] for j in fit], adapt_blocks)):
+            for j, a in zip(fit, adapt.choose(bc, [arrays[j] for j in fit], adapt_blocks, effort=effort)):
                 adaptations[j] = a
         grid_byte = container.VERSION >= 10  # (benchmarks write older versions)
         coarse = (codec == "bitswap" if coarse_first is None else coarse_first) and grid_byte
@@ -180,11 +186,11 @@ def compress_batch(
 def compress(image: Image.Image, model: ModelArg = None, *, codec: str = "bitswap", smallest: bool = True,
              max_pixels: int = DEFAULT_MAX_PIXELS, adapt_blocks: int | None = None,
              coarse_first: bool | None = None, particles: int = 1, block_side: int | None = None,
-             phase_split: int | None = None) -> bytes:
-    """Compress one image to a self-describing container (see container.py)."""
+             phase_split: int | None = None, effort: int = 2) -> bytes:
+    """Compress one image to a self-describing container (see container.py); the options as compress_batch's."""
     return compress_batch([image], model, codec=codec, smallest=smallest, max_pixels=max_pixels,
                           adapt_blocks=adapt_blocks, coarse_first=coarse_first, particles=particles,
-                          block_side=block_side, phase_split=phase_split)[0]
+                          block_side=block_side, phase_split=phase_split, effort=effort)[0]
 
 
 # images of at least this many 32x32 blocks' pixels split phase (0,0) twice (container v18): below it the

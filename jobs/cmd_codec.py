@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adapt-blocks", type=int, default=None, metavar="N",
                    help="blocks the encoder samples to fit the per-image adaptation, of the coding side "
                         "up to 64x64 (default: by the image's size, adapt.sample_size; 0: the model as is)")
+    p.add_argument("--effort", type=int, choices=(1, 2), default=2,
+                   help="how hard the encoder fits the per-image adaptation: 2 (default) everything; 1 half "
+                        "the sample and no latent shift, 1.4x as fast for 0.32%% more bytes on the validation set")
     p.add_argument("--first-block", choices=("coarse", "bits-back"), default=None,
                    help="the first block's latents: on a coarse grid (bitswap's default) or by bits-back "
                         "(bbans's default, the paper's baseline)")
@@ -108,7 +111,9 @@ def _compress(args: argparse.Namespace) -> int:
 
     try:
         image = _open_image(args.input)
-        extra = {} if args.adapt_blocks is None else {"adapt_blocks": args.adapt_blocks}
+        extra = {"effort": args.effort}
+        if args.adapt_blocks is not None:
+            extra["adapt_blocks"] = args.adapt_blocks
         if args.first_block is not None:
             extra["coarse_first"] = args.first_block == "coarse"
         if args.block_side is not None:

@@ -498,3 +498,32 @@ def test_the_sample_grows_with_the_image_within_its_bounds():
     assert [adapt.sample_size(n) for n in (1, 9, 16, 64, 128, 256, 384, 1000, 10**6)] == [
         1, 9, 16, 16, 16, 32, 48, 64, 64]
     assert adapt.sample_size(384, 16) == 16 and adapt.sample_size(9, 16) == 9 and adapt.sample_size(10**6, 10**9) == 256
+    # the fast effort samples half the rule's blocks (rounded up), never more; an explicit count stays as it is
+    assert [adapt.sample_size(n, effort=1) for n in (1, 9, 16, 64, 384, 10**6)] == [1, 8, 8, 8, 24, 32]
+    assert adapt.sample_size(16, None, 64, effort=1) == 4 and adapt.sample_size(16, None, 64) == 8
+    assert adapt.sample_size(384, 16, effort=1) == 16
+
+
+def test_the_fast_effort_fits_half_the_sample_without_the_latent_shift_and_decodes_exactly(monkeypatch):
+    """effort=1: choose samples half the blocks and never calls fit_latent; the payload decodes exactly with
+    the one decoder; an effort outside adapt.EFFORTS is refused by name."""
+    img = photo_crop(box=(0, 0, 128, 96))
+    arr = np.asarray(img)
+    bc = resolve(None).block_coder("bitswap")
+    calls, sampled = [], []
+    fit_latent, sample = adapt.fit_latent, adapt._sample
+    monkeypatch.setattr(adapt, "fit_latent", lambda *a, **k: calls.append(1) or fit_latent(*a, **k))
+    monkeypatch.setattr(adapt, "_sample", lambda *a: sampled.append(n := list(sample(*a))) or iter(n))
+    adapt.choose(bc, [arr])
+    adapt.choose(bc, [arr], effort=1)
+    # 12 blocks: the full fit samples all 12 (its rule's 16, capped), and fit_latent samples them again;
+    # the fast fit samples 8 (half of 16) and fits no latent shift
+    assert calls == [1] and [len(s[0][1]) for s in sampled] == [12, 12, 8]
+    for effort in (1, 2):
+        data = bitswap_core.compress(img, smallest=False, effort=effort)
+        assert bitswap_core.decompress(data).tobytes() == img.tobytes()
+    for bad in (0, 3, "fast"):
+        with pytest.raises(ValueError, match="effort"):
+            bitswap_core.compress(img, smallest=False, effort=bad)
+        with pytest.raises(ValueError, match="effort"):
+            adapt.choose(bc, [arr], effort=bad)

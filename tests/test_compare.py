@@ -127,6 +127,11 @@ def test_cli_compress_decompress_with_a_model_file(tmp_path: Path, capsys, tiny_
     assert box.model_id == tiny_model.id and box.codec == "bbans"
     plain = tmp_path / "plain.bsw"
     assert main(["compress", str(src), str(plain), *args, "--adapt-blocks", "0"]) == 0
+    fast = tmp_path / "fast.bsw"
+    assert main(["compress", str(src), str(fast), *args, "--effort", "1"]) == 0
+    assert main(["decompress", str(fast), str(out), "--model", str(tiny_model_path)]) == 0
+    with Image.open(out) as restored:
+        assert restored.tobytes() == source.tobytes()
     coarse = tmp_path / "coarse.bsw"
     assert main(["compress", str(src), str(coarse), *args, "--adapt-blocks", "0", "--first-block", "coarse"]) == 0
     # the same empty adaptation header (no scale shifts), then the first block's grid

@@ -150,6 +150,7 @@ LATENT_SHIFTS = (0, 2, 5)  # latent shifts the encoder tries (one scale level is
 # fit_latent only for images of at least this many blocks: it costs a network pass over the sample per
 # candidate, which is up to half a 256x256 image's encode time for a saving of a few tenths of a percent
 LATENT_MIN_BLOCKS = 128
+EFFORTS = (1, 2)  # the encoder's fit: 1 fast (half the sample, no latent shift), 2 everything (choose)
 
 
 def _blend_weights(version: int) -> tuple[int, int]:
@@ -698,7 +699,7 @@ def apply(scale: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(maps, 1, scale.reshape(b, -1)).reshape(scale.shape)
 
 
-def sample_size(blocks: int, sample_blocks: int | None = None, side: int = BLOCK) -> int:
+def sample_size(blocks: int, sample_blocks: int | None = None, side: int = BLOCK, effort: int = 2) -> int:
     """How many of an image's blocks (of this side) the encoder samples: sample_blocks if given (at most all
     of them), else, counted in 32x32 blocks, one in SAMPLE_SHARE, at least SAMPLE_BLOCKS and at most
     MAX_SAMPLE_BLOCKS. Why: the header's hundreds of fitted values need more pixels than 16 blocks of a large
@@ -706,22 +707,24 @@ def sample_size(blocks: int, sample_blocks: int | None = None, side: int = BLOCK
     128 only 0.05% more, docs/BENCHMARKS.md), while a small image's whole fit must stay cheap. Larger blocks
     are sampled twice those pixels: fewer, larger blocks describe an image less evenly (8 of a 256 x 256
     image's 16 blocks of 64x64 fit it 0.2% better than the pixels of 16 blocks of 32x32, all 16 another 0.06%
-    for 1.8 times the fit's time, docs/BENCHMARKS.md, "Block side"). Depends on the image size alone, so the
-    bytes do too."""
+    for 1.8 times the fit's time, docs/BENCHMARKS.md, "Block side"). Effort 1 (the fast fit, choose) samples
+    half of that rule's blocks. Depends on the image size and effort alone, so the bytes do too."""
     area = (side // BLOCK) ** 2
     if sample_blocks is None:
         sample_blocks = min(MAX_SAMPLE_BLOCKS, max(SAMPLE_BLOCKS, -(-blocks * area // SAMPLE_SHARE)))
         if area > 1:
             sample_blocks = -(-2 * sample_blocks // area)
+        if effort < 2:
+            sample_blocks = -(-sample_blocks // 2)
     return max(1, min(blocks, sample_blocks, _BATCH_BLOCKS // area))
 
 
-def _sample(images: Sequence[np.ndarray], sample_blocks: int | None, side: int = BLOCK):
+def _sample(images: Sequence[np.ndarray], sample_blocks: int | None, side: int = BLOCK, effort: int = 2):
     """Per image: (its block count, the picked blocks, their valid sizes, (all its blocks, their valid sizes,
     blocks per row, the picks): what BlockCoder.borders takes), sample_size(...) blocks evenly spread."""
     for im in images:
         blocks, valid = to_blocks(im, side), valid_sizes(im.shape[0], im.shape[1], side)
-        n = sample_size(len(blocks), sample_blocks, side)
+        n = sample_size(len(blocks), sample_blocks, side, effort)
         pick = np.unique(np.linspace(0, len(blocks) - 1, n).round().astype(np.int64))
         yield len(blocks), blocks[pick], valid[pick], (blocks, valid, grid(*im.shape[:2], side)[1], pick)
 
@@ -917,7 +920,7 @@ def _fit_palette(parts: dict, j: int, image: np.ndarray, table, scale_up: float,
 
 def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None = None, seed: int = 0,
            spikes: int = 2, blend: int = 2, colour: int = 1, latent: int = 1, values: int = 1, paletted: int = 1,
-           shock: int = 1, residuals: int = 1) -> list[Adaptation]:
+           shock: int = 1, residuals: int = 1, effort: int = 2) -> list[Adaptation]:
     """The adaptation of each (H, W, C) uint8 image, from the pixel costs of sample_size(its blocks, sample_blocks)
     of its blocks of block_coder's side, or of 64x64 ones above that (FIT_SIDE): first the scale shifts (every
     candidate shift), then, given them, the blend (_fit_blend; blend = 2: every step with decoded neighbours,
@@ -932,7 +935,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     later fit codes with them. Then (residuals = 1; 0: none, as container v16 wrote), given all that, the
     residual feedback, and (shock = 1; 0: none, as container v15 wrote), given all that too, the surprise
     context (_fit_feedback). Last (latent = 1; 0: none, as container v10 wrote), given all that, the latent shift
-    (fit_latent)."""
+    (fit_latent). effort = 1 is the fast fit: half the sample (sample_size) and no latent shift, for an
+    encoder 1.4x as fast on the validation set for 0.32% more bytes (docs/BENCHMARKS.md, "Effort"); 2 is everything."""
     from bitswap_core.coding.grid_costs import shift_grid
 
     block_coder = block_coder.at_side(min(block_coder.side, FIT_SIDE))
@@ -941,6 +945,8 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     steps = block_coder.steps
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
+    if effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
     split = block_coder.split if _split_steps(len(steps)) else 0  # spikes, blends, feedback: phase (0,0) split
     spiky = pixel_phases.spike_steps(steps) if spikes and split else []
     if blend not in (0, 1, 2):
@@ -951,7 +957,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     colourful = pixel_phases.blend_steps(steps) if colour and split and ch > 1 else []
     scored = sorted(set(blendy) | set(colourful))  # the steps whose pixels the estimates compare
     weights = _blend_weights(7 if blend == 2 else 6)
-    samples = list(_sample(images, sample_blocks, block_coder.side))
+    samples = list(_sample(images, sample_blocks, block_coder.side, effort))
     batch = _BATCH_BLOCKS // (block_coder.side // BLOCK) ** 2
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
@@ -1044,7 +1050,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     if (shock or residuals) and split:
         out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
                             shock, residuals)
-    return fit_latent(block_coder, images, out, sample_blocks, seed) if latent else out
+    return fit_latent(block_coder, images, out, sample_blocks, seed) if latent and effort >= 2 else out
 
 
 def draw_z1(block_coder, x: torch.Tensor, counts: Sequence[int], seed: int = 0) -> torch.Tensor:
