@@ -194,6 +194,7 @@ def pipeline_driver(src_url: str, files: list[Any], out_url: str, spec: JobSpec)
         max_pixels=spec.max_pixels,
         codec=spec.codec,
         particles=spec.particles,
+        effort=spec.effort,
         model=None if spec.model == "default" else spec.model,
         progress=sys.stderr.isatty(),
         keep_smaller_originals=not spec.always_code,

@@ -89,6 +89,7 @@ class JobSpec:
     model: str = "default"
     codec: str = "bitswap"
     particles: int = 1  # posterior samples per block (bitswap_core.api.compress): smaller, about as many times slower
+    effort: int = 2  # the encoder's per-image fit (bitswap_core.api.compress): 1 fast, 2 everything
     shard_size: int = 256
     cluster_address: str | None = None
     actors: int | None = None
@@ -108,6 +109,8 @@ class JobSpec:
         d.pop("path", None)
         if d["particles"] == 1:  # absent at its default, so specs hashed before the setting existed keep their hash
             d.pop("particles")
+        if d["effort"] == 2:  # likewise
+            d.pop("effort")
         return json.loads(json.dumps(d))  # tuples -> lists, a JSON-safe copy
 
     @property
@@ -150,6 +153,7 @@ def parse_spec(
     if codec not in LEARNED_CODECS:
         raise SpecError("codec", f"{codec!r} is not one of {', '.join(LEARNED_CODECS)}")
     particles = top.int("particles", default=1, minimum=1, maximum=MAX_PARTICLES)
+    effort = top.int("effort", default=2, minimum=1, maximum=2)
     shard_size = top.int("shard_size", default=256, minimum=1)
     cluster_address = top.str("cluster_address", default="") or None
     # absent: one actor per CPU (sharing any GPUs); 0: in the job's own process, without Ray (the pipeline's --actors)
@@ -215,6 +219,7 @@ def parse_spec(
         model=model,
         codec=codec,
         particles=particles,
+        effort=effort,
         shard_size=shard_size,
         cluster_address=cluster_address,
         actors=actors,

@@ -151,6 +151,7 @@ class ShardCompressor:
         *,
         codec: str = "bitswap",
         particles: int = 1,
+        effort: int = 2,
         model: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_pixels: int = DEFAULT_BATCH_PIXELS,
@@ -170,7 +171,7 @@ class ShardCompressor:
         if device.startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"
         self._api = api
-        self.codec, self.particles = codec, particles
+        self.codec, self.particles, self.effort = codec, particles, effort
         self.keep_smaller_originals = keep_smaller_originals
         self.verify_writes = verify_writes
         self.device = device
@@ -179,7 +180,7 @@ class ShardCompressor:
         # shard should not pay for it (and start-up is timed apart from coding).
         try:
             api.compress_batch([Image.new("RGB", (32, 32), (90, 120, 150))], self.model, codec=codec,
-                               particles=particles)
+                               particles=particles, effort=effort)
         except Exception as exc:  # noqa: BLE001 - a real shard will report the problem per image
             warnings.warn(f"codec warm-up failed: {exc}", stacklevel=1)
         self.max_pixels = max_pixels
@@ -302,7 +303,7 @@ class ShardCompressor:
         try:
             payloads: list[bytes | BaseException] = list(
                 self._api.compress_batch(images, self.model, codec=self.codec, max_pixels=self.max_pixels,
-                                         particles=self.particles)
+                                         particles=self.particles, effort=self.effort)
             )
             if len(payloads) != len(images):
                 raise RuntimeError(f"compress_batch gave {len(payloads)} payloads for {len(images)} images")
@@ -317,7 +318,7 @@ class ShardCompressor:
                 t1 = time.perf_counter()
                 try:
                     data = self._api.compress(im, self.model, codec=self.codec, max_pixels=self.max_pixels,
-                                              particles=self.particles)
+                                              particles=self.particles, effort=self.effort)
                     payloads += self._verified([data]) if self.verify_writes else [data]
                 except Exception as exc:  # noqa: BLE001
                     payloads.append(exc)

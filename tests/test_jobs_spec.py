@@ -59,6 +59,8 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"use_gpus": 1}, "use_gpus", "true or false"),
         ({"particles": 0}, "particles", ">= 1"),
         ({"particles": 17}, "particles", "<= 16"),
+        ({"effort": 0}, "effort", ">= 1"),
+        ({"effort": 3}, "effort", "<= 2"),
     ],
 )
 def test_errors_name_the_field(change, field, words):
@@ -91,6 +93,10 @@ def test_hash_is_stable_and_sensitive():
     assert parse_spec(minimal(particles=1)).hash == a.hash and "particles" not in a.to_dict()
     four = parse_spec(minimal(particles=4))
     assert four.hash != a.hash and parse_spec(four.to_dict()) == four
+    # so is the encoder's effort (2)
+    assert parse_spec(minimal(effort=2)).hash == a.hash and "effort" not in a.to_dict()
+    fast = parse_spec(minimal(effort=1))
+    assert fast.effort == 1 and fast.hash != a.hash and parse_spec(fast.to_dict()) == fast
 
 
 def test_the_particles_limit_is_the_codecs():

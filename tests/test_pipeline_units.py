@@ -432,9 +432,10 @@ def test_actors_hold_the_cpus_their_threads_use_and_share_the_gpus(monkeypatch):
             assert on_gpu <= min(n, 16 * res.get("GPU", 0))
 
 
-def test_particles_reach_the_codec_and_the_archive_restores(tmp_path, monkeypatch):
-    """The pipeline's particles setting reaches every compress_batch call (which codes for real), the
-    archive restores bit-exact, and the default's shard plan is the one it was before the setting."""
+@pytest.mark.parametrize("setting, value", [("particles", 2), ("effort", 1)])
+def test_encoder_settings_reach_the_codec_and_the_archive_restores(tmp_path, monkeypatch, setting, value):
+    """The pipeline's particles and effort settings reach every compress_batch call (which codes for real),
+    the archive restores bit-exact, and the default's shard plan is the one it was before the setting."""
     from bitswap_core import api
 
     src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
@@ -442,15 +443,15 @@ def test_particles_reach_the_codec_and_the_archive_restores(tmp_path, monkeypatc
     photo_crop("usc-4.1.07.png", (0, 0, 64, 64)).save(src / "p.png")
     files = [SourceFile("p.png", "p.png", 1)]
     assert plan_shards(files, 4, {"codec": "bitswap"})[0].name != plan_shards(
-        files, 4, {"codec": "bitswap", "particles": 2})[0].name
+        files, 4, {"codec": "bitswap", setting: value})[0].name
     seen, real = [], api.compress_batch
 
     def spy(images, *args, **kwargs):
-        seen.append(kwargs.get("particles"))
+        seen.append(kwargs.get(setting))
         return real(images, *args, **kwargs)
 
     monkeypatch.setattr(api, "compress_batch", spy)
-    summary = compress(str(src), str(dst), actors=0, progress=False, particles=2, keep_smaller_originals=False)
-    assert summary.exit_code == 0 and seen and set(seen) == {2}
+    summary = compress(str(src), str(dst), actors=0, progress=False, keep_smaller_originals=False, **{setting: value})
+    assert summary.exit_code == 0 and seen and set(seen) == {value}
     assert restore(str(dst), str(out), progress=False).exit_code == 0
     assert Image.open(out / "p.png").tobytes() == Image.open(src / "p.png").tobytes()
