@@ -197,3 +197,30 @@ def test_a_graphic_is_one_the_encoder_codes_without_fitting_an_adaptation(monkey
     img = drawing()
     assert bitswap_core.decompress(bitswap_core.compress(img, smallest=False)).tobytes() == img.tobytes()
     assert not called
+
+
+def test_the_colour_cache_ring_keeps_distinct_colours_and_its_bucket_counts_through_evictions():
+    """A block-noise image of ~1500 colours, each repeated so the cache both hits and evicts: the ring's
+    colours (rank order from its head) are distinct and the bucket counts are theirs exactly (what the
+    search's skip relies on; the coded bytes are pinned by the round trips above and the fixture)."""
+    rng = np.random.default_rng(5)
+    palette = rng.integers(0, 256, (1500, 3))
+    arr = palette[rng.integers(0, 1500, (48, 40))].repeat(2, 0).repeat(2, 1).astype(np.uint8)  # 96x80
+    reader = direct.Reader(*arr.shape, 32)
+    blocks = [np.moveaxis(arr[r : r + 32, c : c + 32], 2, 0) for r in range(0, 96, 32) for c in range(0, 80, 32)]
+    for k in range(len(blocks) - 1, -1, -1):  # decoding order
+        block = np.zeros((3, 32, 32), np.uint8)
+        block[:, : blocks[k].shape[1], : blocks[k].shape[2]] = blocks[k]
+        reader.feed(block, k)
+    m = reader.model
+    n, head = int(m.misc[0]), int(m.misc[2])
+    assert n == direct.CACHE
+    ring = [tuple(m.cache[(head + j) % direct.CACHE]) for j in range(n)]
+    assert len(set(ring)) == n
+    buckets = np.zeros_like(m.seen)
+    for colour in ring:
+        h = 0
+        for v in colour:
+            h = h * 263 + int(v)
+        buckets[(h ^ (h >> 12)) & (len(m.seen) - 1)] += 1
+    assert np.array_equal(buckets, m.seen)

@@ -40,7 +40,8 @@ from bitswap_core.errors import CorruptPayloadError
 PRECISION = 24  # the coder's interval precision (the adaptive totals stay at or below LIMIT < 2**PRECISION)
 LIMIT = 1 << 16  # a context's total count above which its counts are halved
 INCREMENT = 24  # what a coded symbol adds to its count
-CACHE = 256  # colours in the move-to-front cache
+CACHE = 256  # colours in the move-to-front cache (a power of two: its ring wraps by a mask)
+_SEEN = 4096  # hash buckets counting the cached colours, so a new colour skips the search (a power of two)
 ACTIVITY = 8  # activity classes of the residual contexts
 MATCH_CONTEXTS = 1024  # neighbour-equality patterns x runs of the previous pixel's match
 CACHE_CONTEXTS = 4
@@ -66,12 +67,13 @@ class Model:
         self.cache_t = np.full(CACHE_CONTEXTS, CACHE, np.int64)
         self.res_f = np.ones((channels * ACTIVITY * 3, 256), np.int64)
         self.res_t = np.full(channels * ACTIVITY * 3, 256, np.int64)
-        self.cache = np.zeros((CACHE, channels), np.int64)
-        self.misc = np.zeros(2, np.int64)  # colours in the cache, previous pixel's match symbol
+        self.cache = np.zeros((CACHE, channels), np.int64)  # a ring: rank j at row (head + j) % CACHE
+        self.misc = np.zeros(3, np.int64)  # colours in the cache, previous pixel's match symbol, the ring's head
+        self.seen = np.zeros(_SEEN, np.int64)  # cached colours per hash bucket: a colour in none is not cached
 
     def arrays(self) -> tuple:
         return (self.match_f, self.match_t, self.cache_f, self.cache_t, self.res_f, self.res_t, self.cache,
-                self.misc)
+                self.misc, self.seen)
 
     def copy(self) -> Model:
         out = object.__new__(Model)
@@ -331,8 +333,17 @@ def _same(img, y0, x0, y1, x1, ch):
     return True
 
 
+@numba.njit(cache=True, inline="always")
+def _bucket(colour, ch):
+    """The colour's bucket in the model's seen counts."""
+    h = 0
+    for c in range(ch):
+        h = h * 263 + colour[c]
+    return (h ^ (h >> 12)) & (_SEEN - 1)
+
+
 @numba.njit(cache=True)
-def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_f, res_t, cache, misc, cums,
+def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_f, res_t, cache, misc, seen, cums,
            freqs, x, buf, io):
     """Run the model over block k of img (H, W, C) in decoding order (its pixels bottom-right to
     top-left): trace it (costs and intervals), cost it (ideal bits only), feed it (update only) or decode it
@@ -382,11 +393,12 @@ def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_
                     if ok[j] and _same(img, y, xx, ny[j], nx[j], ch):
                         sym = j
                         break
-                if sym == _OTHER:
+                if sym == _OTHER and seen[_bucket(pix, ch)] > 0:
                     for j in range(misc[0]):
                         hit = True
+                        row = (misc[2] + j) & (CACHE - 1)
                         for c in range(ch):
-                            if cache[j, c] != pix[c]:
+                            if cache[row, c] != pix[c]:
                                 hit = False
                                 break
                         if hit:
@@ -414,9 +426,16 @@ def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_
                     return bits
                 _count(cache_f, cache_t, ck, ci, CACHE)
                 if mode == _DECODE:
+                    row = (misc[2] + ci) & (CACHE - 1)
                     for c in range(ch):
-                        img[y, xx, c] = cache[ci, c]
-                        pix[c] = cache[ci, c]
+                        img[y, xx, c] = cache[row, c]
+                        pix[c] = cache[row, c]
+                for j in range(ci, 0, -1):  # move to front
+                    row, up = (misc[2] + j) & (CACHE - 1), (misc[2] + j - 1) & (CACHE - 1)
+                    for c in range(ch):
+                        cache[row, c] = cache[up, c]
+                for c in range(ch):
+                    cache[misc[2], c] = pix[c]
             else:
                 prev = 0  # the earlier channel's residual from its own MED prediction
                 for c in range(ch):
@@ -445,12 +464,13 @@ def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_
                         img[y, xx, c] = v
                         pix[c] = v
                     prev = v - p0
-                ci = min(misc[0], CACHE - 1)
+                # a new colour goes in front: the ring turns back one row, over the last rank when full
+                misc[2] = (misc[2] - 1) & (CACHE - 1)
+                if misc[0] == CACHE:
+                    seen[_bucket(cache[misc[2]], ch)] -= 1
+                for c in range(ch):
+                    cache[misc[2], c] = pix[c]
+                seen[_bucket(pix, ch)] += 1
                 if misc[0] < CACHE:
                     misc[0] += 1
-            for j in range(ci, 0, -1):  # move to front
-                for c in range(ch):
-                    cache[j, c] = cache[j - 1, c]
-            for c in range(ch):
-                cache[0, c] = pix[c]
     return bits
