@@ -26,31 +26,43 @@ SHIFT, RESIDUAL, BLEND_WEIGHT, BLEND_SHIFT = 0, 1, 2, 3
 @numba.njit(cache=True)
 def _grid(kind, cands, symbols, rows, bases, aux, pred, cls, keep, one, levels, mf, w_cls, s_cls, table, width, n,
           precision, spikes, mixed, cells, groups, grouped, out):
+    """Pixel by pixel, every candidate: each out[t, class] still takes its pixels in pixel order, as one
+    pass per candidate adds them, so the sums are the same to the bit. A pixel's last two (row, base) and
+    their bits are kept: candidates sorted by size alternate sides, and on each side a correction moves
+    monotonically, so a clamp or a small residual repeats the (row, base) one or two candidates back."""
     v, l1, v2, l2 = 0, 0, -1, 0
     top = np.int64(255 * mf)
-    for t in range(cands.shape[0]):
-        d = cands[t]
-        for i in range(symbols.shape[0]):
-            if not keep[cls[i]]:
-                continue
-            if mixed:
-                v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
-            r, b = rows[i], bases[i]
+    for i in range(symbols.shape[0]):
+        c = cls[i]
+        if not keep[c]:
+            continue
+        if mixed:
+            v, l1, v2, l2 = spikes[0, i], spikes[1, i], spikes[2, i], spikes[3, i]
+        k = symbols[i]
+        cl = cells[groups[i] if grouped else 0]
+        lo_k, hi_k = cl[0, k], cl[1, k]
+        r0, b0 = rows[i], bases[i]
+        frac, level, mean = r0 % mf, r0 // mf, b0 * mf + r0 % mf  # (the shift and residual kinds' rows, bases)
+        r1, b1, bits1, r2, b2, bits2 = -1, -1, 0.0, -1, -1, 0.0
+        for t in range(cands.shape[0]):
+            d = cands[t]
             if kind == SHIFT:  # rows = level * mf + mean fraction
-                lv = min(max(r // mf + d, 0), levels - 1)
-                r = lv * mf + r % mf
+                r, b = min(max(level + d, 0), levels - 1) * mf + frac, b0
             elif kind == RESIDUAL:  # aux: the neighbours' mean residual
-                m = min(max(b * mf + r % mf + (d * aux[i]) // one, 0), top)
-                r, b = r - r % mf + m % mf, m // mf
+                m = min(max(mean + (d * aux[i]) // one, 0), top)
+                r, b = r0 - frac + m % mf, m // mf
             else:  # rows: scale levels, bases: means in 1/mf pixel, pred: the blend's prediction
-                c = cls[i]
                 w, s = (d, s_cls[c]) if kind == BLEND_WEIGHT else (w_cls[c], d)
-                m = min(max((w * pred[i] + (one - w) * b) // one, 0), top)
-                lv = min(max(r + s, 0), levels - 1)
-                r, b = lv * mf + m % mf, m // mf
-            k = symbols[i]
-            cl = cells[groups[i] if grouped else 0]
-            out[t, cls[i]] += _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, cl[0, k], cl[1, k])
+                m = min(max((w * pred[i] + (one - w) * b0) // one, 0), top)
+                r, b = min(max(r0 + s, 0), levels - 1) * mf + m % mf, m // mf
+            if r == r1 and b == b1:
+                bits = bits1
+            elif r == r2 and b == b2:
+                bits = bits2
+            else:
+                bits = _symbol_bits(table, r, k, b, width, n, precision, v, l1, v2, l2, lo_k, hi_k)
+                r2, b2, bits2, r1, b1, bits1 = r1, b1, bits1, r, b, bits
+            out[t, c] += bits
 
 
 def _ints(a: np.ndarray | None) -> np.ndarray:
