@@ -522,7 +522,7 @@ def test_the_fast_effort_fits_half_the_sample_without_the_latent_shift_and_decod
     for effort in (1, 2):
         data = bitswap_core.compress(img, smallest=False, effort=effort)
         assert bitswap_core.decompress(data).tobytes() == img.tobytes()
-    for bad in (0, 3, "fast"):
+    for bad in (0, 3, "fast", True):
         with pytest.raises(ValueError, match="effort"):
             bitswap_core.compress(img, smallest=False, effort=bad)
         with pytest.raises(ValueError, match="effort"):

@@ -945,7 +945,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     steps = block_coder.steps
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
-    if effort not in EFFORTS:
+    if isinstance(effort, bool) or effort not in EFFORTS:
         raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
     split = block_coder.split if _split_steps(len(steps)) else 0  # spikes, blends, feedback: phase (0,0) split
     spiky = pixel_phases.spike_steps(steps) if spikes and split else []
