@@ -1,6 +1,11 @@
 """Peak memory (max RSS) to compress and to decompress one large image with the default model.
 
     .venv/bin/python bench/memory.py --megapixels 24 [--sample waterloo-serrano.png]
+    .venv/bin/python bench/memory.py --crops 64 [--root DIR]   # one compress_batch of 64 256x256 crops
+
+--crops N measures the pipeline's path instead: one compress_batch of N 256x256 crops of the sample photos
+(bench/codec_speed.py's) and its decompress_batch. --root DIR imports bitswap_core from another checkout
+(`git worktree add DIR REV`), to compare a revision's peak with this one's.
 
 The image is a sample photo tiled (mirrored) up to the requested size, so it has photo statistics (--sample:
 another of samples/, such as the graphic, whose blocks the context model codes: coding/direct.py). Encode
@@ -28,7 +33,19 @@ import bitswap_core
 mode, path, mp = sys.argv[1], sys.argv[2], float(sys.argv[3])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-if mode == "encode":
+if mode == "encode" and {crops}:
+    sys.path.insert(0, {bench!r})
+    from codec_speed import crops
+    imgs = crops({crops}, 256)
+    datas = bitswap_core.compress_batch(imgs, smallest=False)
+    open(path, "wb").write(json.dumps([d.hex() for d in datas]).encode())
+    extra = {{"images": len(imgs), "bytes": sum(map(len, datas))}}
+elif {crops}:
+    datas = [bytes.fromhex(h) for h in json.loads(open(path, "rb").read())]
+    from bitswap_core import api
+    imgs = api.decompress_batch(datas)
+    extra = {{"images": len(imgs)}}
+elif mode == "encode":
     src = np.asarray(Image.open({sample!r}).convert("RGB"))
     w = int((mp * 1e6 * 1.5) ** 0.5); h = int(mp * 1e6 / w)
     reps = (h // src.shape[0] + 1, w // src.shape[1] + 1)
@@ -54,8 +71,11 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=24.0)
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/bitswap_memory_bench.bsw"))
     ap.add_argument("--sample", default="waterloo-monarch.png", help="the image of samples/ to tile")
+    ap.add_argument("--crops", type=int, default=0, help="one batch of this many 256x256 crops instead")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose bitswap_core is measured")
     args = ap.parse_args()
-    code = CHILD.format(root=str(ROOT), sample=str(ROOT / "samples" / args.sample))
+    code = CHILD.format(root=str(args.root.resolve()), sample=str(ROOT / "samples" / args.sample),
+                        crops=args.crops, bench=str(ROOT / "bench"))
     results = []
     for mode in ("encode", "decode"):
         t = time.perf_counter()
@@ -65,8 +85,9 @@ def main() -> None:
         r["wall_s"] = time.perf_counter() - t
         results.append(r)
         print(json.dumps(r), flush=True)
+    what = f"a batch of {args.crops} 256x256 crops" if args.crops else f"{args.megapixels} MP"
     print(f"peak RSS: encode {results[0]['peak_mb']:.0f} MB, decode {results[1]['peak_mb']:.0f} MB "
-          f"for {args.megapixels} MP (limit 2048 MB)")
+          f"for {what} (limit 2048 MB), bitswap_core from {args.root}")
 
 
 if __name__ == "__main__":

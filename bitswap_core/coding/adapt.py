@@ -961,16 +961,19 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     batch = _BATCH_BLOCKS // (block_coder.side // BLOCK) ** 2
     # cost[image, phase, channel, band, candidate] summed over the image's picked blocks
     cost = np.zeros((len(images), ph, ch, BANDS, len(_CANDIDATES)))
-    parts: dict[tuple[int, int, int], list] = {}
-    drawn = []  # each group's blocks and latent sample, which the surprise fit codes again
+    masks, kept = [None] * len(images), [None] * len(images)
+    out: list[Adaptation] = [NONE] * len(images)
+    # group by group (each image's blocks are in one group, and fitted the same in any batch): the networks'
+    # outputs that the feedback fit reads again are held for one group at a time, not for the whole batch
     for group in _groups([len(picked) for _, picked, _, _ in samples], batch):
+        parts: dict[tuple[int, int, int], list] = {}
         x = torch.from_numpy(np.concatenate([samples[j][1] for j in group]).astype(np.int64))
         valid = np.concatenate([samples[j][2] for j in group])
         owner = np.concatenate([np.full(len(samples[j][1]), j) for j in group])
         z1 = draw_z1(block_coder, x, [len(samples[j][1]) for j in group], seed)
         border = block_coder.borders([samples[j][3] for j in group])
         nets: dict = {}  # the networks' outputs on these blocks, which the feedback fit reads again
-        drawn.append((x, valid, owner, z1, border, nets))
+        drawn = [(x, valid, owner, z1, border, nets)]  # what the feedback fit codes again
         xc, known = block_coder._bordered(x, valid, border)
         agreed = {s: [t.numpy() for t in pixel_phases.step_spikes(steps[s], xc, known)] for s in spiky}
         context = {s: pixel_phases.step_context(steps[s], xc, known, mf) for s in blendy}
@@ -987,69 +990,70 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
                 item["prev"] = block_coder.step_view(xn, s)[i, c - 1, :rr, :cc].reshape(-1).astype(np.int64)
                 item.update((k, t[i, c - 1, :rr, :cc].reshape(-1)) for k, t in zip(("cpred", "ccls"), colours[s]))
             parts.setdefault((int(owner[i]), s, c), []).append(item)
-    for key, items in parts.items():
-        parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
-    masks, kept = [None] * len(images), [None] * len(images)
-    for j, (total, picked, _, _) in enumerate(samples):
-        cells, celled = [None] * ch, {}
-        if values:
-            masks[j], cells = _fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch)
-            if paletted:
-                kept[j], celled = _fit_palette(parts, j, images[j], block_coder.tx, total / len(picked), masks[j],
-                                               cells)
-                masks[j] = None if kept[j] is not None else masks[j]
-        for (jj, s, c), p in parts.items():  # what every later fit codes these pixels with
-            if jj == j:
-                p["cells"] = celled.get((s, c), cells[c])
-    for (j, s, c), p in parts.items():
-        band = p["rows"] // mf * BANDS // levels
-        cost[j, steps[s][0], c] += shift_grid(p["vals"], p["rows"], p["bases"], band, BANDS, _CANDIDATES,
-                                              block_coder.tx, mf, levels, cells=p["cells"]).T
-    out: list[Adaptation] = []
-    for j, (total, picked, _, _) in enumerate(samples):
-        scale_up = total / len(picked)
-        best = cost[j].argmin(axis=3)
-        saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
-        shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
+        for key, items in parts.items():
+            parts[key] = {k: np.concatenate([it[k] for it in items]) for k in items[0]}
+        for j in group:
+            total, picked = samples[j][:2]
+            cells, celled = [None] * ch, {}
+            if values:
+                masks[j], cells = _fit_values(parts, j, images[j], block_coder.tx, total / len(picked), ch)
+                if paletted:
+                    kept[j], celled = _fit_palette(parts, j, images[j], block_coder.tx, total / len(picked), masks[j],
+                                                   cells)
+                    masks[j] = None if kept[j] is not None else masks[j]
+            for (jj, s, c), p in parts.items():  # what every later fit codes these pixels with
+                if jj == j:
+                    p["cells"] = celled.get((s, c), cells[c])
+        for (j, s, c), p in parts.items():
+            band = p["rows"] // mf * BANDS // levels
+            cost[j, steps[s][0], c] += shift_grid(p["vals"], p["rows"], p["bases"], band, BANDS, _CANDIDATES,
+                                                  block_coder.tx, mf, levels, cells=p["cells"]).T
+        for j in group:
+            total, picked = samples[j][:2]
+            scale_up = total / len(picked)
+            best = cost[j].argmin(axis=3)
+            saving = (cost[j, ..., 0].sum() - np.take_along_axis(cost[j], best[..., None], 3).sum()) * scale_up
+            shifts = _CANDIDATES[best] if saving > 2 * 8 * (1 + ph * ch * BANDS) else None
 
-        mixing = np.zeros(blend_shape(ph, ch, split), dtype=np.int64)
-        for s in blendy:
-            for c in range(ch):
-                if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
-                    p = parts[(j, s, c)]
-                    mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
-                                                 p["pred"], p["bcls"], block_coder.tx, levels, mf, weights,
-                                                 cells=p["cells"])
-        # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
-        # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
-        plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
-                             split=split)
-        if mixing.any():
-            mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
-                                 split=split)
-            section = len(to_bytes(Adaptation(blend=mixing, split=split), PRICED)) - len(to_bytes(NONE, PRICED)) + 1
-            plain = mixed if mixed[1] + 8 * section < plain[1] else plain
-        if colourful:  # the colour blend on top of the blend kept, kept on the same terms
-            mixing = plain[0].blend
-            table = np.zeros(colour_shape(ph, ch, split), dtype=np.int64)
-            for s in colourful:
-                for c in range(1, ch):
-                    if (j, s, c) in parts:
+            mixing = np.zeros(blend_shape(ph, ch, split), dtype=np.int64)
+            for s in blendy:
+                for c in range(ch):
+                    if (j, s, c) in parts:  # (an image too small to have pixels in this step has none)
                         p = parts[(j, s, c)]
-                        mean, level = _corrected(p, shifts, steps[s][0], c, None if mixing is None else mixing[s, c],
-                                                 cfg)
-                        target = colour_prediction(p["prev"], p["cpred"], mf)
-                        table[s, c - 1], _ = _fit_blend(p["vals"], mean, level, target, p["ccls"], block_coder.tx,
-                                                        levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, p["cells"])
-            if table.any():
-                coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
-                                        scale_up, table, split)
-                section = len(to_bytes(Adaptation(colour=table, split=split), PRICED)) - len(to_bytes(NONE, PRICED)) + 1
-                plain = coloured if coloured[1] + 8 * section < plain[1] else plain
-        out.append(replace(plain[0], values=masks[j], palette=kept[j], split=split))
-    if (shock or residuals) and split:
-        out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
-                            shock, residuals)
+                        mixing[s, c], _ = _fit_blend(p["vals"], *_corrected(p, shifts, steps[s][0], c, None, cfg),
+                                                     p["pred"], p["bcls"], block_coder.tx, levels, mf, weights,
+                                                     cells=p["cells"])
+            # the blend is kept if the whole estimate, spikes refitted on top of it and headers included, is
+            # smaller by its header once more (on flat areas the spikes take what the blend alone would save)
+            plain = _with_spikes(parts, j, shifts, None, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                                 split=split)
+            if mixing.any():
+                mixed = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx, scale_up,
+                                     split=split)
+                section = len(to_bytes(Adaptation(blend=mixing, split=split), PRICED)) - len(to_bytes(NONE, PRICED)) + 1
+                plain = mixed if mixed[1] + 8 * section < plain[1] else plain
+            if colourful:  # the colour blend on top of the blend kept, kept on the same terms
+                mixing = plain[0].blend
+                table = np.zeros(colour_shape(ph, ch, split), dtype=np.int64)
+                for s in colourful:
+                    for c in range(1, ch):
+                        if (j, s, c) in parts:
+                            p = parts[(j, s, c)]
+                            blended_as = None if mixing is None else mixing[s, c]
+                            mean, level = _corrected(p, shifts, steps[s][0], c, blended_as, cfg)
+                            target = colour_prediction(p["prev"], p["cpred"], mf)
+                            table[s, c - 1], _ = _fit_blend(p["vals"], mean, level, target, p["ccls"], block_coder.tx,
+                                                            levels, mf, COLOUR_WEIGHTS, COLOUR_CLASSES, p["cells"])
+                if table.any():
+                    coloured = _with_spikes(parts, j, shifts, mixing, spiky, scored, spikes, cfg, block_coder.tx,
+                                            scale_up, table, split)
+                    section = (len(to_bytes(Adaptation(colour=table, split=split), PRICED))
+                               - len(to_bytes(NONE, PRICED)) + 1)
+                    plain = coloured if coloured[1] + 8 * section < plain[1] else plain
+            out[j] = replace(plain[0], values=masks[j], palette=kept[j], split=split)
+        if (shock or residuals) and split:
+            out = _fit_feedback(block_coder, drawn, out, [total / len(picked) for total, picked, _, _ in samples],
+                                shock, residuals)
     return fit_latent(block_coder, images, out, sample_blocks, seed) if latent and effort >= 2 else out
 
 
