@@ -43,12 +43,17 @@ def _timed_choose(*a, **k):
         FIT[0] += time.perf_counter() - t0
 
 
+def _without_nets(self, x, z1, valid, maps=None, border=None, nets=None):
+    """pixel_symbols as before the reuse: the networks run on every pass, whatever nets the caller holds."""
+    return _SYMBOLS(self, x, z1, valid, maps, border)
+
+
 @contextmanager
 def version(name: str):
     """The fit as it was ("before") or as it is ("after")."""
     if name == "before":
         grid_costs._run = grid_costs.reference
-        BlockCoder.pixel_symbols = lambda self, *a, nets=None, **k: _SYMBOLS(self, *a, **k)
+        BlockCoder.pixel_symbols = _without_nets
     try:
         yield
     finally:
