@@ -5,7 +5,8 @@
 
 --crops N measures the pipeline's path instead: one compress_batch of N 256x256 crops of the sample photos
 (bench/codec_speed.py's) and its decompress_batch. --root DIR imports bitswap_core from another checkout
-(`git worktree add DIR REV`), to compare a revision's peak with this one's.
+(`git worktree add DIR REV`), to compare a revision's peak with this one's. With --crops the encode's line
+also has the peak so far after each stage of compress_batch ("peak_mb_after"; the first call of each).
 
 The image is a sample photo tiled (mirrored) up to the requested size, so it has photo statistics (--sample:
 another of samples/, such as the graphic, whose blocks the context model codes: coding/direct.py). Encode
@@ -36,10 +37,23 @@ t = time.perf_counter()
 if mode == "encode" and {crops}:
     sys.path.insert(0, {bench!r})
     from codec_speed import crops
+    from bitswap_core import api
+    stages = {{}}  # the peak so far after each stage of compress_batch (the first of each)
+    def after(name, fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            stages.setdefault(name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            return out
+        return wrapped
+    api.direct.trace = after("trace", api.direct.trace)
+    api.adapt.choose = after("adapt.choose", api.adapt.choose)
+    api.first_block.choose = after("first_block.choose", api.first_block.choose)
+    api.encode_images = after("encode_images", api.encode_images)
     imgs = crops({crops}, 256)
+    stages["images"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     datas = bitswap_core.compress_batch(imgs, smallest=False)
     open(path, "wb").write(json.dumps([d.hex() for d in datas]).encode())
-    extra = {{"images": len(imgs), "bytes": sum(map(len, datas))}}
+    extra = {{"images": len(imgs), "bytes": sum(map(len, datas)), "peak_mb_after": stages}}
 elif {crops}:
     datas = [bytes.fromhex(h) for h in json.loads(open(path, "rb").read())]
     from bitswap_core import api
