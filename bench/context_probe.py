@@ -6,7 +6,8 @@ was written (its shipped model is the second with a 256-colour cache, coded per 
 
 "plain": per pixel, which of its right, below, below-right and below-left neighbours it equals, else MED
 residuals per channel; "cache N": the same with a move-to-front cache of the N most recent colours before
-the residuals. Prints KB (ideal bits / 8000) and bits per dimension.
+the residuals. Prints KB (ideal bits / 8000) and bits per dimension. Both count as the shipped model does
+(direct._count: INCREMENT per symbol, halved above LIMIT) and share its MED residuals (residual_bits).
 """
 
 from __future__ import annotations
@@ -18,9 +19,36 @@ import numba
 import numpy as np
 from PIL import Image
 
+from bitswap_core.coding.direct import _count, _same  # the shipped model's count update and colour test
+
+
+@numba.njit(cache=True, inline="always")
+def residual_bits(img, y, x, nb, freq, tot, nact):
+    """Ideal bits of pixel (y, x)'s channels as MED residuals, each channel's prediction moved by the one
+    before's residual from its own MED prediction, in contexts of activity and that residual; nb: (4, C) its
+    W', N', NW', NE' neighbours with the defaults of a missing one filled in. Updates the counts."""
+    bits, pr = 0.0, 0
+    for c in range(img.shape[2]):
+        a, b, cc, d = nb[0, c], nb[1, c], nb[2, c], nb[3, c]
+        mx, mn = max(a, b), min(a, b)
+        p0 = mn if cc >= mx else (mx if cc <= mn else a + b - cc)
+        p = p0 if c == 0 else min(255, max(0, p0 + pr))
+        g = abs(a - cc) + abs(b - cc) + abs(b - d)
+        q, t = 0, 1
+        while q < nact - 1 and g >= t:
+            q += 1
+            t *= 3
+        k = (c * nact + q) * 3 + (0 if c == 0 else (1 if pr == 0 else 2))
+        v = int(img[y, x, c])
+        e = (v - p) & 255
+        bits += -np.log2(freq[k, e] / tot[k])
+        _count(freq, tot, k, e, 256)
+        pr = v - p0
+    return bits
+
 
 @numba.njit(cache=True)
-def plain_costs(img, inc, limit):
+def plain_costs(img):
     H, W, C = img.shape
     nctx_m = 64
     mf = np.ones((nctx_m, 5), np.int64)
@@ -54,82 +82,16 @@ def plain_costs(img, inc, limit):
                     sym = j
                     break
             out[y, x] += -np.log2(mf[mk, sym] / mt[mk])
-            mf[mk, sym] += inc
-            mt[mk] += inc
-            if mt[mk] > limit:
-                s = 0
-                for j in range(5):
-                    mf[mk, j] = (mf[mk, j] + 1) // 2
-                    s += mf[mk, j]
-                mt[mk] = s
+            _count(mf, mt, mk, sym, 5)
             kinds[sym] += 1
             if sym < 4:
                 continue
-            pr = 0
-            for c in range(C):
-                a = nb[0, c]
-                b = nb[1, c]
-                cc = nb[2, c]
-                d = nb[3, c]
-                mx = max(a, b)
-                mn = min(a, b)
-                if cc >= mx:
-                    p = mn
-                elif cc <= mn:
-                    p = mx
-                else:
-                    p = a + b - cc
-                if c > 0:
-                    p = min(255, max(0, p + pr))
-                g = abs(a - cc) + abs(b - cc) + abs(b - d)
-                q = 0
-                t = 1
-                while q < nact - 1 and g >= t:
-                    q += 1
-                    t *= 3
-                pz = 0 if c == 0 else (1 if pr == 0 else 2)
-                k = (c * nact + q) * 3 + pz
-                v = int(img[y, x, c])
-                e = (v - p) & 255
-                res[y, x] += -np.log2(freq[k, e] / tot[k])
-                freq[k, e] += inc
-                tot[k] += inc
-                if tot[k] > limit:
-                    s = 0
-                    for j in range(256):
-                        freq[k, j] = (freq[k, j] + 1) // 2
-                        s += freq[k, j]
-                    tot[k] = s
-                # the next channel's adjustment: this channel's residual from its plain MED prediction
-                mx2 = max(a, b)
-                mn2 = min(a, b)
-                if cc >= mx2:
-                    p0 = mn2
-                elif cc <= mn2:
-                    p0 = mx2
-                else:
-                    p0 = a + b - cc
-                pr = v - p0
+            res[y, x] += residual_bits(img, y, x, nb, freq, tot, nact)
     return out + res, kinds, res
 
 
-@numba.njit(cache=True, inline='always')
-def eq(img, y0, x0, y1, x1):
-    return img[y0, x0, 0] == img[y1, x1, 0] and img[y0, x0, 1] == img[y1, x1, 1] and img[y0, x0, 2] == img[y1, x1, 2]
-
-@numba.njit(cache=True, inline='always')
-def upd(f, t, k, s, inc, limit, n):
-    f[k, s] += inc
-    t[k] += inc
-    if t[k] > limit:
-        tt = 0
-        for j in range(n):
-            f[k, j] = (f[k, j] + 1) // 2
-            tt += f[k, j]
-        t[k] = tt
-
 @numba.njit(cache=True)
-def cache_costs(img, inc, limit, ncache):
+def cache_costs(img, ncache):
     H, W, C = img.shape
     NM = 6
     mf = np.ones((2048, NM), np.int64)
@@ -163,8 +125,8 @@ def cache_costs(img, inc, limit, ncache):
                         e += bit
                     bit *= 2
             # e: 6 bits; plus W' == WW'
-            ww = 1 if (x + 2 < W and eq(img, y, x + 1, y, x + 2)) else 0
-            nn = 1 if (y + 2 < H and eq(img, y + 1, x, y + 2, x)) else 0
+            ww = 1 if (x + 2 < W and _same(img, y, x + 1, y, x + 2, C)) else 0
+            nn = 1 if (y + 2 < H and _same(img, y + 1, x, y + 2, x, C)) else 0
             mk = ((e * 2 + ww) * 2 + nn) * 4 + min(prevsym, 3)
             mk = mk % 2048
             sym = 5
@@ -181,13 +143,13 @@ def cache_costs(img, inc, limit, ncache):
                 if ci >= 0:
                     sym = 4
             out[y, x] += -np.log2(mf[mk, sym] / mt[mk])
-            upd(mf, mt, mk, sym, inc, limit, NM)
+            _count(mf, mt, mk, sym, NM)
             kinds[sym] += 1
             prevsym = sym
             if sym == 4:
                 ck = min(e, 3)
                 out[y, x] += -np.log2(cf[ck, ci] / ct[ck])
-                upd(cf, ct, ck, ci, inc, limit, ncache)
+                _count(cf, ct, ck, ci, ncache)
             if sym < 4:
                 continue
             # move to front of the cache
@@ -202,34 +164,16 @@ def cache_costs(img, inc, limit, ncache):
                 cache[0, c] = img[y, x, c]
             if sym == 4:
                 continue
-            pr = 0
-            for c in range(C):
-                a = nb[0, c] if ok[0] else (nb[1, c] if ok[1] else 0)
-                b = nb[1, c] if ok[1] else a
-                cc = nb[2, c] if ok[2] else b
-                d = nb[3, c] if ok[3] else b
-                mx = max(a, b)
-                mn = min(a, b)
-                if cc >= mx:
-                    p0 = mn
-                elif cc <= mn:
-                    p0 = mx
-                else:
-                    p0 = a + b - cc
-                p = p0 if c == 0 else min(255, max(0, p0 + pr))
-                g = abs(a - cc) + abs(b - cc) + abs(b - d)
-                q = 0
-                t = 1
-                while q < nact - 1 and g >= t:
-                    q += 1
-                    t *= 3
-                pz = 0 if c == 0 else (1 if pr == 0 else 2)
-                k = (c * nact + q) * 3 + pz
-                v = int(img[y, x, c])
-                ee = (v - p) & 255
-                res[y, x] += -np.log2(freq[k, ee] / tot[k])
-                upd(freq, tot, k, ee, inc, limit, 256)
-                pr = v - p0
+            for c in range(C):  # a missing neighbour's default, as plain_costs fills it
+                if not ok[0]:
+                    nb[0, c] = nb[1, c] if ok[1] else 0
+                if not ok[1]:
+                    nb[1, c] = nb[0, c]
+                if not ok[2]:
+                    nb[2, c] = nb[1, c]
+                if not ok[3]:
+                    nb[3, c] = nb[1, c]
+            res[y, x] += residual_bits(img, y, x, nb, freq, tot, nact)
     return out + res, kinds, res
 
 
@@ -239,10 +183,10 @@ def main() -> None:
     ap.add_argument("--cache", type=int, nargs="*", default=[16, 64, 256])
     args = ap.parse_args()
     im = np.asarray(Image.open(args.image).convert("RGB"))
-    o, _, res = plain_costs(im, 24, 1 << 16)
+    o, _, res = plain_costs(im)
     print(f"plain      {o.sum() / 8000:8.1f} KB  {o.sum() / im.size:.4f} bpd  (residuals {res.sum() / 8000:.1f} KB)")
     for n in args.cache:
-        o, _, res = cache_costs(im, 24, 1 << 16, n)
+        o, _, res = cache_costs(im, n)
         print(f"cache {n:<4d} {o.sum() / 8000:8.1f} KB  {o.sum() / im.size:.4f} bpd  "
               f"(residuals {res.sum() / 8000:.1f} KB)")
 
