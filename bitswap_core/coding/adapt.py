@@ -816,8 +816,10 @@ def _fit_blend(vals, mean, level, pred, cls, table, levels: int, mf: int, weight
         return blend_grid(vals, mean, level, pred, cls, w, shift, vary, cands, table, mf, levels, BLEND_ONE, cells,
                           only)
 
-    base = grid("weight", np.zeros(1, np.int64))[0].sum()
+    if cands_w[0] != 0:
+        raise ValueError(f"blend weights {weights} must hold 0, the model as is")
     first = grid("weight", cands_w)
+    base = first[0].sum()  # (weight 0, shift 0: the pixels as they are)
     w[:] = cands_w[np.argmin(first, axis=0)]
     shift[:] = _BLEND_SHIFTS[np.argmin(grid("shift", _BLEND_SHIFTS), axis=0)]
     # the weights again given the shifts: the classes are priced apart, so a class whose shift stayed 0 has

@@ -73,6 +73,15 @@ class PixelSymbols(NamedTuple):
     feedback: np.ndarray | None = None  # their neighbours' mean residual (coding/residual.py), when the maps ask
 
 
+def _kept(nets: dict | None, key, make):
+    """nets[key], made by make() and kept there the first time; make() alone when nets is None."""
+    if nets is None:
+        return make()
+    if key not in nets:
+        nets[key] = make()
+    return nets[key]
+
+
 class BlockCoder:
     """push_blocks / pop_blocks: one bits-back step for one block of each of several images.
 
@@ -267,13 +276,7 @@ class BlockCoder:
         last, params = None, None
         for step, (phase, _) in enumerate(self.steps):
             if phase != last:
-                if nets is not None and phase in nets:
-                    params = nets[phase]
-                else:
-                    params = self.net.p_pixels(trunk, phase, xc, known)
-                    if nets is not None:
-                        nets[phase] = params
-                last = phase
+                params, last = _kept(nets, phase, lambda p=phase: self.net.p_pixels(trunk, p, xc, known)), phase
             yield step, phases.view(x, self.cfg.pixel_phases, phase), params
 
     def _bordered(self, x: torch.Tensor, valid: np.ndarray, border):
@@ -300,12 +303,7 @@ class BlockCoder:
         outputs, filled by the first pass over these blocks and z1 and read by the next (the encoder's fits
         price the same sample with and without the adaptation; the maps change codes, not the networks)."""
         xc, known = self._bordered(x, valid, border)
-        xn = x.numpy()
-        if nets is None or "trunk" not in nets:
-            trunk = self.net.px_trunk(z1)
-            if nets is not None:
-                nets["trunk"] = trunk
-        trunk = trunk if nets is None else nets["trunk"]
+        xn, trunk = x.numpy(), _kept(nets, "trunk", lambda: self.net.px_trunk(z1))
         tracker = self._tracker(maps, valid)
         for step, xk, params in self._phase_params(trunk, x, xc, known, nets):
             ext, xs, means = self._extents(step, valid), self.step_view(xn, step), []
