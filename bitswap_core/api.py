@@ -95,8 +95,7 @@ def compress_batch(
     if codec not in SCHEMES:
         raise ValueError(f"codec must be one of {SCHEMES}, not {codec!r}")
     importance.check_particles(particles)
-    if isinstance(effort, bool) or effort not in adapt.EFFORTS:
-        raise ValueError(f"effort must be one of {adapt.EFFORTS}, not {effort!r}")
+    adapt.check_effort(effort)
     if block_side is not None:
         check_side(block_side)
     if phase_split is not None and not 1 <= phase_split <= container.split_for(container.VERSION):

@@ -153,6 +153,12 @@ LATENT_MIN_BLOCKS = 128
 EFFORTS = (1, 2)  # the encoder's fit: 1 fast (half the sample, no latent shift), 2 everything (choose)
 
 
+def check_effort(effort: int) -> None:
+    """Refuse an effort outside EFFORTS (a bool too, which would pass for 0 or 1)."""
+    if isinstance(effort, bool) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
+
+
 def _blend_weights(version: int) -> tuple[int, int]:
     """The blend weights a header of this container version may hold: 0..8 in version 6 (phase (0,0)'s
     sub-phases only); from version 7 on -8..8 (a later phase's model mean may already overshoot its
@@ -947,8 +953,7 @@ def choose(block_coder, images: Sequence[np.ndarray], sample_blocks: int | None 
     steps = block_coder.steps
     if spikes not in (0, 1, 2):
         raise ValueError(f"spikes must be 0, 1 or 2, not {spikes!r}")
-    if isinstance(effort, bool) or effort not in EFFORTS:
-        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
+    check_effort(effort)
     split = block_coder.split if _split_steps(len(steps)) else 0  # spikes, blends, feedback: phase (0,0) split
     spiky = pixel_phases.spike_steps(steps) if spikes and split else []
     if blend not in (0, 1, 2):
