@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from PIL import Image
 
-from bitswap_core.coding.direct import _count, _same  # the shipped model's count update and colour test
+from bitswap_core.coding.direct import _count, _med, _same  # the shipped model's counts, MED, colour test
 
 
 @numba.njit(cache=True, inline="always")
@@ -29,16 +29,7 @@ def residual_bits(img, y, x, nb, freq, tot, nact):
     W', N', NW', NE' neighbours with the defaults of a missing one filled in. Updates the counts."""
     bits, pr = 0.0, 0
     for c in range(img.shape[2]):
-        a, b, cc, d = nb[0, c], nb[1, c], nb[2, c], nb[3, c]
-        mx, mn = max(a, b), min(a, b)
-        p0 = mn if cc >= mx else (mx if cc <= mn else a + b - cc)
-        p = p0 if c == 0 else min(255, max(0, p0 + pr))
-        g = abs(a - cc) + abs(b - cc) + abs(b - d)
-        q, t = 0, 1
-        while q < nact - 1 and g >= t:
-            q += 1
-            t *= 3
-        k = (c * nact + q) * 3 + (0 if c == 0 else (1 if pr == 0 else 2))
+        p0, p, k = _med(nb[0, c], nb[1, c], nb[2, c], nb[3, c], c, pr, nact)
         v = int(img[y, x, c])
         e = (v - p) & 255
         bits += -np.log2(freq[k, e] / tot[k])

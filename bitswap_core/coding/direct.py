@@ -334,6 +334,22 @@ def _same(img, y0, x0, y1, x1, ch):
 
 
 @numba.njit(cache=True, inline="always")
+def _med(a, b, cc, d, c, prev, activity):
+    """(the MED prediction from the W', N', NW', NE' neighbours a, b, cc, d; channel c's prediction, moved by
+    the earlier channel's residual prev from its own MED prediction; the residual's context: activity class
+    of the neighbours' gradients, channel, and whether prev is 0)."""
+    hi, lo = max(a, b), min(a, b)
+    p0 = lo if cc >= hi else (hi if cc <= lo else a + b - cc)
+    p = p0 if c == 0 else min(255, max(0, p0 + prev))
+    g = abs(a - cc) + abs(b - cc) + abs(b - d)
+    q, t = 0, 1
+    while q < activity - 1 and g >= t:
+        q += 1
+        t *= 3
+    return p0, p, (c * activity + q) * 3 + (0 if c == 0 else (1 if prev == 0 else 2))
+
+
+@numba.njit(cache=True, inline="always")
 def _bucket(colour, ch):
     """The colour's bucket in the model's seen counts."""
     h = 0
@@ -443,16 +459,7 @@ def _block(img, k, side, per_row, mode, match_f, match_t, cache_f, cache_t, res_
                     bb = img[ny[1], nx[1], c] if ok[1] else a
                     cc = img[ny[2], nx[2], c] if ok[2] else bb
                     d = img[ny[3], nx[3], c] if ok[3] else bb
-                    a, bb, cc, d = np.int64(a), np.int64(bb), np.int64(cc), np.int64(d)
-                    hi, lo = max(a, bb), min(a, bb)
-                    p0 = lo if cc >= hi else (hi if cc <= lo else a + bb - cc)
-                    p = p0 if c == 0 else min(255, max(0, p0 + prev))
-                    g = abs(a - cc) + abs(bb - cc) + abs(bb - d)
-                    q, t = 0, 1
-                    while q < ACTIVITY - 1 and g >= t:
-                        q += 1
-                        t *= 3
-                    rk = (c * ACTIVITY + q) * 3 + (0 if c == 0 else (1 if prev == 0 else 2))
+                    p0, p, rk = _med(np.int64(a), np.int64(bb), np.int64(cc), np.int64(d), c, prev, ACTIVITY)
                     e, b = _code(mode, (pix[c] - p) & 255, res_f[rk], res_t[rk], 256, cums, freqs, x, buf, io)
                     bits += b
                     if e < 0:
